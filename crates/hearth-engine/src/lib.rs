@@ -1,1 +1,20 @@
-//! placeholder
+//! hearth's inference engine: architectures (one file each under `arch/`), the
+//! per-sequence KV cache, the batched forward pass and the thread pool.
+//!
+//! It reads models only through `hearth-gguf` and does its arithmetic only
+//! through `hearth-kernels`; it knows nothing of HTTP, apps, tokenisers or
+//! files other than the GGUF it is given.
+
+pub mod arch;
+mod error;
+pub mod kv_cache;
+mod model;
+pub mod pool;
+pub mod transformer;
+pub mod weights;
+
+pub use error::{EngineError, Result};
+pub use kv_cache::KvCache;
+pub use model::Model;
+pub use pool::{physical_cores, ThreadPool};
+pub use transformer::{BatchItem, Hyper, Want};

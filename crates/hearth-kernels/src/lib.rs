@@ -1,1 +1,206 @@
-//! placeholder
+//! hearth's compute kernels: ggml's block formats (byte-exact with GGUF files
+//! written by llama.cpp), their dequantisation and quantisation, dot
+//! products of weight rows with quantised activation rows, GEMV/GEMM over row
+//! ranges, and the element-wise ops a llama-family forward pass needs.
+//!
+//! What this crate does not do: allocate on the hot path (no per-call heap
+//! allocation anywhere in `vec_dot`, `gemm`, `quantize_row` or the ops) and
+//! spawn threads. The engine owns threading: it splits a matmul by row ranges
+//! and calls [`gemm`] once per range.
+//!
+//! # Numerics
+//! Every function has a scalar reference in [`reference`] and, where it
+//! pays, a SIMD version picked at run time ([`isa`]). The SIMD versions are
+//! bit-identical to the references, so `HEARTH_KERNELS=scalar` reproduces
+//! the same logits, just slower. [`gemm`] is bit-identical to [`vec_dot`]
+//! per (row, column) regardless of `ncols` or the row range (the engine's
+//! batch invariance relies on this).
+//!
+//! Activations are quantised as llama.cpp does (see [`vec_dot_type`]) with
+//! llama.cpp's reference arithmetic, so activation bytes match llama.cpp's
+//! byte for byte. The dot products accumulate in this crate's own (fixed)
+//! order, which differs from llama.cpp's only in float rounding.
+//!
+//! # Layout
+//! - `formats/`: one module per block format (layout, scalar reference
+//!   dequantise / quantise / dot product).
+//! - `simd/`: per-ISA kernels (`avx2` today; `neon`, `wasm` slot in beside it).
+//! - `ops`: element-wise ops.
+
+pub mod formats;
+pub mod ops;
+pub mod reference;
+mod simd;
+
+pub use hearth_gguf::GgmlType;
+pub use ops::scalar::rope_cache;
+
+use half::f16;
+use simd::Isa;
+use std::ops::Range;
+
+/// Bytes in a row of `n` elements of type `t`. Panics if `n` is not a whole
+/// number of blocks (the engine guarantees shapes).
+#[inline]
+pub fn row_bytes(t: GgmlType, n: usize) -> usize {
+    t.row_bytes(n)
+        .unwrap_or_else(|| panic!("{n} elements is not a whole number of {t} blocks"))
+}
+
+/// The format activations are quantised to before a dot product with weights
+/// of type `t`, as llama.cpp does: Q4_0, Q5_0, Q8_0 -> Q8_0; Q4_1, Q5_1 ->
+/// Q8_1; Q2_K..Q6_K -> Q8_K; F16, BF16, F32 -> themselves. Q8_1 and Q8_K
+/// (not weight formats in practice) pair with themselves.
+pub fn vec_dot_type(t: GgmlType) -> GgmlType {
+    match t {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => GgmlType::Q8_0,
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q8_1 => GgmlType::Q8_1,
+        GgmlType::Q2_K
+        | GgmlType::Q3_K
+        | GgmlType::Q4_K
+        | GgmlType::Q5_K
+        | GgmlType::Q6_K
+        | GgmlType::Q8_K => GgmlType::Q8_K,
+        GgmlType::F32 => GgmlType::F32,
+        GgmlType::F16 => GgmlType::F16,
+        GgmlType::BF16 => GgmlType::BF16,
+    }
+}
+
+/// Which implementation the dispatcher picked: `"avx2"` or `"scalar"`.
+/// `HEARTH_KERNELS=scalar` forces the scalar reference.
+pub fn isa() -> &'static str {
+    simd::isa().name()
+}
+
+/// Quantise one row of f32 into `dst_type` (any type). Activation types
+/// (Q8_0, Q8_1, Q8_K) match llama.cpp's reference quantisers byte for byte;
+/// Q4_0..Q5_1 do too; the K-quant weight formats use plain round-to-nearest.
+/// Panics if `src.len()` is not a multiple of the block size or `dst` is not
+/// exactly `row_bytes(dst_type, src.len())` long.
+pub fn quantize_row(dst_type: GgmlType, src: &[f32], dst: &mut [u8]) {
+    match simd::isa() {
+        Isa::Avx2 => {
+            assert_eq!(dst.len(), row_bytes(dst_type, src.len()), "quantize_row: wrong dst length");
+            // SAFETY: `simd::isa()` returns Avx2 only after detecting avx2, fma and f16c.
+            if unsafe { simd::avx2::quantize_row(dst_type, src, dst) } {
+                return;
+            }
+            reference::quantize_row(dst_type, src, dst)
+        }
+        Isa::Scalar => reference::quantize_row(dst_type, src, dst),
+    }
+}
+
+/// Dequantise the first `row_bytes(t, dst.len())` bytes of `src` into `dst`.
+pub fn dequantize_row(t: GgmlType, src: &[u8], dst: &mut [f32]) {
+    reference::dequantize_row(t, src, dst)
+}
+
+/// Dot product of one weight row (type `t`, `n` elements: the first
+/// `row_bytes(t, n)` bytes of `w`) with one activation row already in
+/// `vec_dot_type(t)` (the first `row_bytes(vec_dot_type(t), n)` bytes of `x`).
+pub fn vec_dot(t: GgmlType, n: usize, w: &[u8], x: &[u8]) -> f32 {
+    match simd::isa() {
+        Isa::Avx2 => {
+            reference::check_dot(t, n, w, x);
+            // SAFETY: Avx2 is only selected when the CPU has avx2, fma and f16c;
+            // the operand sizes were checked just above.
+            unsafe { simd::avx2::vec_dot(t, n, w, x) }.unwrap_or_else(|| reference::vec_dot(t, n, w, x))
+        }
+        Isa::Scalar => reference::vec_dot(t, n, w, x),
+    }
+}
+
+/// `y[c * rows.len() + (r - rows.start)] = vec_dot(t, n, row r of w, column c of x)`
+/// for `r` in `rows`, `c` in `0..ncols`. `w` is the whole matrix (rows of
+/// `row_bytes(t, n)` bytes); `x` holds `ncols` activation rows of
+/// `row_bytes(vec_dot_type(t), n)` bytes. Bit-identical to calling
+/// [`vec_dot`] per (row, column); several columns share each unpacked weight
+/// block.
+pub fn gemm(t: GgmlType, n: usize, w: &[u8], rows: Range<usize>, x: &[u8], ncols: usize, y: &mut [f32]) {
+    match simd::isa() {
+        Isa::Avx2 => {
+            reference::check_gemm(t, n, w, &rows, x, ncols, y);
+            // SAFETY: Avx2 is only selected when the CPU has avx2, fma and f16c;
+            // the operand sizes were checked just above.
+            if !unsafe { simd::avx2::gemm(t, n, w, rows.clone(), x, ncols, y) } {
+                reference::gemm(t, n, w, rows, x, ncols, y)
+            }
+        }
+        Isa::Scalar => reference::gemm(t, n, w, rows, x, ncols, y),
+    }
+}
+
+macro_rules! dispatch_op {
+    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
+        $(#[$m])*
+        pub fn $name($($arg: $ty),*) $(-> $ret)? {
+            match simd::isa() {
+                // SAFETY: Avx2 is only selected when the CPU has avx2, fma and
+                // f16c; the kernel checks its own slice lengths.
+                Isa::Avx2 => unsafe { simd::avx2::ops::$name($($arg),*) },
+                Isa::Scalar => ops::scalar::$name($($arg),*),
+            }
+        }
+    };
+}
+
+dispatch_op!(
+    /// `out = x / sqrt(mean(x^2) + eps) * w` (see [`ops`] for the exact order).
+    fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32])
+);
+dispatch_op!(
+    /// In-place [`rms_norm`].
+    fn rms_norm_inplace(x: &mut [f32], w: &[f32], eps: f32)
+);
+dispatch_op!(
+    /// Softmax over the row; `-inf` entries become 0; an all `-inf` row becomes all 0.
+    fn softmax_inplace(x: &mut [f32])
+);
+dispatch_op!(
+    /// `gate = silu(gate) * up`.
+    fn silu_mul_inplace(gate: &mut [f32], up: &[f32])
+);
+dispatch_op!(
+    /// `gate = gelu_tanh(gate) * up` (Gemma's GeGLU).
+    fn gelu_tanh_mul_inplace(gate: &mut [f32], up: &[f32])
+);
+dispatch_op!(
+    /// `y += x`.
+    fn add_inplace(y: &mut [f32], x: &[f32])
+);
+dispatch_op!(
+    /// `y *= x` element-wise.
+    fn mul_inplace(y: &mut [f32], x: &[f32])
+);
+dispatch_op!(
+    /// `y *= s`.
+    fn scale_inplace(y: &mut [f32], s: f32)
+);
+dispatch_op!(
+    /// Dot product of an f32 query with an f16 key row.
+    fn dot_f32_f16(a: &[f32], b: &[f16]) -> f32
+);
+dispatch_op!(
+    /// `y += a * x` with an f16 value row.
+    fn axpy_f16(y: &mut [f32], a: f32, x: &[f16])
+);
+dispatch_op!(
+    /// f32 -> f16, round to nearest even.
+    fn f32_to_f16_row(src: &[f32], dst: &mut [f16])
+);
+dispatch_op!(
+    /// Rotates the first `cos_sin.len()` dims of `x` by a [`rope_cache`] table
+    /// (pairs as in [`rope_inplace`]).
+    fn rope_apply(x: &mut [f32], cos_sin: &[f32], neox: bool)
+);
+
+/// Rotary embedding on one head vector, rotating the first `n_rot` dims.
+/// `neox = false` pairs `(x[2i], x[2i+1])` (llama's "normal" mode);
+/// `neox = true` pairs `(x[i], x[i + n_rot/2])` (Qwen, Gemma).
+/// `theta_i = pos * freq_base^(-2i/n_rot)`, computed as ggml does.
+/// For many heads at one position, [`rope_cache`] + [`rope_apply`] is cheaper.
+pub fn rope_inplace(x: &mut [f32], pos: usize, n_rot: usize, freq_base: f32, neox: bool) {
+    ops::scalar::rope_inplace(x, pos, n_rot, freq_base, neox)
+}

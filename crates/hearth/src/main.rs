@@ -1,1 +1,342 @@
-fn main() {}
+//! The hearth command line. Argument parsing and printing only: every verb
+//! calls into the library crates.
+
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use hearth_runtime::{GenOptions, Message, Runtime};
+use hearth_sample::SamplerConfig;
+use hearth_store::{Progress, Store};
+
+/// hearth: the device's own AI service.
+#[derive(Parser)]
+#[command(name = "hearth", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Chat with a model: the prompt goes through its chat template and the answer streams.
+    Run(RunArgs),
+    /// Generate from a raw or templated prompt, optionally as JSON with per-step log-probabilities.
+    Generate(GenerateArgs),
+    /// Print the token ids of a text.
+    Tokenize(TokenizeArgs),
+    /// Perplexity of a text file, as llama.cpp's llama-perplexity computes it.
+    Perplexity(PerplexityArgs),
+    /// Prompt-processing and generation speed.
+    Bench(BenchArgs),
+    /// Fetch a default model (smollm2, gemma3) into hearth's home.
+    Pull {
+        /// Model name.
+        name: String,
+    },
+    /// List the models in hearth's home.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Clone)]
+struct ModelArgs {
+    /// A model name (smollm2, gemma3) or a path to a GGUF file.
+    #[arg(short = 'm', long = "model", default_value = "smollm2")]
+    model: String,
+    /// Threads (default: the number of physical cores).
+    #[arg(short = 't', long = "threads")]
+    threads: Option<usize>,
+}
+
+#[derive(Args, Clone)]
+struct SampleArgs {
+    /// Temperature; 0 is greedy.
+    #[arg(long = "temp", default_value_t = 0.8)]
+    temp: f32,
+    #[arg(long = "top-k", default_value_t = 40)]
+    top_k: usize,
+    #[arg(long = "top-p", default_value_t = 0.95)]
+    top_p: f32,
+    #[arg(long = "min-p", default_value_t = 0.05)]
+    min_p: f32,
+    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
+    repeat_penalty: f32,
+    #[arg(long = "presence-penalty", default_value_t = 0.0)]
+    presence_penalty: f32,
+    #[arg(long = "frequency-penalty", default_value_t = 0.0)]
+    frequency_penalty: f32,
+    /// Random seed (same seed, same output).
+    #[arg(long = "seed")]
+    seed: Option<u64>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    sample: SampleArgs,
+    /// Most tokens to generate.
+    #[arg(short = 'n', long = "max-tokens", default_value_t = 512)]
+    max_tokens: usize,
+    /// A system prompt (the template's default otherwise).
+    #[arg(long = "system")]
+    system: Option<String>,
+    /// Context length.
+    #[arg(short = 'c', long = "ctx")]
+    ctx: Option<usize>,
+    prompt: String,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    sample: SampleArgs,
+    /// Use the prompt as it is (BOS added, special tokens parsed) instead of the chat template.
+    #[arg(long)]
+    raw: bool,
+    #[arg(short = 'n', long = "max-tokens", default_value_t = 128)]
+    max_tokens: usize,
+    /// Ban end-of-generation tokens so that exactly N tokens come.
+    #[arg(long = "ignore-eos")]
+    ignore_eos: bool,
+    /// Report the top K log-probabilities at each step.
+    #[arg(long = "top-logprobs", default_value_t = 0)]
+    top_logprobs: usize,
+    #[arg(short = 'c', long = "ctx")]
+    ctx: Option<usize>,
+    /// Print one JSON object instead of streaming text.
+    #[arg(long)]
+    json: bool,
+    prompt: String,
+}
+
+#[derive(Args)]
+struct TokenizeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Add BOS where the model adds one.
+    #[arg(long)]
+    bos: bool,
+    /// Parse special-token text as special tokens.
+    #[arg(long)]
+    special: bool,
+    #[arg(long)]
+    json: bool,
+    text: String,
+}
+
+#[derive(Args)]
+struct PerplexityArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(short = 'f', long = "file")]
+    file: PathBuf,
+    #[arg(short = 'c', long = "ctx", default_value_t = 512)]
+    ctx: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+    n_prompt: usize,
+    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+    n_gen: usize,
+    #[arg(short = 'r', long = "repetitions", default_value_t = 3)]
+    reps: usize,
+    /// Also measure decode while another process keeps one core busy.
+    #[arg(long)]
+    contended: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Run(a) => run(a),
+        Cmd::Generate(a) => generate(a),
+        Cmd::Tokenize(a) => tokenize(a),
+        Cmd::Perplexity(a) => perplexity(a),
+        Cmd::Bench(a) => bench(a),
+        Cmd::Pull { name } => {
+            let path = Store::open_default()?.pull(&name, Progress::Bar)?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        Cmd::List { json } => list(json),
+    }
+}
+
+fn load(m: &ModelArgs) -> Result<Runtime> {
+    let threads = match m.threads {
+        Some(0) => bail!("-t 0: the thread count must be at least 1"),
+        Some(t) => t,
+        None => hearth_engine::physical_cores(),
+    };
+    let store = Store::open_default()?;
+    let path = store.ensure(&m.model, Progress::Bar)?;
+    Runtime::load(&path, threads).with_context(|| format!("loading {}", path.display()))
+}
+
+fn sampler(s: &SampleArgs) -> SamplerConfig {
+    SamplerConfig {
+        temperature: s.temp,
+        top_k: s.top_k,
+        top_p: s.top_p,
+        min_p: s.min_p,
+        repeat_penalty: s.repeat_penalty,
+        presence_penalty: s.presence_penalty,
+        frequency_penalty: s.frequency_penalty,
+        seed: s.seed,
+        ..SamplerConfig::default()
+    }
+}
+
+fn stream_to_stdout(piece: &str) -> ControlFlow<()> {
+    let mut out = std::io::stdout().lock();
+    if out.write_all(piece.as_bytes()).and_then(|_| out.flush()).is_err() {
+        // The reader went away (a closed pipe): stop generating.
+        return ControlFlow::Break(());
+    }
+    ControlFlow::Continue(())
+}
+
+fn run(a: RunArgs) -> Result<()> {
+    if a.prompt.trim().is_empty() {
+        bail!("the prompt is empty");
+    }
+    let rt = load(&a.model)?;
+    let mut messages = Vec::new();
+    if let Some(s) = a.system {
+        messages.push(Message::new("system", &s));
+    }
+    messages.push(Message::new("user", &a.prompt));
+    let ids = rt.chat_prompt(&messages)?;
+    let opts = GenOptions {
+        max_tokens: a.max_tokens,
+        sampler: sampler(&a.sample),
+        n_ctx: a.ctx,
+        ..GenOptions::default()
+    };
+    rt.generate(&ids, &opts, stream_to_stdout)?;
+    println!();
+    Ok(())
+}
+
+fn generate(a: GenerateArgs) -> Result<()> {
+    if a.prompt.is_empty() {
+        bail!("the prompt is empty");
+    }
+    let rt = load(&a.model)?;
+    let ids = if a.raw {
+        rt.tokenize(&a.prompt, true, true)?
+    } else {
+        rt.chat_prompt(&[Message::new("user", &a.prompt)])?
+    };
+    let opts = GenOptions {
+        max_tokens: a.max_tokens,
+        sampler: sampler(&a.sample),
+        ignore_eos: a.ignore_eos,
+        top_logprobs: a.top_logprobs,
+        n_ctx: a.ctx,
+    };
+    if a.json {
+        let out = rt.generate(&ids, &opts, |_| ControlFlow::Continue(()))?;
+        let v = serde_json::json!({
+            "prompt_ids": out.prompt_ids,
+            "completion_ids": out.completion_ids,
+            "text": out.text,
+            "steps": out.steps,
+            "stop": out.stop,
+        });
+        println!("{v}");
+    } else {
+        rt.generate(&ids, &opts, stream_to_stdout)?;
+        println!();
+    }
+    Ok(())
+}
+
+fn tokenize(a: TokenizeArgs) -> Result<()> {
+    let rt = load(&a.model)?;
+    let ids = rt.tokenize(&a.text, a.bos, a.special)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&ids)?);
+    } else {
+        for id in ids {
+            println!("{id}\t{:?}", rt.tokenizer.token_text(id));
+        }
+    }
+    Ok(())
+}
+
+fn perplexity(a: PerplexityArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&a.file)
+        .with_context(|| format!("reading {}", a.file.display()))?;
+    let rt = load(&a.model)?;
+    let p = hearth_runtime::perplexity(&rt, &text, a.ctx)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&p)?);
+    } else {
+        println!("perplexity {:.4} over {} chunks of {}", p.ppl, p.chunks, a.ctx);
+    }
+    Ok(())
+}
+
+fn bench(a: BenchArgs) -> Result<()> {
+    let rt = load(&a.model)?;
+    let r = hearth_runtime::bench(&rt, a.n_prompt, a.n_gen, a.reps)?;
+    let mut v = serde_json::to_value(&r)?;
+    if a.contended {
+        let c = hearth_runtime::bench_contended(&rt, a.n_gen, a.reps)?;
+        v["contended_tg_tps"] = c.into();
+        v["contended_ratio"] = (c / r.tg_tps.max(1e-9)).into();
+    }
+    if a.json {
+        println!("{v}");
+    } else {
+        println!(
+            "pp{} {:.1} t/s, tg{} {:.1} t/s, load {:.0} ms, {} threads",
+            a.n_prompt, r.pp_tps, a.n_gen, r.tg_tps, r.load_ms, r.threads
+        );
+        if let Some(c) = v.get("contended_tg_tps") {
+            println!("tg{} with one busy core: {c:.1} t/s", a.n_gen);
+        }
+    }
+    Ok(())
+}
+
+fn list(json: bool) -> Result<()> {
+    let models = Store::open_default()?.list()?;
+    if json {
+        println!("{}", serde_json::to_string(&models)?);
+    } else {
+        for m in models {
+            println!("{}\t{}\t{}", m.name, m.size, m.digest);
+        }
+    }
+    Ok(())
+}

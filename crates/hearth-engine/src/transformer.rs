@@ -1,0 +1,436 @@
+//! The decoder-only transformer that every supported architecture is an
+//! instance of, and its batched forward pass.
+//!
+//! Architectures (one file each under `arch/`) read their hyperparameters and
+//! tensor names from the GGUF file and fill a [`Transformer`]; the switches
+//! here (biases, QK norms, post-norms, GELU, embedding scale, sliding windows,
+//! per-layer RoPE bases) are what distinguishes them.
+//!
+//! The forward pass takes a batch of sequences, each with its own KV cache and
+//! position, and runs all their tokens through each matrix at once. Every
+//! number a sequence sees is computed from that sequence alone, in an order
+//! that does not depend on the batch: activations are quantised per row,
+//! each output element of a matmul is one dot product in the kernel's fixed
+//! order, and attention reads only the sequence's own cache. So a sequence's
+//! logits are bit-identical alone or batched.
+
+use std::sync::Arc;
+
+use hearth_gguf::{GgmlType, GgufFile};
+use hearth_kernels as k;
+
+use crate::error::{EngineError, Result};
+use crate::kv_cache::KvCache;
+use crate::pool::{SharedMut, ThreadPool};
+use crate::weights::Matrix;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// SwiGLU: silu(gate) · up.
+    Silu,
+    /// GeGLU with the tanh approximation of GELU.
+    GeluTanh,
+}
+
+/// Shape and behaviour shared by all layers.
+#[derive(Clone, Debug)]
+pub struct Hyper {
+    pub arch: String,
+    pub n_vocab: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim_k: usize,
+    pub head_dim_v: usize,
+    pub n_ff: usize,
+    pub n_ctx_train: usize,
+    pub rms_eps: f32,
+    pub n_rot: usize,
+    /// Rotate pairs `(i, i + n_rot/2)` (GPT-NeoX style) instead of `(2i, 2i+1)`.
+    pub rope_neox: bool,
+    /// Multiplies queries before the dot products with keys.
+    pub attn_scale: f32,
+    /// Multiplies the token embeddings (Gemma: sqrt(n_embd)).
+    pub embed_scale: Option<f32>,
+    pub activation: Activation,
+}
+
+pub struct Layer {
+    pub attn_norm: Vec<f32>,
+    pub wq: Matrix,
+    pub wk: Matrix,
+    pub wv: Matrix,
+    pub wo: Matrix,
+    pub bq: Option<Vec<f32>>,
+    pub bk: Option<Vec<f32>>,
+    pub bv: Option<Vec<f32>>,
+    /// Per-head RMS norms of queries and keys (Qwen3, Gemma 3).
+    pub q_norm: Option<Vec<f32>>,
+    pub k_norm: Option<Vec<f32>>,
+    /// Norms applied to the attention and FFN outputs before the residual add (Gemma).
+    pub post_attn_norm: Option<Vec<f32>>,
+    pub ffn_norm: Vec<f32>,
+    pub w_gate: Matrix,
+    pub w_up: Matrix,
+    pub w_down: Matrix,
+    pub post_ffn_norm: Option<Vec<f32>>,
+    pub rope_base: f32,
+    /// Keys older than this many positions are invisible (sliding-window layers).
+    pub window: Option<usize>,
+}
+
+pub struct Transformer {
+    pub file: Arc<GgufFile>,
+    pub hp: Hyper,
+    pub token_embd: Matrix,
+    pub output_norm: Vec<f32>,
+    pub output: Matrix,
+    pub layers: Vec<Layer>,
+}
+
+/// Which positions of a batch item need logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    None,
+    Last,
+    All,
+    /// Positions from this index of the item's tokens to its end.
+    From(usize),
+}
+
+/// One sequence's share of a batch.
+pub struct BatchItem<'a> {
+    pub cache: &'a mut KvCache,
+    pub tokens: &'a [u32],
+    pub want: Want,
+}
+
+/// Where a token of the flattened batch came from.
+#[derive(Clone, Copy)]
+struct Tok {
+    item: usize,
+    pos: usize,
+}
+
+impl Transformer {
+    pub fn new_cache(&self, n_ctx: usize) -> KvCache {
+        let hp = &self.hp;
+        KvCache::new(
+            hp.n_layer,
+            hp.n_head_kv * hp.head_dim_k,
+            hp.n_head_kv * hp.head_dim_v,
+            n_ctx,
+        )
+    }
+
+    fn weights(&self, m: &Matrix) -> &[u8] {
+        &self.file.bytes()[m.range.clone()]
+    }
+
+    /// Run one batched forward pass; returns, per item, the logits of the
+    /// wanted positions (`rows × n_vocab`, row-major).
+    pub fn forward(&self, pool: &ThreadPool, items: &mut [BatchItem]) -> Result<Vec<Vec<f32>>> {
+        let hp = &self.hp;
+        let mut toks = Vec::new();
+        for (i, it) in items.iter().enumerate() {
+            if it.tokens.is_empty() {
+                return Err(EngineError::EmptyItem);
+            }
+            it.cache.check_room(it.tokens.len())?;
+            for (j, &id) in it.tokens.iter().enumerate() {
+                if id as usize >= hp.n_vocab {
+                    return Err(EngineError::BadToken {
+                        id,
+                        n_vocab: hp.n_vocab,
+                    });
+                }
+                toks.push(Tok {
+                    item: i,
+                    pos: it.cache.len() + j,
+                });
+            }
+        }
+        let n_tok = toks.len();
+        let d = hp.n_embd;
+
+        // Embeddings.
+        let mut x = vec![0f32; n_tok * d];
+        let embd = self.weights(&self.token_embd);
+        let erb = self.token_embd.row_bytes();
+        let mut t = 0;
+        for it in items.iter() {
+            for &id in it.tokens {
+                let row = &embd[id as usize * erb..(id as usize + 1) * erb];
+                k::dequantize_row(self.token_embd.ty, row, &mut x[t * d..(t + 1) * d]);
+                if let Some(s) = hp.embed_scale {
+                    k::scale_inplace(&mut x[t * d..(t + 1) * d], s);
+                }
+                t += 1;
+            }
+        }
+
+        let q_dim = hp.n_head * hp.head_dim_k;
+        let k_dim = hp.n_head_kv * hp.head_dim_k;
+        let v_dim = hp.n_head_kv * hp.head_dim_v;
+        let o_dim = hp.n_head * hp.head_dim_v;
+        let mut h = vec![0f32; n_tok * d];
+        let mut q = vec![0f32; n_tok * q_dim];
+        let mut kk = vec![0f32; n_tok * k_dim];
+        let mut vv = vec![0f32; n_tok * v_dim];
+        let mut att = vec![0f32; n_tok * o_dim];
+        let mut o = vec![0f32; n_tok * d];
+        let mut gate = vec![0f32; n_tok * hp.n_ff];
+        let mut up = vec![0f32; n_tok * hp.n_ff];
+        let mut acts = ActCache::default();
+
+        for (li, layer) in self.layers.iter().enumerate() {
+            // Attention block.
+            rms_rows(&x, &layer.attn_norm, hp.rms_eps, &mut h, d);
+            acts.clear();
+            self.matmul(pool, &layer.wq, &h, n_tok, &mut acts, &mut q);
+            self.matmul(pool, &layer.wk, &h, n_tok, &mut acts, &mut kk);
+            self.matmul(pool, &layer.wv, &h, n_tok, &mut acts, &mut vv);
+            add_bias(&mut q, layer.bq.as_deref());
+            add_bias(&mut kk, layer.bk.as_deref());
+            add_bias(&mut vv, layer.bv.as_deref());
+            for ti in 0..n_tok {
+                let pos = toks[ti].pos;
+                let qrow = &mut q[ti * q_dim..(ti + 1) * q_dim];
+                let krow = &mut kk[ti * k_dim..(ti + 1) * k_dim];
+                for head in qrow.chunks_exact_mut(hp.head_dim_k) {
+                    if let Some(w) = &layer.q_norm {
+                        k::rms_norm_inplace(head, w, hp.rms_eps);
+                    }
+                    k::rope_inplace(head, pos, hp.n_rot, layer.rope_base, hp.rope_neox);
+                    k::scale_inplace(head, hp.attn_scale);
+                }
+                for head in krow.chunks_exact_mut(hp.head_dim_k) {
+                    if let Some(w) = &layer.k_norm {
+                        k::rms_norm_inplace(head, w, hp.rms_eps);
+                    }
+                    k::rope_inplace(head, pos, hp.n_rot, layer.rope_base, hp.rope_neox);
+                }
+            }
+            for (ti, tok) in toks.iter().enumerate() {
+                items[tok.item].cache.write(
+                    li,
+                    tok.pos,
+                    &kk[ti * k_dim..(ti + 1) * k_dim],
+                    &vv[ti * v_dim..(ti + 1) * v_dim],
+                );
+            }
+            let caches: Vec<&KvCache> = items.iter().map(|it| &*it.cache).collect();
+            self.attention(pool, li, &toks, &caches, &q, &mut att);
+            acts.clear();
+            self.matmul(pool, &layer.wo, &att, n_tok, &mut acts, &mut o);
+            if let Some(w) = &layer.post_attn_norm {
+                rms_rows_inplace(&mut o, w, hp.rms_eps, d);
+            }
+            k::add_inplace(&mut x, &o);
+
+            // Feed-forward block.
+            rms_rows(&x, &layer.ffn_norm, hp.rms_eps, &mut h, d);
+            acts.clear();
+            self.matmul(pool, &layer.w_gate, &h, n_tok, &mut acts, &mut gate);
+            self.matmul(pool, &layer.w_up, &h, n_tok, &mut acts, &mut up);
+            match hp.activation {
+                Activation::Silu => k::silu_mul_inplace(&mut gate, &up),
+                Activation::GeluTanh => k::gelu_tanh_mul_inplace(&mut gate, &up),
+            }
+            acts.clear();
+            self.matmul(pool, &layer.w_down, &gate, n_tok, &mut acts, &mut o);
+            if let Some(w) = &layer.post_ffn_norm {
+                rms_rows_inplace(&mut o, w, hp.rms_eps, d);
+            }
+            k::add_inplace(&mut x, &o);
+        }
+        for it in items.iter_mut() {
+            it.cache.advance(it.tokens.len());
+        }
+
+        // Logits for the wanted rows only: the output matrix is the largest
+        // in the model, so prompt positions nobody asked about are skipped.
+        let mut rows = Vec::new();
+        let mut counts = vec![0usize; items.len()];
+        let mut start = 0;
+        for (i, it) in items.iter().enumerate() {
+            let n = it.tokens.len();
+            let from = match it.want {
+                Want::None => n,
+                Want::Last => n - 1,
+                Want::All => 0,
+                Want::From(f) => f.min(n),
+            };
+            for j in from..n {
+                rows.push(start + j);
+            }
+            counts[i] = n - from;
+            start += n;
+        }
+        let mut out: Vec<Vec<f32>> = counts.iter().map(|&c| Vec::with_capacity(c * hp.n_vocab)).collect();
+        if rows.is_empty() {
+            return Ok(out);
+        }
+        let mut xs = vec![0f32; rows.len() * d];
+        for (r, &src) in rows.iter().enumerate() {
+            k::rms_norm(
+                &x[src * d..(src + 1) * d],
+                &self.output_norm,
+                hp.rms_eps,
+                &mut xs[r * d..(r + 1) * d],
+            );
+        }
+        let mut logits = vec![0f32; rows.len() * hp.n_vocab];
+        acts.clear();
+        self.matmul(pool, &self.output, &xs, rows.len(), &mut acts, &mut logits);
+        let mut r = 0;
+        for (i, &c) in counts.iter().enumerate() {
+            out[i].extend_from_slice(&logits[r * hp.n_vocab..(r + c) * hp.n_vocab]);
+            r += c;
+        }
+        Ok(out)
+    }
+
+    /// `out[t][r] = W[r] · x[t]` for `n_tok` rows of `x`, with `x` quantised
+    /// once per activation format and reused by matrices that share it.
+    fn matmul(
+        &self,
+        pool: &ThreadPool,
+        w: &Matrix,
+        x: &[f32],
+        n_tok: usize,
+        acts: &mut ActCache,
+        out: &mut [f32],
+    ) {
+        let n = w.n_in;
+        let xq = acts.get(k::vec_dot_type(w.ty), x, n, n_tok);
+        let wb = self.weights(w);
+        let n_out = w.n_out;
+        debug_assert_eq!(out.len(), n_tok * n_out);
+        let shared_out = SharedMut::new(out);
+        if n_tok == 1 {
+            pool.for_chunks(n_out, 16, 4, &|rows| {
+                // SAFETY: chunks are disjoint row ranges of the one output row.
+                let y = unsafe { shared_out.slice(rows.clone()) };
+                k::gemm(w.ty, n, wb, rows, xq, 1, y);
+            });
+            return;
+        }
+        let mut scratch = vec![0f32; n_out * n_tok];
+        let shared_scratch = SharedMut::new(&mut scratch);
+        pool.for_chunks(n_out, 4, 4, &|rows| {
+            let len = rows.len();
+            // SAFETY: each chunk owns scratch[rows.start*n_tok .. rows.end*n_tok],
+            // disjoint from every other chunk's.
+            let y = unsafe { shared_scratch.slice(rows.start * n_tok..rows.end * n_tok) };
+            k::gemm(w.ty, n, wb, rows.clone(), xq, n_tok, y);
+            for t in 0..n_tok {
+                // SAFETY: row range `rows` of output row `t` is written by this chunk only.
+                let dst = unsafe { shared_out.slice(t * n_out + rows.start..t * n_out + rows.end) };
+                dst.copy_from_slice(&y[t * len..(t + 1) * len]);
+            }
+        });
+    }
+
+    /// Causal (and, for windowed layers, sliding-window) attention of every
+    /// token of the batch over its own sequence's cache, one task per
+    /// (token, head).
+    fn attention(
+        &self,
+        pool: &ThreadPool,
+        li: usize,
+        toks: &[Tok],
+        caches: &[&KvCache],
+        q: &[f32],
+        att: &mut [f32],
+    ) {
+        let hp = &self.hp;
+        let (hdk, hdv) = (hp.head_dim_k, hp.head_dim_v);
+        let group = hp.n_head / hp.n_head_kv;
+        let k_dim = hp.n_head_kv * hdk;
+        let v_dim = hp.n_head_kv * hdv;
+        let window = self.layers[li].window;
+        let shared_att = SharedMut::new(att);
+        pool.run(toks.len() * hp.n_head, &|task| {
+            let (ti, head) = (task / hp.n_head, task % hp.n_head);
+            let tok = toks[ti];
+            let cache = caches[tok.item];
+            let kvh = head / group;
+            let qv = &q[ti * hp.n_head * hdk + head * hdk..][..hdk];
+            let first = match window {
+                Some(w) => (tok.pos + 1).saturating_sub(w),
+                None => 0,
+            };
+            let keys = cache.keys(li);
+            let values = cache.values(li);
+            SCORES.with(|cell| {
+                let mut scores = cell.borrow_mut();
+                scores.clear();
+                for p in first..=tok.pos {
+                    let kv = &keys[p * k_dim + kvh * hdk..][..hdk];
+                    scores.push(k::dot_f32_f16(qv, kv));
+                }
+                k::softmax_inplace(&mut scores);
+                let start = ti * hp.n_head * hdv + head * hdv;
+                // SAFETY: task (ti, head) alone writes this head's slice of token ti.
+                let out = unsafe { shared_att.slice(start..start + hdv) };
+                out.fill(0.0);
+                for (i, &s) in scores.iter().enumerate() {
+                    let p = first + i;
+                    k::axpy_f16(out, s, &values[p * v_dim + kvh * hdv..][..hdv]);
+                }
+            });
+        });
+    }
+}
+
+thread_local! {
+    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Activations quantised for the matrices that read them, kept per format so
+/// that Q, K and V (or gate and up) quantise their shared input once.
+#[derive(Default)]
+struct ActCache {
+    entries: Vec<(GgmlType, Vec<u8>)>,
+}
+
+impl ActCache {
+    fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    fn get(&mut self, ty: GgmlType, x: &[f32], n: usize, n_tok: usize) -> &[u8] {
+        if let Some(i) = self.entries.iter().position(|(t, _)| *t == ty) {
+            return &self.entries[i].1;
+        }
+        let rb = ty.row_bytes(n).expect("matrix widths are whole blocks");
+        let mut buf = vec![0u8; rb * n_tok];
+        for t in 0..n_tok {
+            k::quantize_row(ty, &x[t * n..(t + 1) * n], &mut buf[t * rb..(t + 1) * rb]);
+        }
+        self.entries.push((ty, buf));
+        &self.entries.last().expect("just pushed").1
+    }
+}
+
+fn rms_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32], d: usize) {
+    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        k::rms_norm(xr, w, eps, or);
+    }
+}
+
+fn rms_rows_inplace(x: &mut [f32], w: &[f32], eps: f32, d: usize) {
+    for xr in x.chunks_exact_mut(d) {
+        k::rms_norm_inplace(xr, w, eps);
+    }
+}
+
+fn add_bias(x: &mut [f32], b: Option<&[f32]>) {
+    if let Some(b) = b {
+        for row in x.chunks_exact_mut(b.len()) {
+            k::add_inplace(row, b);
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Every architecture against the independent f32 reference, batch
+//! invariance, and the errors the forward pass must raise.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Arch, N_VOCAB};
+use hearth_engine::{BatchItem, EngineError, Model, Want};
+use hearth_gguf::{GgmlType, GgufFile, GgufWriter, Value};
+
+const TOKENS: [u32; 9] = [3, 17, 5, 39, 0, 22, 22, 8, 11];
+
+fn max_rel_err(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+fn run_all(model: &Model, tokens: &[u32]) -> Vec<f32> {
+    let mut cache = model.new_cache(64);
+    let mut items = [BatchItem {
+        cache: &mut cache,
+        tokens,
+        want: Want::All,
+    }];
+    model.forward(&mut items).unwrap().remove(0)
+}
+
+fn check_arch(arch: Arch) {
+    let m = common::tiny(arch, 7);
+    let reference = common::reference_logits(&m, &TOKENS);
+    for threads in [1, 2] {
+        let model = common::load(&m, GgmlType::F32, threads);
+        // Whole prompt at once.
+        let all = run_all(&model, &TOKENS);
+        for (p, want) in reference.iter().enumerate() {
+            let got = &all[p * N_VOCAB..(p + 1) * N_VOCAB];
+            let err = max_rel_err(got, want);
+            assert!(err < 1e-4, "{arch:?} t={threads} pos {p}: relative error {err}");
+        }
+        // Token by token through the cache gives the same numbers.
+        let mut cache = model.new_cache(64);
+        for (p, tok) in TOKENS.iter().enumerate() {
+            let mut items = [BatchItem {
+                cache: &mut cache,
+                tokens: std::slice::from_ref(tok),
+                want: Want::Last,
+            }];
+            let got = model.forward(&mut items).unwrap().remove(0);
+            let err = max_rel_err(&got, &reference[p]);
+            assert!(err < 1e-4, "{arch:?} decode pos {p}: relative error {err}");
+        }
+    }
+}
+
+#[test]
+fn llama_matches_reference() {
+    check_arch(Arch::Llama);
+}
+
+#[test]
+fn qwen2_matches_reference() {
+    check_arch(Arch::Qwen2);
+}
+
+#[test]
+fn qwen3_matches_reference() {
+    check_arch(Arch::Qwen3);
+}
+
+#[test]
+fn gemma3_matches_reference() {
+    check_arch(Arch::Gemma3);
+}
+
+#[test]
+fn quantised_weights_stay_close_to_reference() {
+    for arch in [Arch::Llama, Arch::Gemma3] {
+        let m = common::tiny(arch, 11);
+        let reference = common::reference_logits(&m, &TOKENS);
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_1, GgmlType::Q4_K, GgmlType::Q6_K] {
+            if ty.block_size() > common::N_EMBD {
+                continue;
+            }
+            let model = common::load(&m, ty, 2);
+            let all = run_all(&model, &TOKENS);
+            let last = &all[(TOKENS.len() - 1) * N_VOCAB..];
+            let err = max_rel_err(last, reference.last().unwrap());
+            let bound = if ty == GgmlType::Q8_0 { 0.05 } else { 0.35 };
+            assert!(err < bound, "{arch:?} {ty}: relative error {err}");
+        }
+    }
+}
+
+/// A sequence's logits are bit-identical alone or beside others, whatever
+/// mixes of prefill and decode share the batch.
+#[test]
+fn batching_never_changes_an_answer() {
+    for arch in [Arch::Llama, Arch::Gemma3] {
+        let m = common::tiny(arch, 3);
+        let model = common::load(&m, GgmlType::Q8_0, 2);
+        let seqs: [&[u32]; 3] = [&TOKENS, &[1, 2, 3], &[30, 31, 32, 33, 34, 35]];
+        let alone: Vec<Vec<f32>> = seqs.iter().map(|s| run_all(&model, s)).collect();
+        let mut caches: Vec<_> = (0..3).map(|_| model.new_cache(64)).collect();
+        let mut items: Vec<BatchItem> = caches
+            .iter_mut()
+            .zip(seqs)
+            .map(|(c, s)| BatchItem {
+                cache: c,
+                tokens: s,
+                want: Want::All,
+            })
+            .collect();
+        let together = model.forward(&mut items).unwrap();
+        for i in 0..3 {
+            assert!(alone[i] == together[i], "{arch:?} sequence {i} changed when batched");
+        }
+        // Decode one more token for sequence 0 beside a fresh prefill of another.
+        let mut c0 = model.new_cache(64);
+        let mut first = [BatchItem {
+            cache: &mut c0,
+            tokens: &TOKENS[..8],
+            want: Want::None,
+        }];
+        model.forward(&mut first).unwrap();
+        let mut c1 = model.new_cache(64);
+        let mut mixed = [
+            BatchItem {
+                cache: &mut c0,
+                tokens: &TOKENS[8..],
+                want: Want::Last,
+            },
+            BatchItem {
+                cache: &mut c1,
+                tokens: &[5, 6, 7, 8, 9],
+                want: Want::Last,
+            },
+        ];
+        let out = model.forward(&mut mixed).unwrap();
+        let expect = &alone[0][8 * N_VOCAB..];
+        assert!(out[0] == expect, "{arch:?}: decode beside a prefill changed the logits");
+    }
+}
+
+#[test]
+fn threads_do_not_change_results() {
+    let m = common::tiny(Arch::Qwen2, 5);
+    let one = run_all(&common::load(&m, GgmlType::Q8_0, 1), &TOKENS);
+    let two = run_all(&common::load(&m, GgmlType::Q8_0, 2), &TOKENS);
+    let three = run_all(&common::load(&m, GgmlType::Q8_0, 3), &TOKENS);
+    assert!(one == two && two == three);
+}
+
+#[test]
+fn context_overflow_is_an_error() {
+    let model = common::load(&common::tiny(Arch::Llama, 1), GgmlType::F32, 1);
+    let mut cache = model.new_cache(8);
+    let mut items = [BatchItem {
+        cache: &mut cache,
+        tokens: &TOKENS,
+        want: Want::Last,
+    }];
+    match model.forward(&mut items) {
+        Err(EngineError::ContextFull { needed: 9, n_ctx: 8 }) => {}
+        other => panic!("expected ContextFull, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(cache.len(), 0, "a refused batch leaves the cache as it was");
+}
+
+#[test]
+fn bad_tokens_and_empty_items_are_errors() {
+    let model = common::load(&common::tiny(Arch::Llama, 1), GgmlType::F32, 1);
+    let mut cache = model.new_cache(8);
+    let mut items = [BatchItem {
+        cache: &mut cache,
+        tokens: &[N_VOCAB as u32],
+        want: Want::Last,
+    }];
+    assert!(matches!(model.forward(&mut items), Err(EngineError::BadToken { .. })));
+    let mut items = [BatchItem {
+        cache: &mut cache,
+        tokens: &[],
+        want: Want::Last,
+    }];
+    assert!(matches!(model.forward(&mut items), Err(EngineError::EmptyItem)));
+}
+
+fn rewrite(arch: Arch, f: impl Fn(&str, &Value) -> Option<Value>) -> Vec<u8> {
+    let bytes = common::write_gguf(&common::tiny(arch, 1), GgmlType::F32);
+    let src = GgufFile::from_bytes(bytes).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in src.metadata() {
+        if let Some(nv) = f(k, v) {
+            w.add(k, nv);
+        }
+    }
+    for t in src.tensors() {
+        w.add_tensor(&t.name, &t.dims, t.ggml_type, src.tensor_data(t).to_vec())
+            .unwrap();
+    }
+    w.to_bytes()
+}
+
+fn load_err(bytes: Vec<u8>) -> String {
+    let f = Arc::new(GgufFile::from_bytes(bytes).unwrap());
+    match Model::from_file(f, 1) {
+        Ok(_) => panic!("model loaded"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn unknown_architecture_is_named() {
+    let e = load_err(rewrite(Arch::Llama, |k, v| {
+        Some(if k == "general.architecture" {
+            Value::String("mamba9".into())
+        } else {
+            v.clone()
+        })
+    }));
+    assert!(e.contains("mamba9"), "{e}");
+}
+
+#[test]
+fn missing_hyperparameter_is_named() {
+    let e = load_err(rewrite(Arch::Qwen3, |k, v| {
+        (k != "qwen3.block_count").then(|| v.clone())
+    }));
+    assert!(e.contains("qwen3.block_count"), "{e}");
+}
+
+#[test]
+fn wrong_shape_is_named() {
+    let e = load_err(rewrite(Arch::Llama, |k, v| {
+        Some(if k == "llama.feed_forward_length" {
+            Value::U32(64)
+        } else {
+            v.clone()
+        })
+    }));
+    assert!(e.contains("ffn_gate.weight") && e.contains("shape"), "{e}");
+}

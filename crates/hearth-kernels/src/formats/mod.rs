@@ -1,0 +1,130 @@
+//! ggml's block formats: one module per format, each owning its byte layout,
+//! the scalar reference dequantiser, quantiser and dot product against the
+//! format's activation type.
+//!
+//! Everything here is the *specification* of this crate's arithmetic. The
+//! SIMD kernels in [`crate::simd`] must reproduce it bit for bit, so the
+//! reference dot products are written in the lane structure the SIMD code
+//! uses (see [`Lanes8`] and [`Lanes32`]): for the 32-element formats a block
+//! contributes eight integer partial sums, each scaled and added into its own
+//! float lane, and the lanes are folded in a fixed tree at the end. For the
+//! 256-element K-quants each super-block's integer sum is exact, so only the
+//! per-super-block float update has to agree, and it is shared code.
+//!
+//! Layouts are ggml's, read straight from GGUF files: little-endian, packed,
+//! no padding, `f16` scales stored as IEEE half bits.
+
+pub mod float;
+pub mod q2_k;
+pub mod q3_k;
+pub mod q4_0;
+pub mod q4_1;
+pub mod q4_k;
+pub mod q5_0;
+pub mod q5_1;
+pub mod q5_k;
+pub mod q6_k;
+pub mod q8_0;
+pub mod q8_1;
+pub mod q8_k;
+
+use half::f16;
+
+/// Elements per block of the 32-element formats.
+pub const QK32: usize = 32;
+/// Elements per K-quant super-block.
+pub const QK_K: usize = 256;
+
+/// The f16 stored little-endian at `b[off..off + 2]`, widened (exactly) to f32.
+#[inline(always)]
+pub(crate) fn f16_at(b: &[u8], off: usize) -> f32 {
+    f16::from_bits(u16::from_le_bytes([b[off], b[off + 1]])).to_f32()
+}
+
+/// Writes `v` rounded to nearest-even f16 (what ggml's FP32_TO_FP16 does).
+#[inline(always)]
+pub(crate) fn put_f16(b: &mut [u8], off: usize, v: f32) {
+    b[off..off + 2].copy_from_slice(&f16::from_f32(v).to_bits().to_le_bytes());
+}
+
+#[inline(always)]
+pub(crate) fn f32_at(b: &[u8], off: usize) -> f32 {
+    f32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
+
+/// Folds eight lanes as the AVX2 code does: high half onto low half, then
+/// pairs two apart, then the last pair. Any SIMD port must fold in this order.
+#[inline(always)]
+pub(crate) fn fold8(l: &[f32; 8]) -> f32 {
+    let a = [l[0] + l[4], l[1] + l[5], l[2] + l[6], l[3] + l[7]];
+    let b0 = a[0] + a[2];
+    let b1 = a[1] + a[3];
+    b0 + b1
+}
+
+/// Eight float accumulators for the 32-element block formats.
+///
+/// Lane `k` receives, for each block, `d * (sum of w[e] * x[e] for e in 4k..4k+4)`
+/// as one multiply and one add (no fused multiply-add), which is exactly what
+/// `maddubs -> madd -> cvt -> mul -> add` produces lane by lane in AVX2.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Lanes8 {
+    pub l: [f32; 8],
+}
+
+impl Lanes8 {
+    #[inline(always)]
+    pub fn add_block(&mut self, d: f32, w: &[i32; 32], x: &[u8]) {
+        for k in 0..8 {
+            let mut p = 0i32;
+            for e in 4 * k..4 * k + 4 {
+                p += w[e] * (x[e] as i8) as i32;
+            }
+            self.l[k] += d * p as f32;
+        }
+    }
+
+    #[inline(always)]
+    pub fn sum(&self) -> f32 {
+        fold8(&self.l)
+    }
+}
+
+/// Thirty-two float accumulators for the float formats: element `e` of each
+/// 32-element chunk (and of the ragged tail) goes to lane `e % 32` as a
+/// multiply then an add. Folded as four 8-lane vectors `(v0+v1)+(v2+v3)`,
+/// then [`fold8`].
+pub(crate) struct Lanes32 {
+    pub l: [f32; 32],
+}
+
+impl Lanes32 {
+    pub fn new() -> Self {
+        Lanes32 { l: [0.0; 32] }
+    }
+
+    #[inline(always)]
+    pub fn sum(&self) -> f32 {
+        let mut v = [0f32; 8];
+        for (k, o) in v.iter_mut().enumerate() {
+            let a = self.l[k] + self.l[8 + k];
+            let b = self.l[16 + k] + self.l[24 + k];
+            *o = a + b;
+        }
+        fold8(&v)
+    }
+}
+
+/// Round-to-nearest-even to int, as ggml's `nearest_int` does for the
+/// magnitudes it is used on (|x| < 2^22).
+#[inline(always)]
+pub(crate) fn nearest_int(x: f32) -> i32 {
+    x.round_ties_even() as i32
+}
+
+/// Weight bytes of `n` elements in blocks of `qk` elements and `bytes` bytes.
+#[inline(always)]
+pub(crate) fn blocks(n: usize, qk: usize) -> usize {
+    assert!(n % qk == 0, "row length {n} is not a multiple of the block size {qk}");
+    n / qk
+}

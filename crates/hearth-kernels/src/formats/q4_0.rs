@@ -1,0 +1,61 @@
+//! Q4_0: 32 elements in 18 bytes: `d: f16`, then 16 bytes where byte `j`
+//! holds element `j` in its low nibble and element `j + 16` in its high
+//! nibble; value = `(nibble - 8) * d`. Dotted against Q8_0 activations.
+
+use super::{blocks, f16_at, put_f16, Lanes8, QK32};
+use crate::formats::q8_0;
+
+pub const QK: usize = QK32;
+pub const BYTES: usize = 18;
+
+/// Signed quant values (-8..=7) of one block, in element order.
+#[inline(always)]
+pub(crate) fn unpack(b: &[u8]) -> [i32; 32] {
+    let mut w = [0i32; 32];
+    for j in 0..16 {
+        w[j] = (b[2 + j] & 0x0F) as i32 - 8;
+        w[j + 16] = (b[2 + j] >> 4) as i32 - 8;
+    }
+    w
+}
+
+pub fn dequantize(src: &[u8], dst: &mut [f32]) {
+    for (b, out) in src.chunks_exact(BYTES).zip(dst.chunks_exact_mut(QK)) {
+        let d = f16_at(b, 0);
+        for (o, q) in out.iter_mut().zip(unpack(b)) {
+            *o = q as f32 * d;
+        }
+    }
+}
+
+/// ggml's reference quantiser: the signed value of largest magnitude maps to -8.
+pub fn quantize(src: &[f32], dst: &mut [u8]) {
+    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BYTES)) {
+        let (mut amax, mut max) = (0f32, 0f32);
+        for &v in x {
+            if amax < v.abs() {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        let d = max / -8.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        put_f16(b, 0, d);
+        // Truncating `+ 8.5` is ggml's rounding here; keep it for identical files.
+        let q = |v: f32| ((v * id + 8.5) as i8).min(15) as u8;
+        for j in 0..16 {
+            b[2 + j] = q(x[j]) | (q(x[j + 16]) << 4);
+        }
+    }
+}
+
+pub fn vec_dot(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    let mut acc = Lanes8::default();
+    for i in 0..blocks(n, QK) {
+        let wb = &w[i * BYTES..(i + 1) * BYTES];
+        let xb = &x[i * q8_0::BYTES..(i + 1) * q8_0::BYTES];
+        let d = f16_at(wb, 0) * f16_at(xb, 0);
+        acc.add_block(d, &unpack(wb), &xb[2..]);
+    }
+    acc.sum()
+}

@@ -1,0 +1,60 @@
+//! Q4_1: 32 elements in 20 bytes: `d: f16`, `m: f16`, then 16 nibble bytes
+//! laid out as in Q4_0; value = `nibble * d + m`. Dotted against Q8_1, whose
+//! `s` field lets the minimum be applied once per block: `m * s`.
+
+use super::{blocks, f16_at, put_f16, Lanes8, QK32};
+use crate::formats::q8_1;
+
+pub const QK: usize = QK32;
+pub const BYTES: usize = 20;
+
+/// Unsigned quant values (0..=15) of one block, in element order.
+#[inline(always)]
+pub(crate) fn unpack(b: &[u8]) -> [i32; 32] {
+    let mut w = [0i32; 32];
+    for j in 0..16 {
+        w[j] = (b[4 + j] & 0x0F) as i32;
+        w[j + 16] = (b[4 + j] >> 4) as i32;
+    }
+    w
+}
+
+pub fn dequantize(src: &[u8], dst: &mut [f32]) {
+    for (b, out) in src.chunks_exact(BYTES).zip(dst.chunks_exact_mut(QK)) {
+        let (d, m) = (f16_at(b, 0), f16_at(b, 2));
+        for (o, q) in out.iter_mut().zip(unpack(b)) {
+            *o = q as f32 * d + m;
+        }
+    }
+}
+
+/// ggml's reference quantiser: min/max affine over the block.
+pub fn quantize(src: &[f32], dst: &mut [u8]) {
+    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BYTES)) {
+        let min = x.iter().fold(f32::MAX, |a, &v| if v < a { v } else { a });
+        let max = x.iter().fold(-f32::MAX, |a, &v| if v > a { v } else { a });
+        let d = (max - min) / 15.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        put_f16(b, 0, d);
+        put_f16(b, 2, min);
+        let q = |v: f32| (((v - min) * id + 0.5) as i8).min(15) as u8;
+        for j in 0..16 {
+            b[4 + j] = q(x[j]) | (q(x[j + 16]) << 4);
+        }
+    }
+}
+
+/// Lanes as for every 32-element format; the `m * s` terms go to one extra
+/// scalar accumulator, added after the lanes are folded.
+pub fn vec_dot(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    let mut acc = Lanes8::default();
+    let mut summ = 0f32;
+    for i in 0..blocks(n, QK) {
+        let wb = &w[i * BYTES..(i + 1) * BYTES];
+        let xb = &x[i * q8_1::BYTES..(i + 1) * q8_1::BYTES];
+        let d = f16_at(wb, 0) * f16_at(xb, 0);
+        acc.add_block(d, &unpack(wb), &xb[4..]);
+        summ += f16_at(wb, 2) * f16_at(xb, 2);
+    }
+    acc.sum() + summ
+}

@@ -1,0 +1,2 @@
+//! AVX2 element-wise ops.
+pub(crate) use crate::ops::scalar::*;

@@ -1,0 +1,104 @@
+//! `hearth bench`: prompt processing and generation speed, as llama-bench
+//! measures them (pp: one forward pass over a prompt of random tokens;
+//! tg: one token per forward pass).
+
+use std::time::Instant;
+
+use hearth_engine::{BatchItem, Want};
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::Runtime;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchResult {
+    pub pp_tps: f64,
+    pub tg_tps: f64,
+    pub load_ms: f64,
+    pub threads: usize,
+}
+
+/// Median over `reps` runs of `n_prompt` tokens of prefill and `n_gen`
+/// tokens of decode (each from a fresh cache, like llama-bench).
+pub fn bench(rt: &Runtime, n_prompt: usize, n_gen: usize, reps: usize) -> Result<BenchResult> {
+    let n_vocab = rt.model.hyper().n_vocab as u64;
+    // A fixed pseudo-random prompt: bench numbers must not depend on a seed.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n_vocab) as u32
+    };
+    let prompt: Vec<u32> = (0..n_prompt).map(|_| next()).collect();
+    let reps = reps.max(1);
+    let mut pp = Vec::new();
+    let mut tg = Vec::new();
+    // One untimed warm-up pass touches every weight page.
+    let mut warm = rt.model.new_cache(16);
+    rt.step(&mut warm, &prompt[..prompt.len().min(8)])?;
+    for _ in 0..reps {
+        if n_prompt > 0 {
+            let mut cache = rt.model.new_cache(n_prompt);
+            let t = Instant::now();
+            let mut items = [BatchItem {
+                cache: &mut cache,
+                tokens: &prompt,
+                want: Want::Last,
+            }];
+            rt.model.forward(&mut items)?;
+            pp.push(n_prompt as f64 / t.elapsed().as_secs_f64());
+        }
+        if n_gen > 0 {
+            let mut cache = rt.model.new_cache(n_gen + 1);
+            let mut tok = prompt.first().copied().unwrap_or(1);
+            let t = Instant::now();
+            for _ in 0..n_gen {
+                let logits = rt.step(&mut cache, &[tok])?;
+                tok = argmax(&logits);
+            }
+            tg.push(n_gen as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    Ok(BenchResult {
+        pp_tps: median(&mut pp),
+        tg_tps: median(&mut tg),
+        load_ms: rt.load_ms,
+        threads: rt.model.threads(),
+    })
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Decode speed while another process keeps one core busy: a device's
+/// service shares its cores with the user's programs, and this is what it
+/// keeps of its quiet speed then.
+pub fn bench_contended(rt: &Runtime, n_gen: usize, reps: usize) -> Result<f64> {
+    let mut hog = std::process::Command::new("sh")
+        .args(["-c", "while :; do :; done"])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| crate::RuntimeError::Invalid(format!("cannot start the busy process: {e}")))?;
+    // Give the scheduler a moment to see the hog as a steady load.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let r = bench(rt, 0, n_gen, reps);
+    let _ = hog.kill();
+    let _ = hog.wait();
+    Ok(r?.tg_tps)
+}

