@@ -63,11 +63,7 @@ impl KvCache {
 
     /// Bytes held by the cache now.
     pub fn bytes(&self) -> usize {
-        self.k
-            .iter()
-            .chain(&self.v)
-            .map(|b| b.capacity() * 2)
-            .sum()
+        self.k.iter().chain(&self.v).map(|b| b.capacity() * 2).sum()
     }
 
     pub(crate) fn check_room(&self, n_new: usize) -> Result<()> {

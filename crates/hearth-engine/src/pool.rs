@@ -232,7 +232,10 @@ pub fn physical_cores() -> usize {
         let mut phys = "";
         for line in info.lines() {
             let mut kv = line.splitn(2, ':');
-            let (k, v) = (kv.next().unwrap_or("").trim(), kv.next().unwrap_or("").trim());
+            let (k, v) = (
+                kv.next().unwrap_or("").trim(),
+                kv.next().unwrap_or("").trim(),
+            );
             if k == "physical id" {
                 phys = v;
             } else if k == "core id" {
@@ -273,7 +276,9 @@ impl<T> SharedMut<T> {
     pub(crate) unsafe fn slice(&self, range: std::ops::Range<usize>) -> &mut [T] {
         assert!(range.start <= range.end && range.end <= self.len);
         // SAFETY: bounds checked above; disjointness is the caller's promise.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(range.start), range.end - range.start) }
+        unsafe {
+            std::slice::from_raw_parts_mut(self.ptr.add(range.start), range.end - range.start)
+        }
     }
 }
 

@@ -49,8 +49,11 @@ pub struct Hyper {
     pub n_rot: usize,
     /// Rotate pairs `(i, i + n_rot/2)` (GPT-NeoX style) instead of `(2i, 2i+1)`.
     pub rope_neox: bool,
-    /// Multiplies queries before the dot products with keys.
-    pub attn_scale: f32,
+    /// Multiplies queries before they meet the keys (Gemma scales queries
+    /// this way; the others scale the scores instead).
+    pub q_scale: Option<f32>,
+    /// Multiplies each query-key score.
+    pub kq_scale: f32,
     /// Multiplies the token embeddings (Gemma: sqrt(n_embd)).
     pub embed_scale: Option<f32>,
     pub activation: Activation,
@@ -203,7 +206,13 @@ impl Transformer {
                         k::rms_norm_inplace(head, w, hp.rms_eps);
                     }
                     k::rope_inplace(head, pos, hp.n_rot, layer.rope_base, hp.rope_neox);
-                    k::scale_inplace(head, hp.attn_scale);
+                    if let Some(s) = hp.q_scale {
+                        k::scale_inplace(head, s);
+                    }
+                    // Queries meet the F16 keys at F16 precision, as in
+                    // llama.cpp's attention; keeping that rounding keeps our
+                    // log-probabilities within the reference's tolerance.
+                    round_to_f16(head);
                 }
                 for head in krow.chunks_exact_mut(hp.head_dim_k) {
                     if let Some(w) = &layer.k_norm {
@@ -268,7 +277,10 @@ impl Transformer {
             counts[i] = n - from;
             start += n;
         }
-        let mut out: Vec<Vec<f32>> = counts.iter().map(|&c| Vec::with_capacity(c * hp.n_vocab)).collect();
+        let mut out: Vec<Vec<f32>> = counts
+            .iter()
+            .map(|&c| Vec::with_capacity(c * hp.n_vocab))
+            .collect();
         if rows.is_empty() {
             return Ok(out);
         }
@@ -369,7 +381,7 @@ impl Transformer {
                 scores.clear();
                 for p in first..=tok.pos {
                     let kv = &keys[p * k_dim + kvh * hdk..][..hdk];
-                    scores.push(k::dot_f32_f16(qv, kv));
+                    scores.push(k::dot_f32_f16(qv, kv) * hp.kq_scale);
                 }
                 k::softmax_inplace(&mut scores);
                 let start = ti * hp.n_head * hdv + head * hdv;
@@ -424,6 +436,12 @@ fn rms_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32], d: usize) {
 fn rms_rows_inplace(x: &mut [f32], w: &[f32], eps: f32, d: usize) {
     for xr in x.chunks_exact_mut(d) {
         k::rms_norm_inplace(xr, w, eps);
+    }
+}
+
+fn round_to_f16(x: &mut [f32]) {
+    for v in x {
+        *v = half::f16::from_f32(*v).to_f32();
     }
 }
 

@@ -74,7 +74,7 @@ impl<'a> Loader<'a> {
                 expected: vec![n as u64],
             });
         }
-        if t.ggml_type.block_size() != 1 && n % t.ggml_type.block_size() != 0 {
+        if !n.is_multiple_of(t.ggml_type.block_size()) {
             return Err(EngineError::TensorType {
                 name: name.into(),
                 ty: t.ggml_type,

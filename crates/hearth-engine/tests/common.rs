@@ -70,15 +70,29 @@ pub fn tiny(arch: Arch, seed: u64) -> Tiny {
     let mut t: Vec<(String, Vec<u64>, Vec<f32>)> = Vec::new();
     let mut add = |name: String, dims: Vec<u64>, scale: f32, offset: f32, rng: &mut StdRng| {
         let n: u64 = dims.iter().product();
-        let v = (0..n).map(|_| offset + scale * (rng.gen::<f32>() * 2.0 - 1.0)).collect();
+        let v = (0..n)
+            .map(|_| offset + scale * (rng.gen::<f32>() * 2.0 - 1.0))
+            .collect();
         t.push((name, dims, v));
     };
     let e = N_EMBD as u64;
-    add("token_embd.weight".into(), vec![e, N_VOCAB as u64], 1.0, 0.0, &mut rng);
+    add(
+        "token_embd.weight".into(),
+        vec![e, N_VOCAB as u64],
+        1.0,
+        0.0,
+        &mut rng,
+    );
     add("output_norm.weight".into(), vec![e], 0.2, 1.0, &mut rng);
     if arch == Arch::Llama {
         // Llama gets an untied output matrix; the others tie it.
-        add("output.weight".into(), vec![e, N_VOCAB as u64], 0.3, 0.0, &mut rng);
+        add(
+            "output.weight".into(),
+            vec![e, N_VOCAB as u64],
+            0.3,
+            0.0,
+            &mut rng,
+        );
     }
     let (q, kv) = ((N_HEAD * hd) as u64, (N_HEAD_KV * hd) as u64);
     for i in 0..N_LAYER {
@@ -102,9 +116,27 @@ pub fn tiny(arch: Arch, seed: u64) -> Tiny {
             add(n("post_ffw_norm.weight"), vec![e], 0.2, 1.0, &mut rng);
         }
         add(n("ffn_norm.weight"), vec![e], 0.2, 1.0, &mut rng);
-        add(n("ffn_gate.weight"), vec![e, N_FF as u64], 0.25, 0.0, &mut rng);
-        add(n("ffn_up.weight"), vec![e, N_FF as u64], 0.25, 0.0, &mut rng);
-        add(n("ffn_down.weight"), vec![N_FF as u64, e], 0.25, 0.0, &mut rng);
+        add(
+            n("ffn_gate.weight"),
+            vec![e, N_FF as u64],
+            0.25,
+            0.0,
+            &mut rng,
+        );
+        add(
+            n("ffn_up.weight"),
+            vec![e, N_FF as u64],
+            0.25,
+            0.0,
+            &mut rng,
+        );
+        add(
+            n("ffn_down.weight"),
+            vec![N_FF as u64, e],
+            0.25,
+            0.0,
+            &mut rng,
+        );
     }
     Tiny { arch, tensors: t }
 }
@@ -118,19 +150,36 @@ pub fn write_gguf(m: &Tiny, ty: GgmlType) -> Vec<u8> {
         .add(&format!("{a}.block_count"), Value::U32(N_LAYER as u32))
         .add(&format!("{a}.embedding_length"), Value::U32(N_EMBD as u32))
         .add(&format!("{a}.feed_forward_length"), Value::U32(N_FF as u32))
-        .add(&format!("{a}.attention.head_count"), Value::U32(N_HEAD as u32))
-        .add(&format!("{a}.attention.head_count_kv"), Value::U32(N_HEAD_KV as u32))
+        .add(
+            &format!("{a}.attention.head_count"),
+            Value::U32(N_HEAD as u32),
+        )
+        .add(
+            &format!("{a}.attention.head_count_kv"),
+            Value::U32(N_HEAD_KV as u32),
+        )
         .add(&format!("{a}.context_length"), Value::U32(256))
-        .add(&format!("{a}.attention.layer_norm_rms_epsilon"), Value::F32(1e-6))
-        .add(&format!("{a}.rope.freq_base"), Value::F32(rope_base(m.arch)));
+        .add(
+            &format!("{a}.attention.layer_norm_rms_epsilon"),
+            Value::F32(1e-6),
+        )
+        .add(
+            &format!("{a}.rope.freq_base"),
+            Value::F32(rope_base(m.arch)),
+        );
     if matches!(m.arch, Arch::Qwen3 | Arch::Gemma3) {
         w.add(&format!("{a}.attention.key_length"), Value::U32(hd as u32))
-            .add(&format!("{a}.attention.value_length"), Value::U32(hd as u32));
+            .add(
+                &format!("{a}.attention.value_length"),
+                Value::U32(hd as u32),
+            );
     }
     if m.arch == Arch::Gemma3 {
         w.add("gemma3.attention.sliding_window", Value::U32(WINDOW as u32));
     }
-    let tokens = (0..N_VOCAB).map(|i| Value::String(format!("t{i}"))).collect();
+    let tokens = (0..N_VOCAB)
+        .map(|i| Value::String(format!("t{i}")))
+        .collect();
     w.add("tokenizer.ggml.tokens", Value::Array(tokens));
     for (name, dims, data) in &m.tensors {
         if dims.len() == 2 && ty != GgmlType::F32 {
@@ -164,14 +213,21 @@ fn rope_base(arch: Arch) -> f32 {
 fn matvec(w: &[f32], x: &[f32], n_out: usize) -> Vec<f32> {
     let n_in = x.len();
     (0..n_out)
-        .map(|r| (0..n_in).map(|i| w[r * n_in + i] as f64 * x[i] as f64).sum::<f64>() as f32)
+        .map(|r| {
+            (0..n_in)
+                .map(|i| w[r * n_in + i] as f64 * x[i] as f64)
+                .sum::<f64>() as f32
+        })
         .collect()
 }
 
 fn rmsnorm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let ms = x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / x.len() as f64;
     let s = 1.0 / (ms + eps as f64).sqrt();
-    x.iter().zip(w).map(|(v, w)| (*v as f64 * s) as f32 * w).collect()
+    x.iter()
+        .zip(w)
+        .map(|(v, w)| (*v as f64 * s) as f32 * w)
+        .collect()
 }
 
 fn rope(x: &mut [f32], pos: usize, base: f32, neox: bool) {
@@ -179,7 +235,11 @@ fn rope(x: &mut [f32], pos: usize, base: f32, neox: bool) {
     for i in 0..d / 2 {
         let theta = pos as f64 * (base as f64).powf(-2.0 * i as f64 / d as f64);
         let (s, c) = theta.sin_cos();
-        let (a, b) = if neox { (i, i + d / 2) } else { (2 * i, 2 * i + 1) };
+        let (a, b) = if neox {
+            (i, i + d / 2)
+        } else {
+            (2 * i, 2 * i + 1)
+        };
         let (x0, x1) = (x[a] as f64, x[b] as f64);
         x[a] = (x0 * c - x1 * s) as f32;
         x[b] = (x0 * s + x1 * c) as f32;
@@ -192,7 +252,8 @@ fn f16_round(v: f32) -> f32 {
 
 fn gelu_tanh(x: f32) -> f32 {
     let x = x as f64;
-    (0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())) as f32
+    (0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh()))
+        as f32
 }
 
 fn silu(x: f32) -> f32 {
@@ -238,7 +299,10 @@ pub fn reference_logits(m: &Tiny, tokens: &[u32]) -> Vec<Vec<f32>> {
                     *a += b;
                 }
             }
-            for (vec, norm) in [(&mut q, "attn_q_norm.weight"), (&mut k, "attn_k_norm.weight")] {
+            for (vec, norm) in [
+                (&mut q, "attn_q_norm.weight"),
+                (&mut k, "attn_k_norm.weight"),
+            ] {
                 for head in vec.chunks_exact_mut(hd) {
                     if m.has(&n(norm)) {
                         let normed = rmsnorm(head, m.get(&n(norm)), eps);
@@ -257,7 +321,10 @@ pub fn reference_logits(m: &Tiny, tokens: &[u32]) -> Vec<Vec<f32>> {
                 let scores: Vec<f64> = (first..=pos)
                     .map(|p| {
                         let kh = &keys[l][p][kvh * hd..(kvh + 1) * hd];
-                        qh.iter().zip(kh).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>()
+                        qh.iter()
+                            .zip(kh)
+                            .map(|(a, b)| *a as f64 * *b as f64)
+                            .sum::<f64>()
                             / (hd as f64).sqrt()
                     })
                     .collect();
@@ -282,7 +349,13 @@ pub fn reference_logits(m: &Tiny, tokens: &[u32]) -> Vec<Vec<f32>> {
             let a: Vec<f32> = g
                 .iter()
                 .zip(&u)
-                .map(|(g, u)| if arch == Arch::Gemma3 { gelu_tanh(*g) * u } else { silu(*g) * u })
+                .map(|(g, u)| {
+                    if arch == Arch::Gemma3 {
+                        gelu_tanh(*g) * u
+                    } else {
+                        silu(*g) * u
+                    }
+                })
                 .collect();
             let mut d = matvec(m.get(&n("ffn_down.weight")), &a, N_EMBD);
             if m.has(&n("post_ffw_norm.weight")) {

@@ -342,7 +342,9 @@ impl GgufFile {
 
     /// Any integer type whose value fits a u32.
     pub fn get_u32(&self, key: &str) -> Result<u32> {
-        self.typed(key, "u32", |v| v.as_u64().and_then(|x| u32::try_from(x).ok()))
+        self.typed(key, "u32", |v| {
+            v.as_u64().and_then(|x| u32::try_from(x).ok())
+        })
     }
 
     pub fn get_u64(&self, key: &str) -> Result<u64> {
@@ -424,13 +426,19 @@ impl<'a> Cursor<'a> {
         Ok(self.take(1, what)?[0])
     }
     fn u16(&mut self, what: &str) -> Result<u16> {
-        Ok(u16::from_le_bytes(self.take(2, what)?.try_into().expect("2")))
+        Ok(u16::from_le_bytes(
+            self.take(2, what)?.try_into().expect("2"),
+        ))
     }
     fn u32(&mut self, what: &str) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().expect("4")))
+        Ok(u32::from_le_bytes(
+            self.take(4, what)?.try_into().expect("4"),
+        ))
     }
     fn u64(&mut self, what: &str) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.take(8, what)?.try_into().expect("8")))
+        Ok(u64::from_le_bytes(
+            self.take(8, what)?.try_into().expect("8"),
+        ))
     }
 
     fn string(&mut self, what: &str) -> Result<String> {

@@ -15,7 +15,8 @@ fn sample() -> GgufWriter {
         )
         .add("i64", Value::I64(-5))
         .add("f64", Value::F64(0.25));
-    w.add_f32("norm.weight", &[4], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+    w.add_f32("norm.weight", &[4], &[1.0, 2.0, 3.0, 4.0])
+        .unwrap();
     w.add_tensor("q8.weight", &[32, 2], GgmlType::Q8_0, vec![7u8; 68])
         .unwrap();
     w
@@ -66,7 +67,10 @@ fn truncated_tensor_data_names_the_tensor() {
     let bytes = sample().to_bytes();
     let e = GgufFile::from_bytes(bytes[..bytes.len() - 1].to_vec()).unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains("q8.weight") && msg.contains("truncated"), "{msg}");
+    assert!(
+        msg.contains("q8.weight") && msg.contains("truncated"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -187,7 +191,9 @@ fn open_maps_a_file() {
     let f = GgufFile::open(&p).unwrap();
     assert!(f.is_mapped());
     assert_eq!(f.tensors().len(), 2);
-    let e = GgufFile::open(&dir.join("missing.gguf")).unwrap_err().to_string();
+    let e = GgufFile::open(&dir.join("missing.gguf"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("missing.gguf"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

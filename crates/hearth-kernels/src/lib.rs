@@ -9,16 +9,21 @@
 //! and calls [`gemm`] once per range.
 //!
 //! # Numerics
-//! Every function has a scalar reference in [`reference`] and, where it
+//! Every function has a scalar reference in [`mod@reference`] and, where it
 //! pays, a SIMD version picked at run time ([`isa`]). The SIMD versions are
 //! bit-identical to the references, so `HEARTH_KERNELS=scalar` reproduces
 //! the same logits, just slower. [`gemm`] is bit-identical to [`vec_dot`]
 //! per (row, column) regardless of `ncols` or the row range (the engine's
 //! batch invariance relies on this).
 //!
-//! Activations are quantised as llama.cpp does (see [`vec_dot_type`]) with
-//! llama.cpp's reference arithmetic, so activation bytes match llama.cpp's
-//! byte for byte. The dot products accumulate in this crate's own (fixed)
+//! The reference arithmetic is written in the SIMD lane structure (see
+//! `formats`): 32-element formats accumulate per-block `d * partial_sum` into
+//! two banks of eight lanes with a fused multiply-add; K-quants take an exact
+//! integer sum per super-block; float formats use 32 lanes. A future ISA
+//! port must follow the same structure to stay bit-identical.
+//!
+//! Activations are quantised as llama.cpp does on x86 (see [`vec_dot_type`]
+//! and [`quantize_row`]), so activation bytes match llama.cpp's byte for byte. The dot products accumulate in this crate's own (fixed)
 //! order, which differs from llama.cpp's only in float rounding.
 //!
 //! # Layout
@@ -26,6 +31,10 @@
 //!   dequantise / quantise / dot product).
 //! - `simd/`: per-ISA kernels (`avx2` today; `neon`, `wasm` slot in beside it).
 //! - `ops`: element-wise ops.
+
+// Block-layout code walks several arrays by the same element or sub-block
+// index; iterator chains would hide the layout the comments describe.
+#![allow(clippy::needless_range_loop)]
 
 pub mod formats;
 pub mod ops;
@@ -74,14 +83,20 @@ pub fn isa() -> &'static str {
 }
 
 /// Quantise one row of f32 into `dst_type` (any type). Activation types
-/// (Q8_0, Q8_1, Q8_K) match llama.cpp's reference quantisers byte for byte;
-/// Q4_0..Q5_1 do too; the K-quant weight formats use plain round-to-nearest.
+/// match the quantisers llama.cpp runs on x86 byte for byte (Q8_0/Q8_1: its
+/// AVX2 versions, round-half-even with `127 / amax`; Q8_K: its reference);
+/// Q4_0..Q5_1 follow ggml's reference quantisers; the K-quant weight formats
+/// use plain round-to-nearest.
 /// Panics if `src.len()` is not a multiple of the block size or `dst` is not
 /// exactly `row_bytes(dst_type, src.len())` long.
 pub fn quantize_row(dst_type: GgmlType, src: &[f32], dst: &mut [u8]) {
     match simd::isa() {
         Isa::Avx2 => {
-            assert_eq!(dst.len(), row_bytes(dst_type, src.len()), "quantize_row: wrong dst length");
+            assert_eq!(
+                dst.len(),
+                row_bytes(dst_type, src.len()),
+                "quantize_row: wrong dst length"
+            );
             // SAFETY: `simd::isa()` returns Avx2 only after detecting avx2, fma and f16c.
             if unsafe { simd::avx2::quantize_row(dst_type, src, dst) } {
                 return;
@@ -106,7 +121,8 @@ pub fn vec_dot(t: GgmlType, n: usize, w: &[u8], x: &[u8]) -> f32 {
             reference::check_dot(t, n, w, x);
             // SAFETY: Avx2 is only selected when the CPU has avx2, fma and f16c;
             // the operand sizes were checked just above.
-            unsafe { simd::avx2::vec_dot(t, n, w, x) }.unwrap_or_else(|| reference::vec_dot(t, n, w, x))
+            unsafe { simd::avx2::vec_dot(t, n, w, x) }
+                .unwrap_or_else(|| reference::vec_dot(t, n, w, x))
         }
         Isa::Scalar => reference::vec_dot(t, n, w, x),
     }
@@ -118,7 +134,15 @@ pub fn vec_dot(t: GgmlType, n: usize, w: &[u8], x: &[u8]) -> f32 {
 /// `row_bytes(vec_dot_type(t), n)` bytes. Bit-identical to calling
 /// [`vec_dot`] per (row, column); several columns share each unpacked weight
 /// block.
-pub fn gemm(t: GgmlType, n: usize, w: &[u8], rows: Range<usize>, x: &[u8], ncols: usize, y: &mut [f32]) {
+pub fn gemm(
+    t: GgmlType,
+    n: usize,
+    w: &[u8],
+    rows: Range<usize>,
+    x: &[u8],
+    ncols: usize,
+    y: &mut [f32],
+) {
     match simd::isa() {
         Isa::Avx2 => {
             reference::check_gemm(t, n, w, &rows, x, ncols, y);
@@ -187,7 +211,7 @@ dispatch_op!(
     fn axpy_f16(y: &mut [f32], a: f32, x: &[f16])
 );
 dispatch_op!(
-    /// f32 -> f16, round to nearest even.
+    /// f32 -> f16 (round to nearest even) into the first `src.len()` elements of `dst`.
     fn f32_to_f16_row(src: &[f32], dst: &mut [f16])
 );
 dispatch_op!(

@@ -36,7 +36,7 @@ pub mod scalar {
     pub(crate) const EXP_C: [f32; 5] = [0.5, 1.0 / 6.0, 1.0 / 24.0, 1.0 / 120.0, 1.0 / 720.0];
     pub(crate) const GELU_A: f32 = 0.044_715;
     /// `-2 * sqrt(2 / pi)`.
-    pub(crate) const GELU_K: f32 = -1.595_769_1;
+    pub(crate) const GELU_K: f32 = -1.595_769_2;
 
     /// e^x to within a few ulp over the normal range, written with separate
     /// multiplies and adds so a SIMD version can reproduce every rounding:
@@ -90,7 +90,10 @@ pub mod scalar {
     }
 
     pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-        assert!(w.len() == x.len() && out.len() == x.len(), "rms_norm: length mismatch");
+        assert!(
+            w.len() == x.len() && out.len() == x.len(),
+            "rms_norm: length mismatch"
+        );
         let scale = rms_scale(x, eps);
         for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
             *o = (v * scale) * g;
@@ -139,7 +142,10 @@ pub mod scalar {
     /// Fills `out_cos_sin[2i], [2i+1]` with `cos, sin` of `theta_i` for
     /// `i in 0..n_rot/2` (ggml's angle arithmetic; see the module docs).
     pub fn rope_cache(pos: usize, n_rot: usize, freq_base: f32, out_cos_sin: &mut [f32]) {
-        assert!(n_rot % 2 == 0 && out_cos_sin.len() >= n_rot, "rope_cache: bad n_rot/out");
+        assert!(
+            n_rot % 2 == 0 && out_cos_sin.len() >= n_rot,
+            "rope_cache: bad n_rot/out"
+        );
         let theta_scale = freq_base.powf(-2.0 / n_rot as f32);
         let mut theta = pos as f32;
         for cs in out_cos_sin[..n_rot].chunks_exact_mut(2) {
@@ -156,7 +162,11 @@ pub mod scalar {
         let half = n_rot / 2;
         for i in 0..half {
             let (c, s) = (cos_sin[2 * i], cos_sin[2 * i + 1]);
-            let (a, b) = if neox { (i, i + half) } else { (2 * i, 2 * i + 1) };
+            let (a, b) = if neox {
+                (i, i + half)
+            } else {
+                (2 * i, 2 * i + 1)
+            };
             let (x0, x1) = (x[a], x[b]);
             x[a] = x0 * c - x1 * s;
             x[b] = x0 * s + x1 * c;
@@ -173,7 +183,11 @@ pub mod scalar {
         for i in 0..half {
             let (c, s) = (theta.cos(), theta.sin());
             theta *= theta_scale;
-            let (a, b) = if neox { (i, i + half) } else { (2 * i, 2 * i + 1) };
+            let (a, b) = if neox {
+                (i, i + half)
+            } else {
+                (2 * i, 2 * i + 1)
+            };
             let (x0, x1) = (x[a], x[b]);
             x[a] = x0 * c - x1 * s;
             x[b] = x0 * s + x1 * c;
@@ -218,9 +232,13 @@ pub mod scalar {
         }
     }
 
-    /// Round-to-nearest-even, as F16C does.
+    /// Converts `src` into the first `src.len()` elements of `dst`,
+    /// rounding to nearest even as F16C does.
     pub fn f32_to_f16_row(src: &[f32], dst: &mut [f16]) {
-        assert_eq!(src.len(), dst.len(), "f32_to_f16_row: length mismatch");
+        assert!(
+            dst.len() >= src.len(),
+            "f32_to_f16_row: dst shorter than src"
+        );
         for (o, &v) in dst.iter_mut().zip(src) {
             *o = f16::from_f32(v);
         }

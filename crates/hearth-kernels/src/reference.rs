@@ -4,20 +4,28 @@
 //! for bit (the tests check `==`), and `HEARTH_KERNELS=scalar` runs them in
 //! production for debugging. They are plain, allocation-free loops.
 
-use crate::formats::{float, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k};
+use crate::formats::{
+    float, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k,
+};
 use crate::{row_bytes, vec_dot_type, GgmlType};
 use std::ops::Range;
 
 pub use crate::ops::scalar::{
     add_inplace, axpy_f16, dot_f32_f16, expf, f32_to_f16_row, gelu_tanh_mul_inplace, mul_inplace,
-    rms_norm, rms_norm_inplace, rope_apply, rope_cache, rope_inplace, scale_inplace, silu_mul_inplace,
-    softmax_inplace,
+    rms_norm, rms_norm_inplace, rope_apply, rope_cache, rope_inplace, scale_inplace,
+    silu_mul_inplace, softmax_inplace,
 };
 
 /// Quantise one row of f32 into `dst_type`.
 pub fn quantize_row(dst_type: GgmlType, src: &[f32], dst: &mut [u8]) {
     let rb = row_bytes(dst_type, src.len());
-    assert_eq!(dst.len(), rb, "quantize_row: dst has {} bytes, {} needs {rb}", dst.len(), dst_type);
+    assert_eq!(
+        dst.len(),
+        rb,
+        "quantize_row: dst has {} bytes, {} needs {rb}",
+        dst.len(),
+        dst_type
+    );
     match dst_type {
         GgmlType::F32 => float::quantize_f32(src, dst),
         GgmlType::F16 => float::quantize_f16(src, dst),
@@ -40,7 +48,12 @@ pub fn quantize_row(dst_type: GgmlType, src: &[f32], dst: &mut [u8]) {
 /// Dequantise one row of type `t` (`dst.len()` elements) to f32.
 pub fn dequantize_row(t: GgmlType, src: &[u8], dst: &mut [f32]) {
     let rb = row_bytes(t, dst.len());
-    assert!(src.len() >= rb, "dequantize_row: src has {} bytes, {} needs {rb}", src.len(), t);
+    assert!(
+        src.len() >= rb,
+        "dequantize_row: src has {} bytes, {} needs {rb}",
+        src.len(),
+        t
+    );
     let src = &src[..rb];
     match t {
         GgmlType::F32 => float::dequantize_f32(src, dst),
@@ -65,8 +78,16 @@ pub fn dequantize_row(t: GgmlType, src: &[u8], dst: &mut [f32]) {
 pub(crate) fn check_dot(t: GgmlType, n: usize, w: &[u8], x: &[u8]) -> (usize, usize) {
     let wb = row_bytes(t, n);
     let xb = row_bytes(vec_dot_type(t), n);
-    assert!(w.len() >= wb, "vec_dot: weight row has {} bytes, {t} x {n} needs {wb}", w.len());
-    assert!(x.len() >= xb, "vec_dot: activation row has {} bytes, needs {xb}", x.len());
+    assert!(
+        w.len() >= wb,
+        "vec_dot: weight row has {} bytes, {t} x {n} needs {wb}",
+        w.len()
+    );
+    assert!(
+        x.len() >= xb,
+        "vec_dot: activation row has {} bytes, needs {xb}",
+        x.len()
+    );
     (wb, xb)
 }
 
@@ -107,15 +128,42 @@ pub(crate) fn check_gemm(
 ) -> (usize, usize) {
     let wb = row_bytes(t, n);
     let xb = row_bytes(vec_dot_type(t), n);
-    assert!(rows.start <= rows.end, "gemm: empty-reversed row range {rows:?}");
-    assert!(w.len() >= rows.end * wb, "gemm: weights have {} bytes, rows up to {} need {}", w.len(), rows.end, rows.end * wb);
-    assert!(x.len() >= ncols * xb, "gemm: activations have {} bytes, {ncols} columns need {}", x.len(), ncols * xb);
-    assert!(y.len() >= ncols * rows.len(), "gemm: output has {} floats, needs {}", y.len(), ncols * rows.len());
+    assert!(
+        rows.start <= rows.end,
+        "gemm: empty-reversed row range {rows:?}"
+    );
+    assert!(
+        w.len() >= rows.end * wb,
+        "gemm: weights have {} bytes, rows up to {} need {}",
+        w.len(),
+        rows.end,
+        rows.end * wb
+    );
+    assert!(
+        x.len() >= ncols * xb,
+        "gemm: activations have {} bytes, {ncols} columns need {}",
+        x.len(),
+        ncols * xb
+    );
+    assert!(
+        y.len() >= ncols * rows.len(),
+        "gemm: output has {} floats, needs {}",
+        y.len(),
+        ncols * rows.len()
+    );
     (wb, xb)
 }
 
 /// `y[c * rows.len() + (r - rows.start)] = vec_dot(t, n, row r of w, column c of x)`.
-pub fn gemm(t: GgmlType, n: usize, w: &[u8], rows: Range<usize>, x: &[u8], ncols: usize, y: &mut [f32]) {
+pub fn gemm(
+    t: GgmlType,
+    n: usize,
+    w: &[u8],
+    rows: Range<usize>,
+    x: &[u8],
+    ncols: usize,
+    y: &mut [f32],
+) {
     let (wb, xb) = check_gemm(t, n, w, &rows, x, ncols, y);
     let nr = rows.len();
     for c in 0..ncols {

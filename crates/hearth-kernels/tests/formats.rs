@@ -194,13 +194,19 @@ fn hand_built_q8_k_and_floats() {
     b[4 + 7] = (-100i8) as u8;
     let v = deq(GgmlType::Q8_K, &b);
     assert_eq!(v[7], -50.0);
-    assert_eq!(deq(GgmlType::F16, &[0x00, 0x3C, 0x00, 0xC0]), vec![1.0, -2.0]);
-    assert_eq!(deq(GgmlType::BF16, &[0x80, 0x3F, 0x40, 0xC0]), vec![1.0, -3.0]);
+    assert_eq!(
+        deq(GgmlType::F16, &[0x00, 0x3C, 0x00, 0xC0]),
+        vec![1.0, -2.0]
+    );
+    assert_eq!(
+        deq(GgmlType::BF16, &[0x80, 0x3F, 0x40, 0xC0]),
+        vec![1.0, -3.0]
+    );
     assert_eq!(deq(GgmlType::F32, &1.25f32.to_le_bytes()), vec![1.25]);
 }
 
 #[test]
-fn q8_0_rounds_half_away_from_zero() {
+fn q8_0_rounds_half_to_even_like_llama_cpp_x86() {
     let mut x = vec![0f32; 32];
     x[0] = 127.0; // d = 1 exactly
     x[1] = 2.5;
@@ -210,9 +216,10 @@ fn q8_0_rounds_half_away_from_zero() {
     let b = quantized(GgmlType::Q8_0, &x);
     assert_eq!(&b[0..2], &f16_bits(1.0));
     let q: Vec<i8> = b[2..].iter().map(|&v| v as i8).collect();
-    assert_eq!(&q[..5], &[127, 3, -3, 1, 4]);
+    assert_eq!(&q[..5], &[127, 2, -2, 0, 4]);
     let b = quantized(GgmlType::Q8_1, &x);
-    let s: i32 = 127 + 3 - 3 + 1 + 4;
+    assert_eq!(b[4 + 1] as i8, 2);
+    let s: i32 = 127 + 2 - 2 + 4;
     assert_eq!(&b[2..4], &f16_bits(s as f32));
 }
 
@@ -243,7 +250,10 @@ fn q8_k_follows_the_signed_maximum() {
 #[test]
 fn bf16_rounds_to_nearest_even() {
     // 1 + 2^-8 is halfway between two bf16 values: ties to the even one (1.0).
-    let b = quantized(GgmlType::BF16, &[1.0 + 1.0 / 256.0, 1.0 + 3.0 / 256.0, f32::NAN]);
+    let b = quantized(
+        GgmlType::BF16,
+        &[1.0 + 1.0 / 256.0, 1.0 + 3.0 / 256.0, f32::NAN],
+    );
     assert_eq!(&b[0..2], &[0x80, 0x3F]);
     assert_eq!(&b[2..4], &[0x82, 0x3F]);
     assert!(f32::from_bits((u16::from_le_bytes([b[4], b[5]]) as u32) << 16).is_nan());
@@ -276,14 +286,28 @@ fn round_trip_error_is_bounded() {
         let n = 256 * 4;
         let x = randn(&mut r, n, 1.0);
         let y = deq(t, &quantized(t, &x));
-        let err: f64 = x.iter().zip(&y).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>();
+        let err: f64 = x
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum::<f64>();
         let norm: f64 = x.iter().map(|a| (*a as f64).powi(2)).sum::<f64>();
         let rel = (err / norm).sqrt();
-        assert!(rel <= rt_bound(t), "{t}: relative RMS error {rel} > {}", rt_bound(t));
+        assert!(
+            rel <= rt_bound(t),
+            "{t}: relative RMS error {rel} > {}",
+            rt_bound(t)
+        );
         // and no element is wildly off
         let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let worst = x.iter().zip(&y).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(worst <= amax * (rt_bound(t) as f32 * 4.0 + 1e-6), "{t}: worst element error {worst}");
+        let worst = x
+            .iter()
+            .zip(&y)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            worst <= amax * (rt_bound(t) as f32 * 4.0 + 1e-6),
+            "{t}: worst element error {worst}"
+        );
     }
 }
 
@@ -294,7 +318,12 @@ fn round_trip_is_exact_on_representable_values() {
     for (i, v) in x.iter_mut().enumerate() {
         *v = i as f32 - 16.0;
     }
-    for t in [GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::F16, GgmlType::BF16] {
+    for t in [
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::F16,
+        GgmlType::BF16,
+    ] {
         assert_eq!(deq(t, &quantized(t, &x)), x, "{t}");
     }
     let z: Vec<f32> = (0..32).map(|i| 127.0 - 8.0 * i as f32).collect();
@@ -335,11 +364,18 @@ fn reference_dot_matches_dequantised_dot() {
                     exact += m * (s - sx);
                 }
             }
-            let mag: f64 = wf.iter().zip(&xf).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum();
+            let mag: f64 = wf
+                .iter()
+                .zip(&xf)
+                .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                .sum();
             let got = reference::vec_dot(t, n, &w, &x) as f64;
             // The quantised dot differs from the float one only by f32 rounding
             // of the scales' products and the accumulation.
-            assert!((got - exact).abs() <= 1e-5 * mag + 1e-6, "{t} n={n}: {got} vs {exact} (mag {mag})");
+            assert!(
+                (got - exact).abs() <= 1e-5 * mag + 1e-6,
+                "{t} n={n}: {got} vs {exact} (mag {mag})"
+            );
         }
     }
 }

@@ -92,13 +92,11 @@ impl Runtime {
         }
         let mut cache = self.model.new_cache(n_ctx);
         let mut sampler = Sampler::new(opts.sampler.clone());
-        let mut detok = Detokenizer::new(&self.tokenizer);
-        let banned: Vec<u32> = if opts.ignore_eos {
-            (0..self.tokenizer.vocab_size() as u32)
-                .filter(|&t| self.tokenizer.is_eog(t))
-                .collect()
+        let mut detok = Detokenizer::new(false);
+        let banned: &[u32] = if opts.ignore_eos {
+            self.tokenizer.eog_ids()
         } else {
-            Vec::new()
+            &[]
         };
         for &t in prompt_ids {
             sampler.accept(t);
@@ -127,8 +125,8 @@ impl Runtime {
             } else {
                 Vec::new()
             };
-            hearth_sample::ban(&mut logits, &banned);
-            let token = sampler.sample(&mut logits);
+            hearth_sample::ban(&mut logits, banned);
+            let token = sampler.sample(&logits);
             sampler.accept(token);
             out.steps.push(Step { token, top });
             if self.tokenizer.is_eog(token) && !opts.ignore_eos {
@@ -136,7 +134,7 @@ impl Runtime {
                 break;
             }
             out.completion_ids.push(token);
-            let piece = detok.push(token);
+            let piece = detok.push(&self.tokenizer, token);
             if !piece.is_empty() {
                 out.text.push_str(&piece);
                 if on_text(&piece).is_break() {

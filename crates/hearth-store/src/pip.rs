@@ -75,12 +75,9 @@ impl Pip {
         dest: &Path,
         show_output: bool,
     ) -> Result<()> {
-        let (prog, pre) = self
-            .argv
-            .split_first()
-            .ok_or_else(|| Error::PipNotFound {
-                tried: String::new(),
-            })?;
+        let (prog, pre) = self.argv.split_first().ok_or_else(|| Error::PipNotFound {
+            tried: String::new(),
+        })?;
         let mut cmd = Command::new(prog);
         cmd.args(pre)
             .args([
@@ -116,7 +113,9 @@ impl Pip {
         } else {
             Stdio::piped()
         };
-        cmd.stdin(Stdio::null()).stdout(stdout).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| Error::Io {
             context: format!("starting `{shown}`"),
             source: e,

@@ -171,7 +171,10 @@ mod tests {
             assert!(seen.insert(m.name), "duplicate name {}", m.name);
             assert!(valid_name(m.name), "bad name {}", m.name);
             assert_eq!(m.sha256.len(), 64);
-            assert!(m.sha256.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+            assert!(m
+                .sha256
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
             let Source::Pypi(p) = &m.source;
             assert!(!p.parts.is_empty());
             for part in p.parts.iter().chain(p.checksums.iter()) {

@@ -22,7 +22,9 @@ pub(crate) struct ByteMap {
 
 impl ByteMap {
     pub(crate) fn new() -> ByteMap {
-        let printable = |b: u32| (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+        let printable = |b: u32| {
+            (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b)
+        };
         let mut encode = [([0u8; 2], 0u8); 256];
         let mut decode = [None; 0x144];
         let mut extra = 0u32;
@@ -58,11 +60,18 @@ impl ByteMap {
     }
 }
 
+/// The two halves of a merge, by text.
+type TextPair = (Box<[u8]>, Box<[u8]>);
+
+/// A merge candidate: rank, left and right symbol indices, and both
+/// symbols' lengths when it was queued (to recognise stale entries).
+type Pair = (u32, usize, usize, usize, usize);
+
 /// Merge ranks, keyed by the token ids of both halves where both are tokens
 /// (the usual case, and cheap to look up), else by their texts.
 pub(crate) struct Merges {
     by_id: FxHashMap<(u32, u32), u32>,
-    by_text: FxHashMap<(Box<[u8]>, Box<[u8]>), u32>,
+    by_text: FxHashMap<TextPair, u32>,
 }
 
 impl Merges {
@@ -137,7 +146,7 @@ pub(crate) fn encode_word(
     }
 
     // (rank, left index) ordered smallest first; the lengths detect stale pairs.
-    let mut heap: BinaryHeap<Reverse<(u32, usize, usize, usize, usize)>> = BinaryHeap::new();
+    let mut heap: BinaryHeap<Reverse<Pair>> = BinaryHeap::new();
     let push = |heap: &mut BinaryHeap<_>, syms: &[Sym], l: usize, r: usize| {
         let (a, b) = (&syms[l], &syms[r]);
         let lt = &word[a.start..a.start + a.len];
@@ -172,7 +181,11 @@ pub(crate) fn encode_word(
     for s in syms.iter().filter(|s| s.len > 0) {
         match s.id {
             Some(id) => out.push(id),
-            None => out.extend(word[s.start..s.start + s.len].iter().filter_map(|&b| byte_token[b as usize])),
+            None => out.extend(
+                word[s.start..s.start + s.len]
+                    .iter()
+                    .filter_map(|&b| byte_token[b as usize]),
+            ),
         }
     }
 }

@@ -62,9 +62,7 @@ impl PreTokenizer {
                 (vec![Llama3 { max_digits: 3 }], true, true, true)
             }
             "dbrx" | "smaug-bpe" => (vec![Llama3 { max_digits: 3 }], false, true, false),
-            "qwen2" | "deepseek-r1-qwen" => {
-                (vec![Llama3 { max_digits: 1 }], false, false, false)
-            }
+            "qwen2" | "deepseek-r1-qwen" => (vec![Llama3 { max_digits: 1 }], false, false, false),
             "stablelm2" | "megrez" => (vec![Llama3 { max_digits: 1 }], false, true, false),
             "smollm" | "command-r" => (vec![EachDigit, Gpt2], false, false, false),
             "starcoder" | "refact" | "codeshell" | "exaone" | "minerva-7b" => {
@@ -136,7 +134,12 @@ fn is_default_punct(cp: u32) -> bool {
 
 /// Regex-iterator style split: matches are runs of code points satisfying
 /// `pred` (at most `max` long), and the gaps between matches are pieces too.
-fn split_by_runs(chunk: &[u32], out: &mut Vec<usize>, pred: impl Fn(u32) -> bool, max: Option<usize>) {
+fn split_by_runs(
+    chunk: &[u32],
+    out: &mut Vec<usize>,
+    pred: impl Fn(u32) -> bool,
+    max: Option<usize>,
+) {
     let mut gap_start = 0;
     let mut i = 0;
     while i < chunk.len() {
@@ -192,7 +195,11 @@ struct Matcher<'a> {
 
 impl<'a> Matcher<'a> {
     fn new(cps: &'a [u32], out: &'a mut Vec<usize>) -> Self {
-        Matcher { cps, out, prev_end: 0 }
+        Matcher {
+            cps,
+            out,
+            prev_end: 0,
+        }
     }
 
     #[inline]
@@ -431,7 +438,10 @@ mod tests {
 
     #[test]
     fn default_passes() {
-        assert_eq!(words("default", "a+b 12345"), vec!["a", "+", "b", " ", "123", "45"]);
+        assert_eq!(
+            words("default", "a+b 12345"),
+            vec!["a", "+", "b", " ", "123", "45"]
+        );
     }
 
     #[test]

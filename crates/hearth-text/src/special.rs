@@ -60,7 +60,11 @@ impl SpecialMatcher {
         }
         let ordered: Vec<u32> = sorted.iter().map(|s| s.0).collect();
         let rank = ordered.iter().enumerate().map(|(i, &id)| (id, i)).collect();
-        SpecialMatcher { ordered, rank, nodes }
+        SpecialMatcher {
+            ordered,
+            rank,
+            nodes,
+        }
     }
 
     /// Ids of the special tokens that occur anywhere in `text`, in matching order.
@@ -148,11 +152,7 @@ mod tests {
         let frags = m.partition(b"abcdab", |_| true, text_of);
         assert_eq!(
             frags,
-            vec![
-                Fragment::Text(0..1),
-                Fragment::Token(1),
-                Fragment::Token(0),
-            ]
+            vec![Fragment::Text(0..1), Fragment::Token(1), Fragment::Token(0),]
         );
         let none = m.partition(b"abcdab", |_| false, text_of);
         assert_eq!(none, vec![Fragment::Text(0..6)]);

@@ -62,7 +62,12 @@ pub(crate) fn encode(
     while off < text.len() {
         let len = utf8_len(text[off]).min(text.len() - off);
         let i = syms.len();
-        syms.push(Sym { start: off, len, prev: i.checked_sub(1), next: None });
+        syms.push(Sym {
+            start: off,
+            len,
+            prev: i.checked_sub(1),
+            next: None,
+        });
         off += len;
         if off < text.len() {
             syms[i].next = Some(i + 1);
@@ -77,7 +82,12 @@ pub(crate) fn encode(
         let size = syms[l].len + syms[r].len;
         let piece = &text[syms[l].start..syms[l].start + size];
         if let Some(id) = lookup(piece) {
-            heap.push(Bigram { score: score(id), left: l, right: r, size });
+            heap.push(Bigram {
+                score: score(id),
+                left: l,
+                right: r,
+                size,
+            });
         }
     };
     for i in 1..syms.len() {

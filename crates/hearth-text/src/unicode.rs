@@ -86,7 +86,12 @@ pub(crate) struct Flags(u8);
 impl Flags {
     #[inline]
     pub(crate) fn of(cp: u32) -> Flags {
-        Flags(table().get(cp as usize).copied().unwrap_or(Cat::Other as u8))
+        Flags(
+            table()
+                .get(cp as usize)
+                .copied()
+                .unwrap_or(Cat::Other as u8),
+        )
     }
     #[inline]
     pub(crate) fn cat(self) -> Cat {

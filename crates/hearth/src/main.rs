@@ -217,7 +217,11 @@ fn sampler(s: &SampleArgs) -> SamplerConfig {
 
 fn stream_to_stdout(piece: &str) -> ControlFlow<()> {
     let mut out = std::io::stdout().lock();
-    if out.write_all(piece.as_bytes()).and_then(|_| out.flush()).is_err() {
+    if out
+        .write_all(piece.as_bytes())
+        .and_then(|_| out.flush())
+        .is_err()
+    {
         // The reader went away (a closed pipe): stop generating.
         return ControlFlow::Break(());
     }
@@ -301,7 +305,10 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
     if a.json {
         println!("{}", serde_json::to_string(&p)?);
     } else {
-        println!("perplexity {:.4} over {} chunks of {}", p.ppl, p.chunks, a.ctx);
+        println!(
+            "perplexity {:.4} over {} chunks of {}",
+            p.ppl, p.chunks, a.ctx
+        );
     }
     Ok(())
 }

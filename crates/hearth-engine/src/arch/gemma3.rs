@@ -35,6 +35,8 @@ pub fn load(file: Arc<GgufFile>) -> Result<Transformer> {
     };
     let mut t = build(file, "gemma3", true, Activation::GeluTanh, opt)?;
     t.hp.embed_scale = Some((t.hp.n_embd as f32).sqrt());
+    t.hp.q_scale = Some(t.hp.kq_scale);
+    t.hp.kq_scale = 1.0;
     for (i, layer) in t.layers.iter_mut().enumerate() {
         if (i + 1) % PATTERN != 0 {
             layer.window = Some(window);

@@ -17,5 +17,11 @@ pub fn load(file: Arc<GgufFile>) -> Result<Transformer> {
             why: "Llama 3 frequency scaling is not supported yet".into(),
         });
     }
-    build(file, "llama", false, Activation::Silu, LayerOptions::default())
+    build(
+        file,
+        "llama",
+        false,
+        Activation::Silu,
+        LayerOptions::default(),
+    )
 }

@@ -71,19 +71,21 @@ impl Common {
         let n_layer = positive(file, &key(arch, "block_count"))?;
         let n_head = positive(file, &key(arch, "attention.head_count"))?;
         let n_head_kv = optional_positive(file, &key(arch, "attention.head_count_kv"), n_head)?;
-        if n_head % n_head_kv != 0 {
+        if !n_head.is_multiple_of(n_head_kv) {
             return Err(EngineError::Hyperparameter {
                 key: key(arch, "attention.head_count_kv"),
                 why: format!("{n_head_kv} does not divide head_count {n_head}"),
             });
         }
-        if n_embd % n_head != 0 && file.get(&key(arch, "attention.key_length")).is_none() {
+        if !n_embd.is_multiple_of(n_head) && file.get(&key(arch, "attention.key_length")).is_none()
+        {
             return Err(EngineError::Hyperparameter {
                 key: key(arch, "attention.head_count"),
                 why: format!("{n_head} does not divide embedding_length {n_embd}"),
             });
         }
-        let head_dim_k = optional_positive(file, &key(arch, "attention.key_length"), n_embd / n_head)?;
+        let head_dim_k =
+            optional_positive(file, &key(arch, "attention.key_length"), n_embd / n_head)?;
         let head_dim_v = optional_positive(file, &key(arch, "attention.value_length"), head_dim_k)?;
         let n_ff = positive(file, &key(arch, "feed_forward_length"))?;
         let n_ctx_train = positive(file, &key(arch, "context_length"))?;
@@ -99,7 +101,7 @@ impl Common {
             None => 10000.0,
         };
         let n_rot = optional_positive(file, &key(arch, "rope.dimension_count"), head_dim_k)?;
-        if n_rot > head_dim_k || n_rot % 2 != 0 {
+        if n_rot > head_dim_k || !n_rot.is_multiple_of(2) {
             return Err(EngineError::Hyperparameter {
                 key: key(arch, "rope.dimension_count"),
                 why: format!("{n_rot} must be even and at most the head size {head_dim_k}"),
@@ -129,7 +131,13 @@ impl Common {
         })
     }
 
-    pub fn hyper(&self, arch: &str, n_vocab: usize, rope_neox: bool, activation: Activation) -> Hyper {
+    pub fn hyper(
+        &self,
+        arch: &str,
+        n_vocab: usize,
+        rope_neox: bool,
+        activation: Activation,
+    ) -> Hyper {
         Hyper {
             arch: arch.into(),
             n_vocab,
@@ -144,7 +152,8 @@ impl Common {
             rms_eps: self.rms_eps,
             n_rot: self.n_rot,
             rope_neox,
-            attn_scale: 1.0 / (self.head_dim_k as f32).sqrt(),
+            q_scale: None,
+            kq_scale: 1.0 / (self.head_dim_k as f32).sqrt(),
             embed_scale: None,
             activation,
         }
@@ -216,7 +225,11 @@ pub(crate) fn n_vocab(file: &GgufFile) -> Result<usize> {
 
 /// Token embeddings, final norm and output matrix (tied to the embeddings when
 /// the file has no `output.weight`).
-pub(crate) fn load_ends(ld: &Loader, c: &Common, n_vocab: usize) -> Result<(Matrix, Vec<f32>, Matrix)> {
+pub(crate) fn load_ends(
+    ld: &Loader,
+    c: &Common,
+    n_vocab: usize,
+) -> Result<(Matrix, Vec<f32>, Matrix)> {
     let token_embd = ld.matrix("token_embd.weight", c.n_embd, n_vocab)?;
     let output_norm = ld.vector("output_norm.weight", c.n_embd)?;
     let output = if ld.has("output.weight") {

@@ -82,7 +82,11 @@ pub fn vec_dot_f32(n: usize, w: &[u8], x: &[u8]) -> f32 {
 }
 
 pub fn vec_dot_f16(n: usize, w: &[u8], x: &[u8]) -> f32 {
-    lanes_dot(n, |i| f16::from_bits(at2(w, i)).to_f32(), |i| f16::from_bits(at2(x, i)).to_f32())
+    lanes_dot(
+        n,
+        |i| f16::from_bits(at2(w, i)).to_f32(),
+        |i| f16::from_bits(at2(x, i)).to_f32(),
+    )
 }
 
 pub fn vec_dot_bf16(n: usize, w: &[u8], x: &[u8]) -> f32 {

@@ -3,9 +3,9 @@
 //! format's activation type.
 //!
 //! Everything here is the *specification* of this crate's arithmetic. The
-//! SIMD kernels in [`crate::simd`] must reproduce it bit for bit, so the
+//! SIMD kernels in `crate::simd` must reproduce it bit for bit, so the
 //! reference dot products are written in the lane structure the SIMD code
-//! uses (see [`Lanes8`] and [`Lanes32`]): for the 32-element formats a block
+//! uses (see `Lanes8` and `Lanes32`): for the 32-element formats a block
 //! contributes eight integer partial sums, each scaled and added into its own
 //! float lane, and the lanes are folded in a fixed tree at the end. For the
 //! 256-element K-quants each super-block's integer sum is exact, so only the
@@ -62,31 +62,56 @@ pub(crate) fn fold8(l: &[f32; 8]) -> f32 {
     b0 + b1
 }
 
-/// Eight float accumulators for the 32-element block formats.
+/// Float accumulators for the 32-element block formats: two banks of eight
+/// lanes, used by alternating blocks (even blocks bank 0, odd blocks bank 1)
+/// so the SIMD code has two independent add chains.
 ///
-/// Lane `k` receives, for each block, `d * (sum of w[e] * x[e] for e in 4k..4k+4)`
-/// as one multiply and one add (no fused multiply-add), which is exactly what
-/// `maddubs -> madd -> cvt -> mul -> add` produces lane by lane in AVX2.
+/// In its bank, lane `k` receives, per block,
+/// `d * (sum of w[e] * x[e] for e in 4k..4k+4)` as one fused multiply-add
+/// (one rounding), which is exactly what `maddubs -> madd -> cvt -> fmadd`
+/// produces lane by lane in AVX2. (Without hardware FMA, `mul_add` is libm's
+/// correctly rounded `fmaf`: slower, same bits.)
+/// Formats with a minimum (Q4_1, Q5_1) also add `m_w * s_x` into a scalar of
+/// the same bank. The result is `fold8(bank0 + bank1) + (min0 + min1)`.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Lanes8 {
-    pub l: [f32; 8],
+    l: [[f32; 8]; 2],
+    m: [f32; 2],
+    blocks: usize,
 }
 
 impl Lanes8 {
+    /// Adds one block; `min` is the block's `m_w * s_x` for formats with one.
     #[inline(always)]
-    pub fn add_block(&mut self, d: f32, w: &[i32; 32], x: &[u8]) {
+    pub fn add_block(&mut self, d: f32, w: &[i32; 32], x: &[u8], min: Option<f32>) {
+        let bank = self.blocks & 1;
         for k in 0..8 {
             let mut p = 0i32;
             for e in 4 * k..4 * k + 4 {
                 p += w[e] * (x[e] as i8) as i32;
             }
-            self.l[k] += d * p as f32;
+            self.l[bank][k] = d.mul_add(p as f32, self.l[bank][k]);
         }
+        if let Some(m) = min {
+            self.m[bank] += m;
+        }
+        self.blocks += 1;
     }
 
+    /// The lanes folded (formats without a minimum).
     #[inline(always)]
     pub fn sum(&self) -> f32 {
-        fold8(&self.l)
+        let mut v = [0f32; 8];
+        for (k, o) in v.iter_mut().enumerate() {
+            *o = self.l[0][k] + self.l[1][k];
+        }
+        fold8(&v)
+    }
+
+    /// The lanes folded plus the minimum terms (Q4_1, Q5_1).
+    #[inline(always)]
+    pub fn sum_with_min(&self) -> f32 {
+        self.sum() + (self.m[0] + self.m[1])
     }
 }
 
@@ -125,6 +150,9 @@ pub(crate) fn nearest_int(x: f32) -> i32 {
 /// Weight bytes of `n` elements in blocks of `qk` elements and `bytes` bytes.
 #[inline(always)]
 pub(crate) fn blocks(n: usize, qk: usize) -> usize {
-    assert!(n % qk == 0, "row length {n} is not a multiple of the block size {qk}");
+    assert!(
+        n % qk == 0,
+        "row length {n} is not a multiple of the block size {qk}"
+    );
     n / qk
 }

@@ -84,11 +84,20 @@ pub fn vec_dot(n: usize, w: &[u8], x: &[u8]) -> f32 {
         let q = unpack2(&wb[QS..QS + 64]);
         let (mut isum, mut summs) = (0i32, 0i32);
         for j in 0..16 {
-            let s: i32 = (16 * j..16 * j + 16).map(|e| q[e] as i32 * q8_k::q(xb, e)).sum();
+            let s: i32 = (16 * j..16 * j + 16)
+                .map(|e| q[e] as i32 * q8_k::q(xb, e))
+                .sum();
             isum += (wb[j] & 0x0F) as i32 * s;
             summs += (wb[j] >> 4) as i32 * q8_k::bsum(xb, j);
         }
-        sumf = accumulate(sumf, f16_at(wb, D), f16_at(wb, D + 2), f32_at(xb, 0), isum, summs);
+        sumf = accumulate(
+            sumf,
+            f16_at(wb, D),
+            f16_at(wb, D + 2),
+            f32_at(xb, 0),
+            isum,
+            summs,
+        );
     }
     sumf
 }

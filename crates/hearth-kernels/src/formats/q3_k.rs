@@ -84,7 +84,11 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
         let mut q = [0u8; 256];
         for (e, o) in q.iter_mut().enumerate() {
             let dl = d * ls[e / 16] as f32;
-            let v = if dl == 0.0 { 0 } else { nearest_int(x[e] / dl).clamp(-4, 3) };
+            let v = if dl == 0.0 {
+                0
+            } else {
+                nearest_int(x[e] / dl).clamp(-4, 3)
+            };
             *o = (v + 4) as u8;
         }
         b[..32].fill(0);
@@ -114,7 +118,9 @@ pub fn vec_dot(n: usize, w: &[u8], x: &[u8]) -> f32 {
         let q = unpack(wb);
         let (mut isum, mut off) = (0i32, 0i32);
         for j in 0..16 {
-            let s: i32 = (16 * j..16 * j + 16).map(|e| q[e] as i32 * q8_k::q(xb, e)).sum();
+            let s: i32 = (16 * j..16 * j + 16)
+                .map(|e| q[e] as i32 * q8_k::q(xb, e))
+                .sum();
             isum += sc[j] as i32 * s;
             off += sc[j] as i32 * q8_k::bsum(xb, j);
         }

@@ -55,7 +55,7 @@ pub fn vec_dot(n: usize, w: &[u8], x: &[u8]) -> f32 {
         let wb = &w[i * BYTES..(i + 1) * BYTES];
         let xb = &x[i * q8_0::BYTES..(i + 1) * q8_0::BYTES];
         let d = f16_at(wb, 0) * f16_at(xb, 0);
-        acc.add_block(d, &unpack(wb), &xb[2..]);
+        acc.add_block(d, &unpack(wb), &xb[2..], None);
     }
     acc.sum()
 }

@@ -90,7 +90,11 @@ pub(crate) fn fit_affine(
     }
     let max_scale = scales.iter().fold(0f32, |a, &v| a.max(v));
     let max_min = mins.iter().fold(0f32, |a, &v| a.max(v));
-    let inv_s = if max_scale > 0.0 { smax / max_scale } else { 0.0 };
+    let inv_s = if max_scale > 0.0 {
+        smax / max_scale
+    } else {
+        0.0
+    };
     let inv_m = if max_min > 0.0 { smax / max_min } else { 0.0 };
     let ls = scales
         .iter()
@@ -159,11 +163,20 @@ pub fn vec_dot(n: usize, w: &[u8], x: &[u8]) -> f32 {
         let q = unpack(wb);
         let mut isum = 0i32;
         for j in 0..8 {
-            let s: i32 = (32 * j..32 * j + 32).map(|e| q[e] as i32 * q8_k::q(xb, e)).sum();
+            let s: i32 = (32 * j..32 * j + 32)
+                .map(|e| q[e] as i32 * q8_k::q(xb, e))
+                .sum();
             isum += sc[j] as i32 * s;
         }
         let summs = min_sum(xb, &m);
-        sumf = accumulate(sumf, f16_at(wb, 0), f16_at(wb, 2), super::f32_at(xb, 0), isum, summs);
+        sumf = accumulate(
+            sumf,
+            f16_at(wb, 0),
+            f16_at(wb, 2),
+            super::f32_at(xb, 0),
+            isum,
+            summs,
+        );
     }
     sumf
 }

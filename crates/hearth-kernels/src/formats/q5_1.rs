@@ -51,13 +51,16 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
 
 pub fn vec_dot(n: usize, w: &[u8], x: &[u8]) -> f32 {
     let mut acc = Lanes8::default();
-    let mut summ = 0f32;
     for i in 0..blocks(n, QK) {
         let wb = &w[i * BYTES..(i + 1) * BYTES];
         let xb = &x[i * q8_1::BYTES..(i + 1) * q8_1::BYTES];
         let d = f16_at(wb, 0) * f16_at(xb, 0);
-        acc.add_block(d, &unpack(wb), &xb[4..]);
-        summ += f16_at(wb, 2) * f16_at(xb, 2);
+        acc.add_block(
+            d,
+            &unpack(wb),
+            &xb[4..],
+            Some(f16_at(wb, 2) * f16_at(xb, 2)),
+        );
     }
-    acc.sum() + summ
+    acc.sum_with_min()
 }

@@ -73,11 +73,20 @@ pub fn vec_dot(n: usize, w: &[u8], x: &[u8]) -> f32 {
         let q = unpack(wb);
         let mut isum = 0i32;
         for j in 0..8 {
-            let s: i32 = (32 * j..32 * j + 32).map(|e| q[e] as i32 * q8_k::q(xb, e)).sum();
+            let s: i32 = (32 * j..32 * j + 32)
+                .map(|e| q[e] as i32 * q8_k::q(xb, e))
+                .sum();
             isum += sc[j] as i32 * s;
         }
         let summs = min_sum(xb, &m);
-        sumf = accumulate(sumf, f16_at(wb, 0), f16_at(wb, 2), f32_at(xb, 0), isum, summs);
+        sumf = accumulate(
+            sumf,
+            f16_at(wb, 0),
+            f16_at(wb, 2),
+            f32_at(xb, 0),
+            isum,
+            summs,
+        );
     }
     sumf
 }

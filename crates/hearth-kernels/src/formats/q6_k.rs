@@ -63,7 +63,11 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
         let mut q = [0u8; 256];
         for (e, o) in q.iter_mut().enumerate() {
             let dl = d * ls[e / 16] as f32;
-            let v = if dl == 0.0 { 0 } else { nearest_int(x[e] / dl).clamp(-32, 31) };
+            let v = if dl == 0.0 {
+                0
+            } else {
+                nearest_int(x[e] / dl).clamp(-32, 31)
+            };
             *o = (v + 32) as u8;
         }
         for h in 0..2 {
@@ -72,7 +76,8 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
                 let (a, bb, c, dd) = (q[e], q[e + 32], q[e + 64], q[e + 96]);
                 b[64 * h + l] = (a & 0x0F) | ((c & 0x0F) << 4);
                 b[64 * h + 32 + l] = (bb & 0x0F) | ((dd & 0x0F) << 4);
-                b[QH + 32 * h + l] = (a >> 4) | ((bb >> 4) << 2) | ((c >> 4) << 4) | ((dd >> 4) << 6);
+                b[QH + 32 * h + l] =
+                    (a >> 4) | ((bb >> 4) << 2) | ((c >> 4) << 4) | ((dd >> 4) << 6);
             }
         }
     }
@@ -89,7 +94,9 @@ pub fn vec_dot(n: usize, w: &[u8], x: &[u8]) -> f32 {
         let (mut isum, mut off) = (0i32, 0i32);
         for j in 0..16 {
             let sc = (wb[SCALES + j] as i8) as i32;
-            let s: i32 = (16 * j..16 * j + 16).map(|e| q[e] as i32 * q8_k::q(xb, e)).sum();
+            let s: i32 = (16 * j..16 * j + 16)
+                .map(|e| q[e] as i32 * q8_k::q(xb, e))
+                .sum();
             isum += sc * s;
             off += sc * q8_k::bsum(xb, j);
         }

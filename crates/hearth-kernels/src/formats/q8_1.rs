@@ -1,7 +1,8 @@
 //! Q8_1: 32 elements in 36 bytes: `d: f16`, `s: f16` (= `d * sum(q)`, used
 //! by the Q4_1/Q5_1 dot products to apply the weight block's minimum), then
 //! 32 signed bytes; value = `q * d`. The activation format for Q4_1 and Q5_1
-//! weights; its quantiser follows ggml's reference arithmetic exactly.
+//! weights; its quantiser is Q8_0's (llama.cpp's x86 arithmetic), and
+//! `s = f16(sum(q) as f32 * d)`.
 
 use super::{blocks, f16_at, put_f16, q8_0, Lanes8, QK32};
 
@@ -22,7 +23,7 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
         let (d, id) = q8_0::scale_of(x);
         let mut sum = 0i32;
         for (o, &v) in b[4..].iter_mut().zip(x) {
-            let q = (v * id).round() as i8;
+            let q = (v * id).round_ties_even() as i8;
             sum += q as i32;
             *o = q as u8;
         }
@@ -43,7 +44,7 @@ pub fn vec_dot(n: usize, w: &[u8], x: &[u8]) -> f32 {
         for (o, &v) in q.iter_mut().zip(&wb[4..]) {
             *o = (v as i8) as i32;
         }
-        acc.add_block(d, &q, &xb[4..]);
+        acc.add_block(d, &q, &xb[4..], None);
     }
     acc.sum()
 }

@@ -9,9 +9,38 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
+/// Stand-in on other targets so the dispatcher compiles: `Isa::Avx2` is
+/// never selected there, so none of this runs.
 #[cfg(not(target_arch = "x86_64"))]
 pub(crate) mod avx2 {
-    //! Stand-in on non-x86 targets: never selected.
+    use crate::GgmlType;
+    use std::ops::Range;
+
+    pub(crate) unsafe fn quantize_row(_: GgmlType, _: &[f32], _: &mut [u8]) -> bool {
+        false
+    }
+    pub(crate) unsafe fn vec_dot(_: GgmlType, _: usize, _: &[u8], _: &[u8]) -> Option<f32> {
+        None
+    }
+    pub(crate) unsafe fn gemm(
+        _: GgmlType,
+        _: usize,
+        _: &[u8],
+        _: Range<usize>,
+        _: &[u8],
+        _: usize,
+        _: &mut [f32],
+    ) -> bool {
+        false
+    }
+    pub(crate) mod ops {
+        //! The scalar ops under the AVX2 names.
+        pub(crate) use crate::ops::scalar::{
+            add_inplace, axpy_f16, dot_f32_f16, f32_to_f16_row, gelu_tanh_mul_inplace, mul_inplace,
+            rms_norm, rms_norm_inplace, rope_apply, scale_inplace, silu_mul_inplace,
+            softmax_inplace,
+        };
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -1,0 +1,287 @@
+//! AVX2 dot kernels for the K-quants (Q2_K..Q6_K weights, Q8_K activations).
+//!
+//! Each super-block's integer sum is computed exactly in i32 lanes
+//! (`maddubs` of unsigned weight quants with the activation bytes, then
+//! `madd` with the sub-block scales), reduced to one i32, and handed with the
+//! block's scales to the same float update the reference uses. Formats whose
+//! quants are signed (Q3_K, Q6_K) are taken unsigned (`u = q + offset`) and
+//! the offset is removed with the activation `bsums`, exactly as the
+//! reference does.
+
+use super::{f16_at_end, f16x2_at, f32_at, hsum_i32, load128, load256};
+use crate::formats::{q2_k, q3_k, q4_k, q8_k};
+use std::arch::x86_64::*;
+
+const XQ: usize = q8_k::QS;
+const XBS: usize = q8_k::BSUMS;
+const XB: usize = q8_k::BYTES;
+
+/// `[s[2t]; 8] ++ [s[2t + 1]; 8]` widened to i16, from 16 signed byte
+/// scales: the scales of two 16-element sub-blocks lined up with the
+/// `maddubs` output of 32-element chunk `t`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pair_scales(s: __m128i, t: usize) -> __m256i {
+    let lo = (2 * t as u64) * 0x0101_0101_0101_0101;
+    let hi = (2 * t as u64 + 1) * 0x0101_0101_0101_0101;
+    _mm256_cvtepi8_epi16(_mm_shuffle_epi8(s, _mm_set_epi64x(hi as i64, lo as i64)))
+}
+
+/// The activation `bsums` of block `xp` as 16 i16.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bsums(xp: *const u8) -> __m256i {
+    load256(xp.add(XBS))
+}
+
+/// `sum_j bsums[j] * s[j]` for 16 per-run weights `s` (as i16).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bsum_dot(xp: *const u8, s: __m256i) -> i32 {
+    hsum_i32(_mm256_madd_epi16(bsums(xp), s))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q2_k<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    x: &[*const u8; C],
+    _xs: &[*const f32; C],
+) -> [f32; C] {
+    let mut sumf = [0f32; C];
+    let m3 = _mm256_set1_epi8(3);
+    for i in 0..nb {
+        let p = w.add(i * q2_k::BYTES);
+        let raw = load128(p);
+        let scales = _mm_and_si128(raw, _mm_set1_epi8(0x0F));
+        let mins =
+            _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(raw), _mm_set1_epi8(0x0F)));
+        let mut acc = [_mm256_setzero_si256(); C];
+        for h in 0..2 {
+            let qs = load256(p.add(q2_k::QS + 32 * h));
+            for s in 0..4 {
+                let t = 4 * h + s;
+                let u = _mm256_and_si256(_mm256_srl_epi16(qs, _mm_cvtsi32_si128(2 * s as i32)), m3);
+                let scv = pair_scales(scales, t);
+                for c in 0..C {
+                    let xv = load256(x[c].add(i * XB + XQ + 32 * t));
+                    let prod = _mm256_madd_epi16(_mm256_maddubs_epi16(u, xv), scv);
+                    acc[c] = _mm256_add_epi32(acc[c], prod);
+                }
+            }
+        }
+        let dm = f16x2_at(p.add(q2_k::D));
+        let (d, dmin) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
+        for c in 0..C {
+            let xp = x[c].add(i * XB);
+            let summs = bsum_dot(xp, mins);
+            sumf[c] = q2_k::accumulate(sumf[c], d, dmin, f32_at(xp), hsum_i32(acc[c]), summs);
+        }
+    }
+    sumf
+}
+
+/// Q3_K's sixteen 6-bit scales minus 32 as signed bytes (`q3_k::scales`,
+/// vectorised). Reads exactly the 12 scale bytes at `s`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q3_scales(s: *const u8) -> __m128i {
+    let m4 = _mm_set1_epi8(0x0F);
+    let a = _mm_loadl_epi64(s as *const __m128i);
+    let lo = _mm_unpacklo_epi64(
+        _mm_and_si128(a, m4),
+        _mm_and_si128(_mm_srli_epi16::<4>(a), m4),
+    );
+    let h = (s.add(8) as *const u32).read_unaligned();
+    // group g of four scales takes bits 2g..2g+2 of bytes 8..12
+    let hi = _mm_srlv_epi32(_mm_set1_epi32(h as i32), _mm_setr_epi32(0, 2, 4, 6));
+    let hi = _mm_slli_epi16::<4>(_mm_and_si128(hi, _mm_set1_epi8(3)));
+    _mm_sub_epi8(_mm_or_si128(lo, hi), _mm_set1_epi8(32))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q3_k<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    x: &[*const u8; C],
+    _xs: &[*const f32; C],
+) -> [f32; C] {
+    let mut sumf = [0f32; C];
+    let m3 = _mm256_set1_epi8(3);
+    let m1 = _mm256_set1_epi8(1);
+    for i in 0..nb {
+        let p = w.add(i * q3_k::BYTES);
+        let scales = q3_scales(p.add(q3_k::SCALES));
+        let sc16 = _mm256_cvtepi8_epi16(scales);
+        let hm = load256(p);
+        let mut acc = [_mm256_setzero_si256(); C];
+        for h in 0..2 {
+            let qs = load256(p.add(q3_k::QS + 32 * h));
+            for s in 0..4 {
+                let t = 4 * h + s;
+                let lo =
+                    _mm256_and_si256(_mm256_srl_epi16(qs, _mm_cvtsi32_si128(2 * s as i32)), m3);
+                let hb = _mm256_and_si256(_mm256_srl_epi16(hm, _mm_cvtsi32_si128(t as i32)), m1);
+                let u = _mm256_or_si256(lo, _mm256_slli_epi16::<2>(hb));
+                let scv = pair_scales(scales, t);
+                for c in 0..C {
+                    let xv = load256(x[c].add(i * XB + XQ + 32 * t));
+                    let prod = _mm256_madd_epi16(_mm256_maddubs_epi16(u, xv), scv);
+                    acc[c] = _mm256_add_epi32(acc[c], prod);
+                }
+            }
+        }
+        let d = f16_at_end(p.add(q3_k::D));
+        for c in 0..C {
+            let xp = x[c].add(i * XB);
+            let off = bsum_dot(xp, sc16);
+            sumf[c] = q3_k::accumulate(sumf[c], d, f32_at(xp), hsum_i32(acc[c]) - 4 * off);
+        }
+    }
+    sumf
+}
+
+/// Q4_K and Q5_K share everything but the fifth bit.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q45_k<const C: usize, const FIVE: bool>(
+    nb: usize,
+    w: *const u8,
+    x: &[*const u8; C],
+) -> [f32; C] {
+    let bytes = if FIVE {
+        crate::formats::q5_k::BYTES
+    } else {
+        q4_k::BYTES
+    };
+    let qs_off = if FIVE {
+        crate::formats::q5_k::QS
+    } else {
+        q4_k::QS
+    };
+    let mut sumf = [0f32; C];
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m1 = _mm256_set1_epi8(1);
+    for i in 0..nb {
+        let p = w.add(i * bytes);
+        let (sc, m) = q4_k::scales_mins(std::slice::from_raw_parts(p.add(4), 12));
+        let m8 = _mm_cvtepu8_epi16(_mm_loadl_epi64(m.as_ptr() as *const __m128i));
+        let mins = _mm256_set_m128i(_mm_unpackhi_epi16(m8, m8), _mm_unpacklo_epi16(m8, m8));
+        let qh = if FIVE {
+            load256(p.add(crate::formats::q5_k::QH))
+        } else {
+            _mm256_setzero_si256()
+        };
+        let mut acc = [_mm256_setzero_si256(); C];
+        for k in 0..4 {
+            let q = load256(p.add(qs_off + 32 * k));
+            let mut lo = _mm256_and_si256(q, m4);
+            let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+            if FIVE {
+                let bl =
+                    _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k as i32)), m1);
+                let bh = _mm256_and_si256(
+                    _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k as i32 + 1)),
+                    m1,
+                );
+                lo = _mm256_or_si256(lo, _mm256_slli_epi16::<4>(bl));
+                hi = _mm256_or_si256(hi, _mm256_slli_epi16::<4>(bh));
+            }
+            let s_lo = _mm256_set1_epi16(sc[2 * k] as i16);
+            let s_hi = _mm256_set1_epi16(sc[2 * k + 1] as i16);
+            for c in 0..C {
+                let xp = x[c].add(i * XB + XQ + 64 * k);
+                let a = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load256(xp)), s_lo);
+                let b = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load256(xp.add(32))), s_hi);
+                acc[c] = _mm256_add_epi32(acc[c], _mm256_add_epi32(a, b));
+            }
+        }
+        let dm = f16x2_at(p);
+        let (d, dmin) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
+        for c in 0..C {
+            let xp = x[c].add(i * XB);
+            let summs = bsum_dot(xp, mins);
+            sumf[c] = q4_k::accumulate(sumf[c], d, dmin, f32_at(xp), hsum_i32(acc[c]), summs);
+        }
+    }
+    sumf
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q4_k<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    x: &[*const u8; C],
+    _xs: &[*const f32; C],
+) -> [f32; C] {
+    dot_q45_k::<C, false>(nb, w, x)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q5_k<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    x: &[*const u8; C],
+    _xs: &[*const f32; C],
+) -> [f32; C] {
+    dot_q45_k::<C, true>(nb, w, x)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q6_k<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    x: &[*const u8; C],
+    _xs: &[*const f32; C],
+) -> [f32; C] {
+    use crate::formats::q6_k;
+    let mut sumf = [0f32; C];
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m30 = _mm256_set1_epi8(0x30);
+    for i in 0..nb {
+        let p = w.add(i * q6_k::BYTES);
+        let scp = p.add(q6_k::SCALES);
+        let scales = load128(scp);
+        let sc16 = _mm256_cvtepi8_epi16(scales);
+        let mut acc = [_mm256_setzero_si256(); C];
+        for h in 0..2 {
+            let ql0 = load256(p.add(64 * h));
+            let ql1 = load256(p.add(64 * h + 32));
+            let qh = load256(p.add(q6_k::QH + 32 * h));
+            let u = [
+                _mm256_or_si256(
+                    _mm256_and_si256(ql0, m4),
+                    _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m30),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(ql1, m4),
+                    _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m30),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
+                    _mm256_and_si256(qh, m30),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+                    _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m30),
+                ),
+            ];
+            for (s, &uq) in u.iter().enumerate() {
+                let t = 4 * h + s;
+                let scv = pair_scales(scales, t);
+                for c in 0..C {
+                    let xv = load256(x[c].add(i * XB + XQ + 32 * t));
+                    let prod = _mm256_madd_epi16(_mm256_maddubs_epi16(uq, xv), scv);
+                    acc[c] = _mm256_add_epi32(acc[c], prod);
+                }
+            }
+        }
+        let d = f16_at_end(p.add(q6_k::D));
+        for c in 0..C {
+            let xp = x[c].add(i * XB);
+            let off = bsum_dot(xp, sc16);
+            sumf[c] = q3_k::accumulate(sumf[c], d, f32_at(xp), hsum_i32(acc[c]) - 32 * off);
+        }
+    }
+    sumf
+}

@@ -1,0 +1,203 @@
+//! The dispatched (SIMD on this machine, see `isa()`) kernels against the
+//! scalar reference, and gemm against per-column vec_dot.
+//!
+//! The SIMD kernels are specified to be *bit-identical* to the reference
+//! (same lane structure, same float operations), so every comparison here is
+//! `==` on the bits, not a tolerance.
+
+mod common;
+
+use common::*;
+use hearth_kernels::{reference, row_bytes, vec_dot_type, GgmlType};
+
+#[test]
+fn reports_an_isa() {
+    let isa = hearth_kernels::isa();
+    assert!(isa == "avx2" || isa == "scalar");
+    #[cfg(target_arch = "x86_64")]
+    if std::env::var("HEARTH_KERNELS").is_err()
+        && is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+    {
+        assert_eq!(isa, "avx2");
+    }
+}
+
+#[test]
+fn vec_dot_matches_reference_bitwise() {
+    let mut r = rng(10);
+    for t in GgmlType::ALL {
+        for n in lengths(t) {
+            for trial in 0..3 {
+                let w = if trial == 0 {
+                    quantized(t, &randn(&mut r, n, 1.0))
+                } else {
+                    random_weights(&mut r, t, n)
+                };
+                let x = activations(&mut r, t, n);
+                let a = hearth_kernels::vec_dot(t, n, &w, &x);
+                let b = reference::vec_dot(t, n, &w, &x);
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "{t} n={n} trial {trial}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn vec_dot_uses_only_its_row() {
+    // Trailing bytes past the row must not matter.
+    let mut r = rng(11);
+    for t in GgmlType::ALL {
+        let n = lengths(t)[1];
+        let w = random_weights(&mut r, t, n);
+        let x = activations(&mut r, t, n);
+        let mut w2 = w.clone();
+        w2.extend_from_slice(&[0xAB; 300]);
+        let mut x2 = x.clone();
+        x2.extend_from_slice(&[0x7F; 300]);
+        assert_eq!(
+            hearth_kernels::vec_dot(t, n, &w, &x).to_bits(),
+            hearth_kernels::vec_dot(t, n, &w2, &x2).to_bits(),
+            "{t}"
+        );
+    }
+}
+
+#[test]
+fn quantize_row_matches_reference_bytes() {
+    let mut r = rng(12);
+    for t in GgmlType::ALL {
+        for n in lengths(t) {
+            let mut x = randn(&mut r, n, 3.0);
+            // ties and exact extremes, where rounding rules show
+            for (i, v) in x.iter_mut().enumerate().step_by(37) {
+                *v = [0.0, -0.0, 127.0, -127.0, 2.5, -2.5][i % 6];
+            }
+            let mut a = vec![0u8; row_bytes(t, n)];
+            let mut b = vec![0u8; row_bytes(t, n)];
+            hearth_kernels::quantize_row(t, &x, &mut a);
+            reference::quantize_row(t, &x, &mut b);
+            assert_eq!(a, b, "{t} n={n}");
+        }
+        // an all-zero row
+        let n = t.block_size() * 2;
+        let mut a = vec![0xFFu8; row_bytes(t, n)];
+        let mut b = vec![0u8; row_bytes(t, n)];
+        hearth_kernels::quantize_row(t, &vec![0.0; n], &mut a);
+        reference::quantize_row(t, &vec![0.0; n], &mut b);
+        assert_eq!(a, b, "{t} zero row");
+    }
+}
+
+#[test]
+fn quantize_activations_many_blocks_bitwise() {
+    // Many blocks of Q8 activations with varied magnitudes, including
+    // tiny and huge scales.
+    let mut r = rng(13);
+    for t in [GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q8_K] {
+        for scale in [1e-6f32, 1e-2, 1.0, 300.0, 6e4] {
+            let n = 256 * 8;
+            let x = randn(&mut r, n, scale);
+            let mut a = vec![0u8; row_bytes(t, n)];
+            let mut b = vec![0u8; row_bytes(t, n)];
+            hearth_kernels::quantize_row(t, &x, &mut a);
+            reference::quantize_row(t, &x, &mut b);
+            assert_eq!(a, b, "{t} scale {scale}");
+        }
+    }
+}
+
+#[test]
+fn dequantize_row_matches_reference() {
+    let mut r = rng(14);
+    for t in GgmlType::ALL {
+        for n in lengths(t) {
+            let w = random_weights(&mut r, t, n);
+            let mut a = vec![0f32; n];
+            let mut b = vec![0f32; n];
+            hearth_kernels::dequantize_row(t, &w, &mut a);
+            reference::dequantize_row(t, &w, &mut b);
+            assert_eq!(
+                a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{t} n={n}"
+            );
+        }
+    }
+}
+
+fn check_gemm(t: GgmlType, n: usize, nrows: usize, r: &mut rand::rngs::StdRng) {
+    let rb = row_bytes(t, n);
+    let mut w = Vec::with_capacity(nrows * rb);
+    for _ in 0..nrows {
+        w.extend(random_weights(r, t, n));
+    }
+    let xt = vec_dot_type(t);
+    let xb = row_bytes(xt, n);
+    let mut x = Vec::new();
+    for _ in 0..9 {
+        x.extend(activations(r, t, n));
+    }
+    let ranges = [0..nrows, 1..nrows - 1, 3..4, 2..2, nrows - 3..nrows];
+    for ncols in 1..=9 {
+        for rows in ranges.clone() {
+            let nr = rows.len();
+            let mut expect = vec![0f32; ncols * nr];
+            for c in 0..ncols {
+                for (i, row) in rows.clone().enumerate() {
+                    expect[c * nr + i] = hearth_kernels::vec_dot(
+                        t,
+                        n,
+                        &w[row * rb..(row + 1) * rb],
+                        &x[c * xb..(c + 1) * xb],
+                    );
+                }
+            }
+            let mut y = vec![f32::NAN; ncols * nr];
+            hearth_kernels::gemm(t, n, &w, rows.clone(), &x, ncols, &mut y);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&y),
+                bits(&expect),
+                "{t} n={n} ncols={ncols} rows={rows:?}"
+            );
+            let mut yr = vec![f32::NAN; ncols * nr];
+            reference::gemm(t, n, &w, rows.clone(), &x, ncols, &mut yr);
+            assert_eq!(
+                bits(&yr),
+                bits(&expect),
+                "reference {t} n={n} ncols={ncols} rows={rows:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn gemm_is_bit_identical_to_vec_dot() {
+    let mut r = rng(15);
+    for t in GgmlType::ALL {
+        let ls = lengths(t);
+        for n in [ls[0], ls[2], *ls.last().unwrap()] {
+            check_gemm(t, n, 11, &mut r);
+        }
+    }
+}
+
+#[test]
+fn gemm_tall_matrix() {
+    // More rows than any internal tile, odd count.
+    let mut r = rng(16);
+    for t in [
+        GgmlType::Q4_1,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+        GgmlType::F16,
+    ] {
+        check_gemm(t, 512, 77, &mut r);
+    }
+}

@@ -1,0 +1,283 @@
+//! Element-wise ops: the dispatched versions against the scalar reference
+//! (bitwise), and the reference against plain f64 formulas.
+
+mod common;
+
+use common::*;
+use half::f16;
+use hearth_kernels::reference;
+use rand::Rng;
+
+const SIZES: [usize; 12] = [1, 2, 7, 8, 9, 15, 16, 17, 31, 64, 257, 4096];
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|f| f.to_bits()).collect()
+}
+
+#[test]
+fn expf_is_accurate() {
+    let mut worst = 0f64;
+    let mut x = -86.0f32;
+    while x < 88.5 {
+        let got = reference::expf(x) as f64;
+        let want = (x as f64).exp();
+        worst = worst.max(((got - want) / want).abs());
+        x += 0.0137;
+    }
+    assert!(worst < 4e-7, "worst relative error {worst}");
+    assert_eq!(reference::expf(f32::NEG_INFINITY), 0.0);
+    assert_eq!(reference::expf(-1000.0), 0.0);
+    assert_eq!(reference::expf(0.0), 1.0);
+    assert_eq!(reference::expf(89.0), f32::INFINITY);
+    assert!(reference::expf(88.7).is_finite());
+    assert!(reference::expf(f32::NAN).is_nan());
+}
+
+#[test]
+fn rms_norm_matches_formula_and_simd() {
+    let mut r = rng(20);
+    for n in SIZES {
+        let x = randn(&mut r, n, 2.0);
+        let w = randn(&mut r, n, 1.0);
+        let mut a = vec![0f32; n];
+        let mut b = vec![0f32; n];
+        hearth_kernels::rms_norm(&x, &w, 1e-6, &mut a);
+        reference::rms_norm(&x, &w, 1e-6, &mut b);
+        assert_eq!(bits(&a), bits(&b), "n={n}");
+        let ms: f64 = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / n as f64;
+        let s = 1.0 / (ms + 1e-6).sqrt();
+        for i in 0..n {
+            let want = x[i] as f64 * s * w[i] as f64;
+            assert!(
+                (a[i] as f64 - want).abs() <= 1e-6 * want.abs() + 1e-30,
+                "n={n} i={i}"
+            );
+        }
+        let mut c = x.clone();
+        hearth_kernels::rms_norm_inplace(&mut c, &w, 1e-6);
+        assert_eq!(bits(&c), bits(&b));
+        let mut c = x.clone();
+        reference::rms_norm_inplace(&mut c, &w, 1e-6);
+        assert_eq!(bits(&c), bits(&b));
+    }
+}
+
+#[test]
+fn softmax_matches_formula_and_simd() {
+    let mut r = rng(21);
+    for n in SIZES {
+        let mut x = randn(&mut r, n, 5.0);
+        if n > 3 {
+            x[1] = f32::NEG_INFINITY;
+            x[n - 1] = f32::NEG_INFINITY;
+        }
+        let mut a = x.clone();
+        let mut b = x.clone();
+        hearth_kernels::softmax_inplace(&mut a);
+        reference::softmax_inplace(&mut b);
+        assert_eq!(bits(&a), bits(&b), "n={n}");
+        let max = x.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+        let sum: f64 = x.iter().map(|&v| (v as f64 - max).exp()).sum();
+        for i in 0..n {
+            let want = (x[i] as f64 - max).exp() / sum;
+            assert!(
+                (a[i] as f64 - want).abs() <= 2e-6 * want + 1e-12,
+                "n={n} i={i}: {} vs {want}",
+                a[i]
+            );
+        }
+        if n > 3 {
+            assert_eq!(a[1], 0.0);
+        }
+        let total: f64 = a.iter().map(|&v| v as f64).sum();
+        assert!((total - 1.0).abs() < 1e-5);
+    }
+    let mut all_masked = vec![f32::NEG_INFINITY; 9];
+    hearth_kernels::softmax_inplace(&mut all_masked);
+    assert!(all_masked.iter().all(|&v| v == 0.0));
+}
+
+#[test]
+fn glu_activations_match_formula_and_simd() {
+    let mut r = rng(22);
+    for n in SIZES {
+        let mut g = randn(&mut r, n, 4.0);
+        if n > 4 {
+            g[0] = 100.0;
+            g[1] = -100.0;
+            g[2] = 0.0;
+            g[3] = -0.0;
+        }
+        let u = randn(&mut r, n, 1.0);
+        let (mut a, mut b) = (g.clone(), g.clone());
+        hearth_kernels::silu_mul_inplace(&mut a, &u);
+        reference::silu_mul_inplace(&mut b, &u);
+        assert_eq!(bits(&a), bits(&b), "silu n={n}");
+        for i in 0..n {
+            let x = g[i] as f64;
+            let want = x / (1.0 + (-x).exp()) * u[i] as f64;
+            assert!(
+                (a[i] as f64 - want).abs() <= 1e-6 * want.abs() + 1e-30,
+                "silu {x}"
+            );
+        }
+        let (mut a, mut b) = (g.clone(), g.clone());
+        hearth_kernels::gelu_tanh_mul_inplace(&mut a, &u);
+        reference::gelu_tanh_mul_inplace(&mut b, &u);
+        assert_eq!(bits(&a), bits(&b), "gelu n={n}");
+        for i in 0..n {
+            let x = g[i] as f64;
+            let c = (2.0 / std::f64::consts::PI).sqrt();
+            let t = c * (x + 0.044715 * x * x * x);
+            // 0.5 x (1 + tanh t) = x / (1 + e^(-2t)), the second form without
+            // cancellation for very negative x.
+            let want = x / (1.0 + (-2.0 * t).exp()) * u[i] as f64;
+            assert!(
+                (want - 0.5 * x * (1.0 + t.tanh()) * u[i] as f64).abs()
+                    <= 1e-12 * (1.0 + want.abs())
+            );
+            // The exponent (up to ~60 for |x| < 10) carries f32 rounding, so
+            // the relative error grows with |x|; 1e-5 covers |x| < 10.
+            assert!(
+                (a[i] as f64 - want).abs() <= 1e-5 * want.abs() + 1e-30,
+                "gelu {x}: {} vs {want}",
+                a[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn binary_ops_match() {
+    let mut r = rng(23);
+    for n in SIZES {
+        let x = randn(&mut r, n, 1.0);
+        let y0 = randn(&mut r, n, 1.0);
+        let mut a = y0.clone();
+        hearth_kernels::add_inplace(&mut a, &x);
+        assert_eq!(
+            bits(&a),
+            bits(&y0.iter().zip(&x).map(|(p, q)| p + q).collect::<Vec<_>>())
+        );
+        let mut a = y0.clone();
+        hearth_kernels::mul_inplace(&mut a, &x);
+        assert_eq!(
+            bits(&a),
+            bits(&y0.iter().zip(&x).map(|(p, q)| p * q).collect::<Vec<_>>())
+        );
+        let mut a = y0.clone();
+        hearth_kernels::scale_inplace(&mut a, 0.3);
+        assert_eq!(
+            bits(&a),
+            bits(&y0.iter().map(|p| p * 0.3).collect::<Vec<_>>())
+        );
+    }
+}
+
+#[test]
+fn f16_helpers_match() {
+    let mut r = rng(24);
+    for n in SIZES {
+        let q = randn(&mut r, n, 1.0);
+        let kf = randn(&mut r, n, 1.0);
+        let mut k = vec![f16::ZERO; n];
+        hearth_kernels::f32_to_f16_row(&kf, &mut k);
+        let mut k2 = vec![f16::ZERO; n];
+        reference::f32_to_f16_row(&kf, &mut k2);
+        assert_eq!(k, k2);
+        assert!(k.iter().zip(&kf).all(|(h, f)| *h == f16::from_f32(*f)));
+        // a longer destination (a KV-cache tail) gets only the first n written
+        let mut long = vec![f16::from_f32(7.0); n + 5];
+        hearth_kernels::f32_to_f16_row(&kf, &mut long);
+        assert_eq!(&long[..n], &k[..]);
+        assert!(long[n..].iter().all(|&h| h == f16::from_f32(7.0)));
+        let a = hearth_kernels::dot_f32_f16(&q, &k);
+        let b = reference::dot_f32_f16(&q, &k);
+        assert_eq!(a.to_bits(), b.to_bits(), "dot n={n}");
+        let want: f64 = q.iter().zip(&k).map(|(x, y)| *x as f64 * y.to_f64()).sum();
+        let mag: f64 = q
+            .iter()
+            .zip(&k)
+            .map(|(x, y)| (*x as f64 * y.to_f64()).abs())
+            .sum();
+        assert!((a as f64 - want).abs() <= 1e-6 * mag + 1e-30);
+        let alpha: f32 = r.gen_range(-1.0..1.0);
+        let mut y1 = kf.clone();
+        let mut y2 = kf.clone();
+        hearth_kernels::axpy_f16(&mut y1, alpha, &k);
+        reference::axpy_f16(&mut y2, alpha, &k);
+        assert_eq!(bits(&y1), bits(&y2), "axpy n={n}");
+        assert_eq!(y1[0], kf[0] + alpha * k[0].to_f32());
+    }
+}
+
+fn rope_formula(x: &[f32], pos: usize, n_rot: usize, base: f32, neox: bool) -> Vec<f64> {
+    let mut out: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    for i in 0..n_rot / 2 {
+        let theta = pos as f64 * (base as f64).powf(-2.0 * i as f64 / n_rot as f64);
+        let (a, b) = if neox {
+            (i, i + n_rot / 2)
+        } else {
+            (2 * i, 2 * i + 1)
+        };
+        let (x0, x1) = (x[a] as f64, x[b] as f64);
+        out[a] = x0 * theta.cos() - x1 * theta.sin();
+        out[b] = x0 * theta.sin() + x1 * theta.cos();
+    }
+    out
+}
+
+#[test]
+fn rope_matches_formula() {
+    let mut r = rng(25);
+    for &(head, n_rot) in &[
+        (64usize, 64usize),
+        (128, 128),
+        (128, 64),
+        (256, 256),
+        (80, 32),
+    ] {
+        for &pos in &[0usize, 1, 7, 100, 4000] {
+            for neox in [false, true] {
+                let x = randn(&mut r, head, 1.0);
+                let mut a = x.clone();
+                hearth_kernels::rope_inplace(&mut a, pos, n_rot, 10000.0, neox);
+                let want = rope_formula(&x, pos, n_rot, 10000.0, neox);
+                // The angle is accumulated by repeated f32 multiplication as in
+                // ggml, so large positions drift by a few ulp of the angle.
+                let tol = 2e-6 * (1.0 + pos as f64) * 4.0;
+                for i in 0..head {
+                    assert!(
+                        (a[i] as f64 - want[i]).abs() <= tol,
+                        "head {head} rot {n_rot} pos {pos} neox {neox} i {i}: {} vs {}",
+                        a[i],
+                        want[i]
+                    );
+                }
+                assert_eq!(&a[n_rot..], &x[n_rot..], "dims past n_rot untouched");
+                let mut cs = vec![0f32; n_rot];
+                hearth_kernels::rope_cache(pos, n_rot, 10000.0, &mut cs);
+                let mut b = x.clone();
+                hearth_kernels::rope_apply(&mut b, &cs, neox);
+                assert_eq!(bits(&a), bits(&b));
+                let mut c = x.clone();
+                reference::rope_apply(&mut c, &cs, neox);
+                assert_eq!(bits(&c), bits(&b));
+            }
+        }
+    }
+}
+
+#[test]
+fn rope_pairs_are_where_documented() {
+    // pos 1, base so that theta_0 = 1 rad: only pair 0 sees exactly angle 1.
+    let mut x = vec![0f32; 8];
+    x[0] = 1.0;
+    hearth_kernels::rope_inplace(&mut x, 1, 8, 10000.0, false);
+    assert!((x[0] - 1f32.cos()).abs() < 1e-7 && (x[1] - 1f32.sin()).abs() < 1e-7);
+    let mut x = vec![0f32; 8];
+    x[0] = 1.0;
+    hearth_kernels::rope_inplace(&mut x, 1, 8, 10000.0, true);
+    assert!((x[0] - 1f32.cos()).abs() < 1e-7 && (x[4] - 1f32.sin()).abs() < 1e-7);
+    assert_eq!(x[1], 0.0);
+}
