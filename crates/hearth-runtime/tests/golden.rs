@@ -71,7 +71,11 @@ fn check_greedy(model: &str, file: &str) {
     for case in g["greedy"].as_array().unwrap() {
         let prompt = case["prompt"].as_str().unwrap();
         let prompt_ids = rt.tokenize(prompt, true, true).unwrap();
-        assert_eq!(prompt_ids, ids(&case["prompt_ids"]), "{model}: prompt ids of {prompt:?}");
+        assert_eq!(
+            prompt_ids,
+            ids(&case["prompt_ids"]),
+            "{model}: prompt ids of {prompt:?}"
+        );
         let opts = GenOptions {
             max_tokens: 16,
             sampler: SamplerConfig::greedy(),
@@ -79,8 +83,14 @@ fn check_greedy(model: &str, file: &str) {
             top_logprobs: 40,
             n_ctx: Some(512),
         };
-        let out = rt.generate(&prompt_ids, &opts, |_| std::ops::ControlFlow::Continue(())).unwrap();
-        assert_eq!(out.completion_ids.len(), 16, "{model}: --ignore-eos gives exactly N tokens");
+        let out = rt
+            .generate(&prompt_ids, &opts, |_| std::ops::ControlFlow::Continue(()))
+            .unwrap();
+        assert_eq!(
+            out.completion_ids.len(),
+            16,
+            "{model}: --ignore-eos gives exactly N tokens"
+        );
         let steps = case["steps"].as_array().unwrap();
         for (i, step) in steps.iter().take(16).enumerate() {
             let top = step["top"].as_array().unwrap();
@@ -95,7 +105,9 @@ fn check_greedy(model: &str, file: &str) {
                     .top
                     .iter()
                     .find(|e| e.id == id)
-                    .unwrap_or_else(|| panic!("{model} {prompt:?} step {i}: id {id} not in our top 40"))
+                    .unwrap_or_else(|| {
+                        panic!("{model} {prompt:?} step {i}: id {id} not in our top 40")
+                    })
                     .logprob as f64;
                 let err = (got - want).abs();
                 assert!(
@@ -108,12 +120,22 @@ fn check_greedy(model: &str, file: &str) {
                 break;
             }
             let want_tok = step["token"].as_u64().unwrap() as u32;
-            assert_eq!(mine.token, want_tok, "{model} {prompt:?}: token at step {i}");
+            assert_eq!(
+                mine.token, want_tok,
+                "{model} {prompt:?}: token at step {i}"
+            );
         }
     }
     let mean = errors.iter().sum::<f64>() / errors.len() as f64;
-    assert!(errors.len() >= 5 * 20, "{model}: only {} log-probabilities compared", errors.len());
-    assert!(mean <= MEAN_TOL, "{model}: mean log-probability error {mean:.3}");
+    assert!(
+        errors.len() >= 5 * 20,
+        "{model}: only {} log-probabilities compared",
+        errors.len()
+    );
+    assert!(
+        mean <= MEAN_TOL,
+        "{model}: mean log-probability error {mean:.3}"
+    );
 }
 
 #[test]
