@@ -169,7 +169,8 @@ impl ThreadPool {
     }
 }
 
-fn chunk_size(n: usize, threads: usize, min_chunk: usize, align: usize) -> usize {
+/// The chunk length [`ThreadPool::for_chunks`] uses.
+pub(crate) fn chunk_size(n: usize, threads: usize, min_chunk: usize, align: usize) -> usize {
     let align = align.max(1);
     let target = n.div_ceil(threads * 4).max(min_chunk).max(1);
     target.div_ceil(align) * align

@@ -191,9 +191,17 @@ impl Transformer {
             // Attention block.
             rms_rows(&x, &layer.attn_norm, hp.rms_eps, &mut h, d);
             acts.clear();
-            self.matmul(pool, &layer.wq, &h, n_tok, &mut acts, &mut q);
-            self.matmul(pool, &layer.wk, &h, n_tok, &mut acts, &mut kk);
-            self.matmul(pool, &layer.wv, &h, n_tok, &mut acts, &mut vv);
+            self.matmuls(
+                pool,
+                &mut [
+                    (&layer.wq, &mut q),
+                    (&layer.wk, &mut kk),
+                    (&layer.wv, &mut vv),
+                ],
+                &h,
+                n_tok,
+                &mut acts,
+            );
             add_bias(&mut q, layer.bq.as_deref());
             add_bias(&mut kk, layer.bk.as_deref());
             add_bias(&mut vv, layer.bv.as_deref());
@@ -241,8 +249,13 @@ impl Transformer {
             // Feed-forward block.
             rms_rows(&x, &layer.ffn_norm, hp.rms_eps, &mut h, d);
             acts.clear();
-            self.matmul(pool, &layer.w_gate, &h, n_tok, &mut acts, &mut gate);
-            self.matmul(pool, &layer.w_up, &h, n_tok, &mut acts, &mut up);
+            self.matmuls(
+                pool,
+                &mut [(&layer.w_gate, &mut gate), (&layer.w_up, &mut up)],
+                &h,
+                n_tok,
+                &mut acts,
+            );
             match hp.activation {
                 Activation::Silu => k::silu_mul_inplace(&mut gate, &up),
                 Activation::GeluTanh => k::gelu_tanh_mul_inplace(&mut gate, &up),
@@ -304,8 +317,7 @@ impl Transformer {
         Ok(out)
     }
 
-    /// `out[t][r] = W[r] · x[t]` for `n_tok` rows of `x`, with `x` quantised
-    /// once per activation format and reused by matrices that share it.
+    /// `out[t][r] = W[r] · x[t]` for `n_tok` rows of `x`.
     fn matmul(
         &self,
         pool: &ThreadPool,
@@ -315,31 +327,71 @@ impl Transformer {
         acts: &mut ActCache,
         out: &mut [f32],
     ) {
-        let n = w.n_in;
-        let xq = acts.get(k::vec_dot_type(w.ty), x, n, n_tok);
-        let wb = self.weights(w);
-        let n_out = w.n_out;
-        debug_assert_eq!(out.len(), n_tok * n_out);
-        let shared_out = SharedMut::new(out);
-        if n_tok == 1 {
-            pool.for_chunks(n_out, 16, 4, &|rows| {
-                // SAFETY: chunks are disjoint row ranges of the one output row.
-                let y = unsafe { shared_out.slice(rows.clone()) };
-                k::gemm(w.ty, n, wb, rows, xq, 1, y);
-            });
-            return;
+        self.matmuls(pool, &mut [(w, out)], x, n_tok, acts);
+    }
+
+    /// Several matrices reading the same input (Q, K and V; gate and up) in
+    /// one pass of the pool, so the workers wake once instead of once per
+    /// matrix. The input is quantised once per activation format.
+    fn matmuls(
+        &self,
+        pool: &ThreadPool,
+        jobs: &mut [(&Matrix, &mut [f32])],
+        x: &[f32],
+        n_tok: usize,
+        acts: &mut ActCache,
+    ) {
+        for (w, out) in jobs.iter() {
+            debug_assert_eq!(out.len(), n_tok * w.n_out);
+            acts.ensure(k::vec_dot_type(w.ty), x, w.n_in, n_tok);
         }
-        let mut scratch = vec![0f32; n_out * n_tok];
+        let acts = &*acts;
+        let threads = pool.n_threads();
+        // Decode writes straight into the output row; prefill writes each
+        // chunk's `[column][row]` block to scratch, then scatters it.
+        let min_chunk = if n_tok == 1 { 16 } else { 4 };
+        let mut tasks = Vec::new();
+        let mut scratch_len = 0;
+        for (j, (w, _)) in jobs.iter().enumerate() {
+            let chunk = crate::pool::chunk_size(w.n_out, threads, min_chunk, 4);
+            for start in (0..w.n_out).step_by(chunk) {
+                tasks.push((
+                    j,
+                    start..(start + chunk).min(w.n_out),
+                    scratch_len + start * n_tok,
+                ));
+            }
+            scratch_len += w.n_out * n_tok;
+        }
+        let mut scratch = if n_tok == 1 {
+            Vec::new()
+        } else {
+            vec![0f32; scratch_len]
+        };
         let shared_scratch = SharedMut::new(&mut scratch);
-        pool.for_chunks(n_out, 4, 4, &|rows| {
+        let outs: Vec<(&Matrix, SharedMut<f32>)> = jobs
+            .iter_mut()
+            .map(|(w, out)| (*w, SharedMut::new(out)))
+            .collect();
+        pool.run(tasks.len(), &|i| {
+            let (j, ref rows, at) = tasks[i];
+            let (w, ref out) = outs[j];
+            let xq = acts.find(k::vec_dot_type(w.ty));
+            let wb = self.weights(w);
+            if n_tok == 1 {
+                // SAFETY: the tasks of matrix j cover disjoint row ranges of its output.
+                let y = unsafe { out.slice(rows.clone()) };
+                k::gemm(w.ty, w.n_in, wb, rows.clone(), xq, 1, y);
+                return;
+            }
             let len = rows.len();
-            // SAFETY: each chunk owns scratch[rows.start*n_tok .. rows.end*n_tok],
-            // disjoint from every other chunk's.
-            let y = unsafe { shared_scratch.slice(rows.start * n_tok..rows.end * n_tok) };
-            k::gemm(w.ty, n, wb, rows.clone(), xq, n_tok, y);
+            // SAFETY: each task owns its own `len * n_tok` block of scratch.
+            let y = unsafe { shared_scratch.slice(at..at + len * n_tok) };
+            k::gemm(w.ty, w.n_in, wb, rows.clone(), xq, n_tok, y);
             for t in 0..n_tok {
-                // SAFETY: row range `rows` of output row `t` is written by this chunk only.
-                let dst = unsafe { shared_out.slice(t * n_out + rows.start..t * n_out + rows.end) };
+                let base = t * w.n_out;
+                // SAFETY: rows `rows` of output row `t` belong to this task alone.
+                let dst = unsafe { out.slice(base + rows.start..base + rows.end) };
                 dst.copy_from_slice(&y[t * len..(t + 1) * len]);
             }
         });
@@ -413,9 +465,18 @@ impl ActCache {
         self.entries.clear();
     }
 
-    fn get(&mut self, ty: GgmlType, x: &[f32], n: usize, n_tok: usize) -> &[u8] {
-        if let Some(i) = self.entries.iter().position(|(t, _)| *t == ty) {
-            return &self.entries[i].1;
+    fn find(&self, ty: GgmlType) -> &[u8] {
+        &self
+            .entries
+            .iter()
+            .find(|(t, _)| *t == ty)
+            .expect("quantised by ensure() before use")
+            .1
+    }
+
+    fn ensure(&mut self, ty: GgmlType, x: &[f32], n: usize, n_tok: usize) {
+        if self.entries.iter().any(|(t, _)| *t == ty) {
+            return;
         }
         let rb = ty.row_bytes(n).expect("matrix widths are whole blocks");
         let mut buf = vec![0u8; rb * n_tok];
@@ -423,7 +484,6 @@ impl ActCache {
             k::quantize_row(ty, &x[t * n..(t + 1) * n], &mut buf[t * rb..(t + 1) * rb]);
         }
         self.entries.push((ty, buf));
-        &self.entries.last().expect("just pushed").1
     }
 }
 

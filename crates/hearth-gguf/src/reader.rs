@@ -104,16 +104,16 @@ impl GgufFile {
             Backing::Owned(v) => v,
         };
         let mut c = Cursor { bytes, pos: 0 };
-        let magic: [u8; 4] = c.take(4, "magic")?.try_into().expect("4 bytes");
+        let magic: [u8; 4] = c.take(4, || "magic".into())?.try_into().expect("4 bytes");
         if &magic != b"GGUF" {
             return Err(GgufError::BadMagic(magic));
         }
-        let version = c.u32("version")?;
+        let version = c.u32(|| "version".into())?;
         if !(2..=3).contains(&version) {
             return Err(GgufError::UnsupportedVersion(version));
         }
-        let n_tensors = c.u64("tensor_count")?;
-        let n_kv = c.u64("metadata_kv_count")?;
+        let n_tensors = c.u64(|| "tensor_count".into())?;
+        let n_kv = c.u64(|| "metadata_kv_count".into())?;
         // Each key-value pair takes at least 8 (key length) + 4 (type) + 1 bytes,
         // each tensor info at least 8 + 4 + 4 + 8; a count the file cannot hold
         // is refused before anything is allocated for it.
@@ -123,8 +123,8 @@ impl GgufFile {
         let mut metadata = Vec::with_capacity(n_kv as usize);
         let mut index = HashMap::with_capacity(n_kv as usize);
         for i in 0..n_kv {
-            let key = c.string(&format!("metadata key #{i}"))?;
-            let ty = c.u32(&format!("type of metadata {key:?}"))?;
+            let key = c.string(|| format!("metadata key #{i}"))?;
+            let ty = c.u32(|| format!("type of metadata {key:?}"))?;
             let value = c.value(ty, &key, 0)?;
             if index.insert(key.clone(), metadata.len()).is_some() {
                 return Err(GgufError::invalid(
@@ -159,9 +159,9 @@ impl GgufFile {
         }
         let mut raws = Vec::with_capacity(n_tensors as usize);
         for i in 0..n_tensors {
-            let name = c.string(&format!("tensor #{i} name"))?;
+            let name = c.string(|| format!("tensor #{i} name"))?;
             let what = |f: &str| format!("tensor {name:?} {f}");
-            let n_dims = c.u32(&what("n_dims"))? as usize;
+            let n_dims = c.u32(|| what("n_dims"))? as usize;
             if n_dims == 0 || n_dims > MAX_DIMS {
                 return Err(GgufError::invalid(
                     what("n_dims"),
@@ -170,17 +170,17 @@ impl GgufFile {
             }
             let mut dims = Vec::with_capacity(n_dims);
             for d in 0..n_dims {
-                let v = c.u64(&what(&format!("dims[{d}]")))?;
+                let v = c.u64(|| what(&format!("dims[{d}]")))?;
                 if v == 0 {
                     return Err(GgufError::invalid(what(&format!("dims[{d}]")), "is zero"));
                 }
                 dims.push(v);
             }
-            let type_raw = c.u32(&what("type"))?;
+            let type_raw = c.u32(|| what("type"))?;
             let ty = GgmlType::from_id(type_raw).ok_or_else(|| {
                 GgufError::invalid(what("type"), format!("unsupported ggml type id {type_raw}"))
             })?;
-            let offset = c.u64(&what("offset"))?;
+            let offset = c.u64(|| what("offset"))?;
             if offset % alignment != 0 {
                 return Err(GgufError::invalid(
                     what("offset"),
@@ -393,7 +393,7 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
-    fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8]> {
+    fn take(&mut self, n: u64, what: impl Fn() -> String) -> Result<&'a [u8]> {
         let len = self.bytes.len() as u64;
         let start = self.pos as u64;
         let end = start.checked_add(n).filter(|&e| e <= len);
@@ -403,7 +403,7 @@ impl<'a> Cursor<'a> {
                 Ok(&self.bytes[start as usize..end as usize])
             }
             None => Err(GgufError::Truncated {
-                what: what.to_string(),
+                what: what(),
                 start,
                 end: start.saturating_add(n),
                 len,
@@ -422,57 +422,59 @@ impl<'a> Cursor<'a> {
         Ok(())
     }
 
-    fn u8(&mut self, what: &str) -> Result<u8> {
+    fn u8(&mut self, what: impl Fn() -> String) -> Result<u8> {
         Ok(self.take(1, what)?[0])
     }
-    fn u16(&mut self, what: &str) -> Result<u16> {
+    fn u16(&mut self, what: impl Fn() -> String) -> Result<u16> {
         Ok(u16::from_le_bytes(
             self.take(2, what)?.try_into().expect("2"),
         ))
     }
-    fn u32(&mut self, what: &str) -> Result<u32> {
+    fn u32(&mut self, what: impl Fn() -> String) -> Result<u32> {
         Ok(u32::from_le_bytes(
             self.take(4, what)?.try_into().expect("4"),
         ))
     }
-    fn u64(&mut self, what: &str) -> Result<u64> {
+    fn u64(&mut self, what: impl Fn() -> String) -> Result<u64> {
         Ok(u64::from_le_bytes(
             self.take(8, what)?.try_into().expect("8"),
         ))
     }
 
-    fn string(&mut self, what: &str) -> Result<String> {
-        let n = self.u64(&format!("{what} length"))?;
-        let raw = self.take(n, what)?;
+    fn string(&mut self, what: impl Fn() -> String) -> Result<String> {
+        let n = self.u64(|| format!("{} length", what()))?;
+        let raw = self.take(n, &what)?;
         String::from_utf8(raw.to_vec())
-            .map_err(|e| GgufError::invalid(what, format!("not valid UTF-8: {e}")))
+            .map_err(|e| GgufError::invalid(what(), format!("not valid UTF-8: {e}")))
     }
 
     fn value(&mut self, ty: u32, key: &str, depth: usize) -> Result<Value> {
-        let w = |s: &str| format!("metadata {key:?} {s}");
+        // Error texts are only built when an error happens: a vocabulary
+        // array has hundreds of thousands of values.
+        let w = |s: &'static str| move || format!("metadata {key:?} {s}");
         Ok(match ty {
-            type_id::U8 => Value::U8(self.u8(&w("value"))?),
-            type_id::I8 => Value::I8(self.u8(&w("value"))? as i8),
-            type_id::U16 => Value::U16(self.u16(&w("value"))?),
-            type_id::I16 => Value::I16(self.u16(&w("value"))? as i16),
-            type_id::U32 => Value::U32(self.u32(&w("value"))?),
-            type_id::I32 => Value::I32(self.u32(&w("value"))? as i32),
-            type_id::U64 => Value::U64(self.u64(&w("value"))?),
-            type_id::I64 => Value::I64(self.u64(&w("value"))? as i64),
-            type_id::F32 => Value::F32(f32::from_bits(self.u32(&w("value"))?)),
-            type_id::F64 => Value::F64(f64::from_bits(self.u64(&w("value"))?)),
-            type_id::BOOL => match self.u8(&w("value"))? {
+            type_id::U8 => Value::U8(self.u8(w("value"))?),
+            type_id::I8 => Value::I8(self.u8(w("value"))? as i8),
+            type_id::U16 => Value::U16(self.u16(w("value"))?),
+            type_id::I16 => Value::I16(self.u16(w("value"))? as i16),
+            type_id::U32 => Value::U32(self.u32(w("value"))?),
+            type_id::I32 => Value::I32(self.u32(w("value"))? as i32),
+            type_id::U64 => Value::U64(self.u64(w("value"))?),
+            type_id::I64 => Value::I64(self.u64(w("value"))? as i64),
+            type_id::F32 => Value::F32(f32::from_bits(self.u32(w("value"))?)),
+            type_id::F64 => Value::F64(f64::from_bits(self.u64(w("value"))?)),
+            type_id::BOOL => match self.u8(w("value"))? {
                 0 => Value::Bool(false),
                 1 => Value::Bool(true),
-                b => return Err(GgufError::invalid(w("value"), format!("bool byte {b}"))),
+                b => return Err(GgufError::invalid(w("value")(), format!("bool byte {b}"))),
             },
-            type_id::STRING => Value::String(self.string(&w("value"))?),
+            type_id::STRING => Value::String(self.string(w("value"))?),
             type_id::ARRAY => {
                 if depth >= MAX_ARRAY_DEPTH {
-                    return Err(GgufError::invalid(w("value"), "arrays nested too deep"));
+                    return Err(GgufError::invalid(w("value")(), "arrays nested too deep"));
                 }
-                let elem = self.u32(&w("array element type"))?;
-                let n = self.u64(&w("array length"))?;
+                let elem = self.u32(w("array element type"))?;
+                let n = self.u64(w("array length"))?;
                 let min_each = match elem {
                     type_id::U8 | type_id::I8 | type_id::BOOL => 1,
                     type_id::U16 | type_id::I16 => 2,
@@ -481,12 +483,12 @@ impl<'a> Cursor<'a> {
                     type_id::ARRAY => 12,
                     other => {
                         return Err(GgufError::invalid(
-                            w("array element type"),
+                            w("array element type")(),
                             format!("unknown type id {other}"),
                         ))
                     }
                 };
-                self.check_count(n, min_each, &w("array length"))?;
+                self.check_count(n, min_each, &w("array length")())?;
                 let mut items = Vec::with_capacity(n as usize);
                 for _ in 0..n {
                     items.push(self.value(elem, key, depth + 1)?);
@@ -495,7 +497,7 @@ impl<'a> Cursor<'a> {
             }
             other => {
                 return Err(GgufError::invalid(
-                    w("type"),
+                    w("type")(),
                     format!("unknown type id {other}"),
                 ))
             }

@@ -197,3 +197,15 @@ fn open_maps_a_file() {
     assert!(e.contains("missing.gguf"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn version_2_files_parse_like_version_3() {
+    // Versions 2 and 3 share the layout (64-bit counts and lengths); 3 only
+    // added big-endian files, which carry a different version word.
+    let mut bytes = sample().to_bytes();
+    bytes[4..8].copy_from_slice(&2u32.to_le_bytes());
+    let f = GgufFile::from_bytes(bytes).unwrap();
+    assert_eq!(f.version(), 2);
+    assert_eq!(f.get_str("general.architecture").unwrap(), "llama");
+    assert_eq!(f.tensors().len(), 2);
+}

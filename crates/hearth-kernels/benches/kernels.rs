@@ -65,22 +65,23 @@ fn main() {
     ];
     let (rows, n) = (8192, 4096);
     for t in types {
-        if filter
-            .as_ref()
-            .is_some_and(|f| !t.name().eq_ignore_ascii_case(f))
-        {
+        if filter.as_ref().is_some_and(|f| {
+            !f.split(',')
+                .any(|f| t.name().eq_ignore_ascii_case(f.trim()))
+        }) {
             continue;
         }
         let w = matrix(t, rows, n);
         let xt = vec_dot_type(t);
         let xb = row_bytes(xt, n);
-        let ncols = 64;
+        let ncols = 512;
         let mut x = vec![0u8; ncols * xb];
         let src = data(n * ncols, 3);
         for c in 0..ncols {
             quantize_row(xt, &src[c * n..(c + 1) * n], &mut x[c * xb..(c + 1) * xb]);
         }
         let mut y = vec![0f32; rows * ncols];
+        let ncols64 = 64;
         let gemv = time(
             || gemm(t, n, black_box(&w), 0..rows, &x[..xb], 1, &mut y),
             0.5,
@@ -88,21 +89,29 @@ fn main() {
         let gbs = w.len() as f64 / gemv / 1e9;
         let rows_small = 512;
         let mm = time(
-            || gemm(t, n, black_box(&w), 0..rows_small, &x, ncols, &mut y),
+            || gemm(t, n, black_box(&w), 0..rows_small, &x, ncols64, &mut y),
             0.5,
         );
-        let gmacs = (rows_small * ncols * n) as f64 / mm / 1e9;
+        let gmacs = (rows_small * ncols64 * n) as f64 / mm / 1e9;
+        // Prefill-sized: 512 prompt tokens.
+        let rows_big = 512;
+        let mm = time(
+            || gemm(t, n, black_box(&w), 0..rows_big, &x, ncols, &mut y),
+            0.5,
+        );
+        let gmacs512 = (rows_big * ncols * n) as f64 / mm / 1e9;
         let refv = time(
             || reference::gemm(t, n, black_box(&w), 0..256, &x[..xb], 1, &mut y),
             0.3,
         );
         let ref_gbs = (256 * row_bytes(t, n)) as f64 / refv / 1e9;
         println!(
-            "{:5} gemv {rows}x{n}: {:7.3} ms  {:6.2} GB/s | gemm {rows_small}x{n}x{ncols}: {:6.2} GMAC/s | scalar gemv {:5.2} GB/s",
+            "{:5} gemv {rows}x{n}: {:7.3} ms  {:6.2} GB/s | gemm {rows_small}x{n}x{ncols64}: {:6.2} GMAC/s | {rows_big}x{n}x{ncols}: {:6.2} GMAC/s | scalar gemv {:5.2} GB/s",
             t.name(),
             gemv * 1e3,
             gbs,
             gmacs,
+            gmacs512,
             ref_gbs
         );
     }

@@ -30,20 +30,21 @@ pub fn bench(rt: &Runtime, n_prompt: usize, n_gen: usize, reps: usize) -> Result
         state ^= state << 17;
         (state % n_vocab) as u32
     };
-    let prompt: Vec<u32> = (0..n_prompt).map(|_| next()).collect();
+    let prompt: Vec<u32> = (0..n_prompt.max(8)).map(|_| next()).collect();
+    let (warm_up, prompt) = (&prompt[..8], &prompt[..n_prompt]);
     let reps = reps.max(1);
     let mut pp = Vec::new();
     let mut tg = Vec::new();
     // One untimed warm-up pass touches every weight page.
     let mut warm = rt.model.new_cache(16);
-    rt.step(&mut warm, &prompt[..prompt.len().min(8)])?;
+    rt.step(&mut warm, warm_up)?;
     for _ in 0..reps {
         if n_prompt > 0 {
             let mut cache = rt.model.new_cache(n_prompt);
             let t = Instant::now();
             let mut items = [BatchItem {
                 cache: &mut cache,
-                tokens: &prompt,
+                tokens: prompt,
                 want: Want::Last,
             }];
             rt.model.forward(&mut items)?;
@@ -51,7 +52,7 @@ pub fn bench(rt: &Runtime, n_prompt: usize, n_gen: usize, reps: usize) -> Result
         }
         if n_gen > 0 {
             let mut cache = rt.model.new_cache(n_gen + 1);
-            let mut tok = prompt.first().copied().unwrap_or(1);
+            let mut tok = warm_up[0];
             let t = Instant::now();
             for _ in 0..n_gen {
                 let logits = rt.step(&mut cache, &[tok])?;

@@ -27,21 +27,6 @@ pub fn load(file: Arc<GgufFile>) -> Result<Transformer> {
     }
 }
 
-/// Hyperparameters under the `{arch}.` prefix that every architecture has.
-pub(crate) struct Common {
-    pub n_embd: usize,
-    pub n_layer: usize,
-    pub n_head: usize,
-    pub n_head_kv: usize,
-    pub head_dim_k: usize,
-    pub head_dim_v: usize,
-    pub n_ff: usize,
-    pub n_ctx_train: usize,
-    pub rms_eps: f32,
-    pub rope_base: f32,
-    pub n_rot: usize,
-}
-
 fn key(arch: &str, k: &str) -> String {
     format!("{arch}.{k}")
 }
@@ -65,99 +50,82 @@ fn optional_positive(file: &GgufFile, name: &str, default: usize) -> Result<usiz
     }
 }
 
-impl Common {
-    pub fn read(file: &GgufFile, arch: &str) -> Result<Common> {
-        let n_embd = positive(file, &key(arch, "embedding_length"))?;
-        let n_layer = positive(file, &key(arch, "block_count"))?;
-        let n_head = positive(file, &key(arch, "attention.head_count"))?;
-        let n_head_kv = optional_positive(file, &key(arch, "attention.head_count_kv"), n_head)?;
-        if !n_head.is_multiple_of(n_head_kv) {
-            return Err(EngineError::Hyperparameter {
-                key: key(arch, "attention.head_count_kv"),
-                why: format!("{n_head_kv} does not divide head_count {n_head}"),
-            });
-        }
-        if !n_embd.is_multiple_of(n_head) && file.get(&key(arch, "attention.key_length")).is_none()
-        {
-            return Err(EngineError::Hyperparameter {
-                key: key(arch, "attention.head_count"),
-                why: format!("{n_head} does not divide embedding_length {n_embd}"),
-            });
-        }
-        let head_dim_k =
-            optional_positive(file, &key(arch, "attention.key_length"), n_embd / n_head)?;
-        let head_dim_v = optional_positive(file, &key(arch, "attention.value_length"), head_dim_k)?;
-        let n_ff = positive(file, &key(arch, "feed_forward_length"))?;
-        let n_ctx_train = positive(file, &key(arch, "context_length"))?;
-        let rms_eps = file.get_f32(&key(arch, "attention.layer_norm_rms_epsilon"))?;
-        if !(rms_eps > 0.0 && rms_eps < 1.0) {
-            return Err(EngineError::Hyperparameter {
-                key: key(arch, "attention.layer_norm_rms_epsilon"),
-                why: format!("{rms_eps} is not in (0, 1)"),
-            });
-        }
-        let rope_base = match file.get(&key(arch, "rope.freq_base")) {
-            Some(_) => file.get_f32(&key(arch, "rope.freq_base"))?,
-            None => 10000.0,
-        };
-        let n_rot = optional_positive(file, &key(arch, "rope.dimension_count"), head_dim_k)?;
-        if n_rot > head_dim_k || !n_rot.is_multiple_of(2) {
-            return Err(EngineError::Hyperparameter {
-                key: key(arch, "rope.dimension_count"),
-                why: format!("{n_rot} must be even and at most the head size {head_dim_k}"),
-            });
-        }
-        if let Some(v) = file.get(&key(arch, "rope.scaling.type")) {
-            let t = v.as_str().unwrap_or("?");
-            if t != "none" {
-                return Err(EngineError::Hyperparameter {
-                    key: key(arch, "rope.scaling.type"),
-                    why: format!("RoPE scaling {t:?} is not supported yet"),
-                });
-            }
-        }
-        Ok(Common {
-            n_embd,
-            n_layer,
-            n_head,
-            n_head_kv,
-            head_dim_k,
-            head_dim_v,
-            n_ff,
-            n_ctx_train,
-            rms_eps,
-            rope_base,
-            n_rot,
-        })
+/// Read the hyperparameters under the `{arch}.` prefix that every
+/// architecture has, with the defaults llama.cpp uses for the optional ones.
+/// Returns them with the file's RoPE base, which layers may override.
+pub(crate) fn read_hyper(
+    file: &GgufFile,
+    arch: &str,
+    rope_neox: bool,
+    activation: Activation,
+) -> Result<(Hyper, f32)> {
+    let n_embd = positive(file, &key(arch, "embedding_length"))?;
+    let n_layer = positive(file, &key(arch, "block_count"))?;
+    let n_head = positive(file, &key(arch, "attention.head_count"))?;
+    let n_head_kv = optional_positive(file, &key(arch, "attention.head_count_kv"), n_head)?;
+    if !n_head.is_multiple_of(n_head_kv) {
+        return Err(EngineError::Hyperparameter {
+            key: key(arch, "attention.head_count_kv"),
+            why: format!("{n_head_kv} does not divide head_count {n_head}"),
+        });
     }
-
-    pub fn hyper(
-        &self,
-        arch: &str,
-        n_vocab: usize,
-        rope_neox: bool,
-        activation: Activation,
-    ) -> Hyper {
-        Hyper {
-            arch: arch.into(),
-            n_vocab,
-            n_embd: self.n_embd,
-            n_layer: self.n_layer,
-            n_head: self.n_head,
-            n_head_kv: self.n_head_kv,
-            head_dim_k: self.head_dim_k,
-            head_dim_v: self.head_dim_v,
-            n_ff: self.n_ff,
-            n_ctx_train: self.n_ctx_train,
-            rms_eps: self.rms_eps,
-            n_rot: self.n_rot,
-            rope_neox,
-            q_scale: None,
-            kq_scale: 1.0 / (self.head_dim_k as f32).sqrt(),
-            embed_scale: None,
-            activation,
+    if !n_embd.is_multiple_of(n_head) && file.get(&key(arch, "attention.key_length")).is_none() {
+        return Err(EngineError::Hyperparameter {
+            key: key(arch, "attention.head_count"),
+            why: format!("{n_head} does not divide embedding_length {n_embd}"),
+        });
+    }
+    let head_dim_k = optional_positive(file, &key(arch, "attention.key_length"), n_embd / n_head)?;
+    let head_dim_v = optional_positive(file, &key(arch, "attention.value_length"), head_dim_k)?;
+    let n_ff = positive(file, &key(arch, "feed_forward_length"))?;
+    let n_ctx_train = positive(file, &key(arch, "context_length"))?;
+    let rms_eps = file.get_f32(&key(arch, "attention.layer_norm_rms_epsilon"))?;
+    if !(rms_eps > 0.0 && rms_eps < 1.0) {
+        return Err(EngineError::Hyperparameter {
+            key: key(arch, "attention.layer_norm_rms_epsilon"),
+            why: format!("{rms_eps} is not in (0, 1)"),
+        });
+    }
+    let rope_base = match file.get(&key(arch, "rope.freq_base")) {
+        Some(_) => file.get_f32(&key(arch, "rope.freq_base"))?,
+        None => 10000.0,
+    };
+    let n_rot = optional_positive(file, &key(arch, "rope.dimension_count"), head_dim_k)?;
+    if n_rot > head_dim_k || !n_rot.is_multiple_of(2) {
+        return Err(EngineError::Hyperparameter {
+            key: key(arch, "rope.dimension_count"),
+            why: format!("{n_rot} must be even and at most the head size {head_dim_k}"),
+        });
+    }
+    if let Some(v) = file.get(&key(arch, "rope.scaling.type")) {
+        let t = v.as_str().unwrap_or("?");
+        if t != "none" {
+            return Err(EngineError::Hyperparameter {
+                key: key(arch, "rope.scaling.type"),
+                why: format!("RoPE scaling {t:?} is not supported yet"),
+            });
         }
     }
+    let hp = Hyper {
+        arch: arch.into(),
+        n_vocab: n_vocab(file)?,
+        n_embd,
+        n_layer,
+        n_head,
+        n_head_kv,
+        head_dim_k,
+        head_dim_v,
+        n_ff,
+        n_ctx_train,
+        rms_eps,
+        n_rot,
+        rope_neox,
+        q_scale: None,
+        kq_scale: 1.0 / (head_dim_k as f32).sqrt(),
+        embed_scale: None,
+        activation,
+    };
+    Ok((hp, rope_base))
 }
 
 /// Which optional per-layer tensors an architecture reads.
@@ -169,7 +137,13 @@ pub(crate) struct LayerOptions {
 }
 
 /// Load layer `i` under the usual `blk.{i}.*` names.
-pub(crate) fn load_layer(ld: &Loader, c: &Common, i: usize, opt: LayerOptions) -> Result<Layer> {
+pub(crate) fn load_layer(
+    ld: &Loader,
+    c: &Hyper,
+    rope_base: f32,
+    i: usize,
+    opt: LayerOptions,
+) -> Result<Layer> {
     let n = |s: &str| format!("blk.{i}.{s}");
     let q_dim = c.n_head * c.head_dim_k;
     let k_dim = c.n_head_kv * c.head_dim_k;
@@ -206,7 +180,7 @@ pub(crate) fn load_layer(ld: &Loader, c: &Common, i: usize, opt: LayerOptions) -
         w_up: ld.matrix(&n("ffn_up.weight"), c.n_embd, c.n_ff)?,
         w_down: ld.matrix(&n("ffn_down.weight"), c.n_ff, c.n_embd)?,
         post_ffn_norm: norm("post_ffw_norm.weight", c.n_embd, opt.post_norms)?,
-        rope_base: c.rope_base,
+        rope_base,
         window: None,
     })
 }
@@ -225,11 +199,8 @@ pub(crate) fn n_vocab(file: &GgufFile) -> Result<usize> {
 
 /// Token embeddings, final norm and output matrix (tied to the embeddings when
 /// the file has no `output.weight`).
-pub(crate) fn load_ends(
-    ld: &Loader,
-    c: &Common,
-    n_vocab: usize,
-) -> Result<(Matrix, Vec<f32>, Matrix)> {
+pub(crate) fn load_ends(ld: &Loader, c: &Hyper) -> Result<(Matrix, Vec<f32>, Matrix)> {
+    let n_vocab = c.n_vocab;
     let token_embd = ld.matrix("token_embd.weight", c.n_embd, n_vocab)?;
     let output_norm = ld.vector("output_norm.weight", c.n_embd)?;
     let output = if ld.has("output.weight") {
@@ -249,14 +220,12 @@ pub(crate) fn build(
     activation: Activation,
     opt: LayerOptions,
 ) -> Result<Transformer> {
-    let c = Common::read(&file, arch)?;
-    let n_vocab = n_vocab(&file)?;
+    let (hp, rope_base) = read_hyper(&file, arch, rope_neox, activation)?;
     let ld = Loader { file: &file };
-    let (token_embd, output_norm, output) = load_ends(&ld, &c, n_vocab)?;
-    let layers = (0..c.n_layer)
-        .map(|i| load_layer(&ld, &c, i, opt))
+    let (token_embd, output_norm, output) = load_ends(&ld, &hp)?;
+    let layers = (0..hp.n_layer)
+        .map(|i| load_layer(&ld, &hp, rope_base, i, opt))
         .collect::<Result<Vec<_>>>()?;
-    let hp = c.hyper(arch, n_vocab, rope_neox, activation);
     Ok(Transformer {
         file: Arc::clone(&file),
         hp,

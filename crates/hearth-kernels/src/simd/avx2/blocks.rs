@@ -31,7 +31,7 @@ use std::arch::x86_64::*;
 /// Q4 nibbles of a 16-byte run, low nibbles first: elements 0..32 in order.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn nibbles(p: *const u8) -> __m256i {
+pub(super) unsafe fn nibbles(p: *const u8) -> __m256i {
     let v = load128(p);
     let m = _mm_set1_epi8(0x0F);
     let lo = _mm_and_si128(v, m);
@@ -42,7 +42,7 @@ unsafe fn nibbles(p: *const u8) -> __m256i {
 /// 0x10 in byte `j` where bit `j` of the little-endian u32 at `p` is set.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn fifth_bits(p: *const u8) -> __m256i {
+pub(super) unsafe fn fifth_bits(p: *const u8) -> __m256i {
     let qh = (p as *const u32).read_unaligned();
     let spread = _mm256_shuffle_epi8(
         _mm256_set1_epi32(qh as i32),

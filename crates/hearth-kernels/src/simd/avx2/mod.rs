@@ -18,6 +18,7 @@
 
 mod blocks;
 mod float;
+mod gemm_tiles;
 mod kquants;
 pub(crate) mod ops;
 mod quantize;
@@ -148,6 +149,36 @@ pub(crate) unsafe fn gemm(
     let nb = n / k.qk;
     let nr = rows.len();
     debug_assert!(w.len() >= rows.end * wb && x.len() >= ncols * xb && y.len() >= ncols * nr);
+    // Prefill: the tiled kernels take whole groups of four columns; the
+    // rest (and decode, ncols < MIN_TILED) go through the per-row kernels.
+    const MIN_TILED: usize = 4;
+    let mut c_start = 0;
+    if ncols >= MIN_TILED {
+        let tiled: Option<
+            unsafe fn(usize, *const u8, usize, Range<usize>, *const u8, usize, usize, *mut f32),
+        > = match t {
+            GgmlType::Q4_0 => Some(gemm_tiles::gemm::<{ gemm_tiles::Q4_0 }>),
+            GgmlType::Q4_1 => Some(gemm_tiles::gemm::<{ gemm_tiles::Q4_1 }>),
+            GgmlType::Q5_0 => Some(gemm_tiles::gemm::<{ gemm_tiles::Q5_0 }>),
+            GgmlType::Q5_1 => Some(gemm_tiles::gemm::<{ gemm_tiles::Q5_1 }>),
+            GgmlType::Q8_0 => Some(gemm_tiles::gemm::<{ gemm_tiles::Q8_0 }>),
+            GgmlType::Q8_1 => Some(gemm_tiles::gemm::<{ gemm_tiles::Q8_1 }>),
+            _ => None,
+        };
+        if let Some(f) = tiled {
+            f(
+                nb,
+                w.as_ptr(),
+                wb,
+                rows.clone(),
+                x.as_ptr(),
+                xb,
+                ncols,
+                y.as_mut_ptr(),
+            );
+            c_start = ncols - ncols % 4;
+        }
+    }
     let tile = (24 * 1024 / wb.max(1)).clamp(1, 64);
     // Pre-widened activation scales for the current column group (16 KiB of
     // stack; rows longer than MAX_PRE blocks use the plain kernels).
@@ -158,7 +189,7 @@ pub(crate) unsafe fn gemm(
     let mut r0 = rows.start;
     while r0 < rows.end {
         let r1 = (r0 + tile).min(rows.end);
-        let mut c0 = 0;
+        let mut c0 = c_start;
         while c0 < ncols {
             let cn = (ncols - c0).min(4);
             let col = |c: usize| xp.add((c0 + c) * xb);
