@@ -398,8 +398,10 @@ impl Transformer {
     }
 
     /// Causal (and, for windowed layers, sliding-window) attention of every
-    /// token of the batch over its own sequence's cache, one task per
-    /// (token, head).
+    /// token of the batch over its own sequence's cache. One task per
+    /// (token, KV head) serves all the query heads that share that KV head,
+    /// so each cached key and value row is read once for the group; each
+    /// head's scores and sums still run in key order, as they would alone.
     fn attention(
         &self,
         pool: &ThreadPool,
@@ -416,33 +418,42 @@ impl Transformer {
         let v_dim = hp.n_head_kv * hdv;
         let window = self.layers[li].window;
         let shared_att = SharedMut::new(att);
-        pool.run(toks.len() * hp.n_head, &|task| {
-            let (ti, head) = (task / hp.n_head, task % hp.n_head);
+        pool.run(toks.len() * hp.n_head_kv, &|task| {
+            let (ti, kvh) = (task / hp.n_head_kv, task % hp.n_head_kv);
             let tok = toks[ti];
             let cache = caches[tok.item];
-            let kvh = head / group;
-            let qv = &q[ti * hp.n_head * hdk + head * hdk..][..hdk];
             let first = match window {
                 Some(w) => (tok.pos + 1).saturating_sub(w),
                 None => 0,
             };
+            let n_keys = tok.pos + 1 - first;
             let keys = cache.keys(li);
             let values = cache.values(li);
+            let heads = kvh * group..(kvh + 1) * group;
+            let q_of = |h: usize| &q[ti * hp.n_head * hdk + h * hdk..][..hdk];
             SCORES.with(|cell| {
                 let mut scores = cell.borrow_mut();
                 scores.clear();
-                for p in first..=tok.pos {
+                scores.resize(group * n_keys, 0.0);
+                for (i, p) in (first..=tok.pos).enumerate() {
                     let kv = &keys[p * k_dim + kvh * hdk..][..hdk];
-                    scores.push(k::dot_f32_f16(qv, kv) * hp.kq_scale);
+                    for (g, h) in heads.clone().enumerate() {
+                        scores[g * n_keys + i] = k::dot_f32_f16(q_of(h), kv) * hp.kq_scale;
+                    }
                 }
-                k::softmax_inplace(&mut scores);
-                let start = ti * hp.n_head * hdv + head * hdv;
-                // SAFETY: task (ti, head) alone writes this head's slice of token ti.
-                let out = unsafe { shared_att.slice(start..start + hdv) };
+                for row in scores.chunks_exact_mut(n_keys) {
+                    k::softmax_inplace(row);
+                }
+                let start = ti * hp.n_head * hdv + heads.start * hdv;
+                // SAFETY: task (ti, kvh) alone writes the slices of token ti's
+                // heads in this KV head's group.
+                let out = unsafe { shared_att.slice(start..start + group * hdv) };
                 out.fill(0.0);
-                for (i, &s) in scores.iter().enumerate() {
-                    let p = first + i;
-                    k::axpy_f16(out, s, &values[p * v_dim + kvh * hdv..][..hdv]);
+                for (i, p) in (first..=tok.pos).enumerate() {
+                    let vrow = &values[p * v_dim + kvh * hdv..][..hdv];
+                    for (g, o) in out.chunks_exact_mut(hdv).enumerate() {
+                        k::axpy_f16(o, scores[g * n_keys + i], vrow);
+                    }
                 }
             });
         });

@@ -131,6 +131,20 @@ fn dequantize_row_matches_reference() {
 }
 
 fn check_gemm(t: GgmlType, n: usize, nrows: usize, r: &mut rand::rngs::StdRng) {
+    let ranges = [0..nrows, 1..nrows - 1, 3..4, 2..2, nrows - 3..nrows];
+    check_gemm_with(t, n, nrows, 1..=9, &ranges, r);
+}
+
+/// gemm over every `ncols` in `cols` and every row range in `ranges` against
+/// per-(row, column) `vec_dot`, and the reference gemm against the same.
+fn check_gemm_with(
+    t: GgmlType,
+    n: usize,
+    nrows: usize,
+    cols: std::ops::RangeInclusive<usize>,
+    ranges: &[std::ops::Range<usize>],
+    r: &mut rand::rngs::StdRng,
+) {
     let rb = row_bytes(t, n);
     let mut w = Vec::with_capacity(nrows * rb);
     for _ in 0..nrows {
@@ -139,27 +153,33 @@ fn check_gemm(t: GgmlType, n: usize, nrows: usize, r: &mut rand::rngs::StdRng) {
     let xt = vec_dot_type(t);
     let xb = row_bytes(xt, n);
     let mut x = Vec::new();
-    for _ in 0..9 {
+    for _ in 0..*cols.end() {
         x.extend(activations(r, t, n));
     }
-    let ranges = [0..nrows, 1..nrows - 1, 3..4, 2..2, nrows - 3..nrows];
-    for ncols in 1..=9 {
-        for rows in ranges.clone() {
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    // vec_dot per (row, column) once for the whole matrix.
+    let mut dots = vec![0f32; *cols.end() * nrows];
+    for c in 0..*cols.end() {
+        for row in 0..nrows {
+            dots[c * nrows + row] = hearth_kernels::vec_dot(
+                t,
+                n,
+                &w[row * rb..(row + 1) * rb],
+                &x[c * xb..(c + 1) * xb],
+            );
+        }
+    }
+    for ncols in cols.clone() {
+        for rows in ranges {
             let nr = rows.len();
             let mut expect = vec![0f32; ncols * nr];
             for c in 0..ncols {
                 for (i, row) in rows.clone().enumerate() {
-                    expect[c * nr + i] = hearth_kernels::vec_dot(
-                        t,
-                        n,
-                        &w[row * rb..(row + 1) * rb],
-                        &x[c * xb..(c + 1) * xb],
-                    );
+                    expect[c * nr + i] = dots[c * nrows + row];
                 }
             }
             let mut y = vec![f32::NAN; ncols * nr];
             hearth_kernels::gemm(t, n, &w, rows.clone(), &x, ncols, &mut y);
-            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(
                 bits(&y),
                 bits(&expect),
@@ -199,5 +219,86 @@ fn gemm_tall_matrix() {
         GgmlType::F16,
     ] {
         check_gemm(t, 512, 77, &mut r);
+    }
+}
+
+#[test]
+fn gemm_tiled_prefill_shapes() {
+    // The prefill kernels work in groups of four columns over row tiles of
+    // up to 64 rows (fewer for long rows): column counts around multiples of
+    // four, odd block counts (both float banks, and a lone last block), row
+    // ranges that start and end mid-tile and span several tiles.
+    let mut r = rng(17);
+    let ranges = [0..150, 5..143, 67..131, 63..65, 149..150, 7..7];
+    for t in [
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_1,
+    ] {
+        for n in [32, 96, 32 * 17] {
+            check_gemm_with(t, n, 150, 3..=13, &ranges, &mut r);
+        }
+        // Long rows: tiles of 16 rows.
+        check_gemm_with(t, 4096, 40, 4..=9, &[0..40, 3..37, 15..17], &mut r);
+    }
+    for t in [GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q5_K] {
+        for n in [256, 768] {
+            check_gemm_with(t, n, 70, 3..=13, &[0..70, 5..69, 33..34], &mut r);
+        }
+    }
+}
+
+#[test]
+fn gemm_tiled_extreme_activations() {
+    // Activations at +-127 everywhere (the largest `maddubs` pair sums) and
+    // weights with every quant value.
+    let mut r = rng(18);
+    for t in [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+    ] {
+        let n = 32 * 9;
+        let nrows = 9;
+        let rb = row_bytes(t, n);
+        let mut w = Vec::new();
+        for _ in 0..nrows {
+            w.extend(random_weights(&mut r, t, n));
+        }
+        let xt = vec_dot_type(t);
+        let xb = row_bytes(xt, n);
+        let ncols = 8;
+        let mut x = Vec::new();
+        for c in 0..ncols {
+            let v: Vec<f32> = (0..n)
+                .map(|e| if (e + c) % 3 == 0 { -1.0 } else { 1.0 })
+                .collect();
+            x.extend(quantized(xt, &v));
+        }
+        let mut y = vec![f32::NAN; ncols * nrows];
+        hearth_kernels::gemm(t, n, &w, 0..nrows, &x, ncols, &mut y);
+        for c in 0..ncols {
+            for row in 0..nrows {
+                let d = hearth_kernels::vec_dot(
+                    t,
+                    n,
+                    &w[row * rb..(row + 1) * rb],
+                    &x[c * xb..(c + 1) * xb],
+                );
+                let rf = reference::vec_dot(
+                    t,
+                    n,
+                    &w[row * rb..(row + 1) * rb],
+                    &x[c * xb..(c + 1) * xb],
+                );
+                assert_eq!(y[c * nrows + row].to_bits(), d.to_bits(), "{t} r{row} c{c}");
+                assert_eq!(d.to_bits(), rf.to_bits(), "{t} r{row} c{c} reference");
+            }
+        }
     }
 }

@@ -66,6 +66,17 @@ const fn layout(f: u8) -> (usize, usize, usize, bool, bool) {
     }
 }
 
+/// Formats whose signed quants are small enough (`|w| <= 16`) to be the
+/// *signed* `maddubs` operand against unsigned activations `x + 128`:
+/// `sum((x + 128) * w) - 128 * sum(w)` is the exact `sum(x * w)`, pairs stay
+/// within `2 * 255 * 16`, and the correction depends only on the weight
+/// block, so it is computed once per row and costs one `psubd` per column
+/// instead of a `psignb` (which competes with `maddubs`/`madd` for the same
+/// two pipes on Zen 3).
+const fn offset(f: u8) -> bool {
+    matches!(f, Q4_0 | Q5_0)
+}
+
 /// The 32 quants of the weight block at `p` in element order (signed bytes
 /// for signed formats), as `blocks::dot_*` decode them.
 #[inline]
@@ -89,6 +100,12 @@ unsafe fn decode<const F: u8>(p: *const u8) -> __m256i {
 struct Scratch {
     /// Decoded quants of the row tile: `rows x nb` blocks.
     q: Vec<__m256i>,
+    /// `128 * (sum of w over elements 4k..4k+4)` in lane `k`, per block of
+    /// the row tile (`offset` formats).
+    corr: Vec<__m256i>,
+    /// The current column group's quants as `x + 128` (unsigned), block `i`
+    /// of column `c` at `C * i + c` (`offset` formats).
+    xu: Vec<__m256i>,
     /// `[d_w; 4]` per block of the row tile.
     dw: Vec<f32>,
     /// `[m_w; 4]` per block of the row tile (formats with a minimum).
@@ -105,6 +122,8 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = const {
         RefCell::new(Scratch {
             q: Vec::new(),
+            corr: Vec::new(),
+            xu: Vec::new(),
             dw: Vec::new(),
             mw: Vec::new(),
             dx: Vec::new(),
@@ -127,8 +146,7 @@ fn tile_rows(nb: usize) -> usize {
 }
 
 /// Computes columns `0..4 * (ncols / 4)` of `gemm` for format `F` (`nb`
-/// blocks per row, `wb` / `xb` bytes per weight / activation row). Leaves
-/// the remaining `ncols % 4` columns untouched.
+/// blocks per row). Leaves the remaining `ncols % 4` columns untouched.
 ///
 /// # Safety
 /// avx2, fma and f16c must be available; `w` must hold rows up to
@@ -136,14 +154,17 @@ fn tile_rows(nb: usize) -> usize {
 /// floats (the caller checked this).
 pub(crate) unsafe fn gemm<const F: u8>(
     nb: usize,
-    w: *const u8,
-    wb: usize,
+    w: &[u8],
     rows: std::ops::Range<usize>,
-    x: *const u8,
-    xb: usize,
+    x: &[u8],
     ncols: usize,
-    y: *mut f32,
+    y: &mut [f32],
 ) {
+    let (wbk, xbk, _, _, _) = layout(F);
+    let (wb, xb) = (nb * wbk, nb * xbk);
+    debug_assert!(w.len() >= rows.end * wb && x.len() >= ncols * xb);
+    debug_assert!(y.len() >= ncols * rows.len());
+    let (w, x, y) = (w.as_ptr(), x.as_ptr(), y.as_mut_ptr());
     let (_, _, _, _, min) = layout(F);
     let nr = rows.len();
     let groups = ncols / C;
@@ -157,6 +178,10 @@ pub(crate) unsafe fn gemm<const F: u8>(
         grow(&mut s.dw, tr * nb * C, 0.0);
         grow(&mut s.dx, nb * C, 0.0);
         grow(&mut s.d, nb * C, 0.0);
+        if offset(F) {
+            grow(&mut s.corr, tr * nb, _mm256_setzero_si256());
+            grow(&mut s.xu, nb * C, _mm256_setzero_si256());
+        }
         if min {
             grow(&mut s.mw, tr * nb * C, 0.0);
             grow(&mut s.sx, nb * C, 0.0);
@@ -173,6 +198,7 @@ pub(crate) unsafe fn gemm<const F: u8>(
                         nb,
                         w.add(r * wb),
                         s.q.as_mut_ptr().add(k),
+                        s.corr.as_mut_ptr().add(if offset(F) { k } else { 0 }),
                         s.dw.as_mut_ptr().add(k * C),
                         s.mw.as_mut_ptr().add(if min { k * C } else { 0 }),
                     )
@@ -184,7 +210,12 @@ pub(crate) unsafe fn gemm<const F: u8>(
                     unsafe { x.add((C * g + c) * xb) }
                 });
                 // SAFETY: as above; `dx` / `sx` hold `nb * C` floats.
-                unsafe { column_scales::<F>(nb, &xg, s.dx.as_mut_ptr(), s.sx.as_mut_ptr()) };
+                unsafe {
+                    column_scales::<F>(nb, &xg, s.dx.as_mut_ptr(), s.sx.as_mut_ptr());
+                    if offset(F) {
+                        unsigned_columns::<F>(nb, &xg, s.xu.as_mut_ptr());
+                    }
+                };
                 for r in r0..r1 {
                     let k = (r - r0) * nb;
                     // SAFETY: scratch offsets are within the sizes grown
@@ -192,7 +223,17 @@ pub(crate) unsafe fn gemm<const F: u8>(
                     let out = unsafe {
                         let d = s.d.as_mut_ptr();
                         scale_products(nb, s.dw.as_ptr().add(k * C), s.dx.as_ptr(), d);
-                        let mut v = row4::<F>(nb, s.q.as_ptr().add(k), d, &xg);
+                        let mut v = if offset(F) {
+                            row4_offset(
+                                nb,
+                                s.q.as_ptr().add(k),
+                                s.corr.as_ptr().add(k),
+                                d,
+                                s.xu.as_ptr(),
+                            )
+                        } else {
+                            row4::<F>(nb, s.q.as_ptr().add(k), d, &xg)
+                        };
                         if min {
                             let m = min_sums(nb, s.mw.as_ptr().add(k * C), s.sx.as_ptr());
                             for c in 0..C {
@@ -220,13 +261,19 @@ unsafe fn decode_row<const F: u8>(
     nb: usize,
     w: *const u8,
     q: *mut __m256i,
+    corr: *mut __m256i,
     dw: *mut f32,
     mw: *mut f32,
 ) {
     let (wbk, _, _, _, min) = layout(F);
     for i in 0..nb {
         let p = w.add(i * wbk);
-        _mm256_store_si256(q.add(i), decode::<F>(p));
+        let wq = decode::<F>(p);
+        _mm256_store_si256(q.add(i), wq);
+        if offset(F) {
+            let c = _mm256_maddubs_epi16(_mm256_set1_epi8(-128), wq);
+            _mm256_store_si256(corr.add(i), _mm256_madd_epi16(c, _mm256_set1_epi16(1)));
+        }
         // [d_w, m_w] (lane 1 is quant bits for formats without a min: unused)
         let dm = f16x2_at(p);
         _mm_storeu_ps(dw.add(C * i), _mm_shuffle_ps::<0x00>(dm, dm));
@@ -247,6 +294,20 @@ unsafe fn column_scales<const F: u8>(nb: usize, x: &[*const u8; C], dx: *mut f32
             if min {
                 *sx.add(C * i + c) = _mm_cvtss_f32(_mm_movehdup_ps(v));
             }
+        }
+    }
+}
+
+/// `xu[C * i + c]` = the quants of block `i` of column `c` plus 128, as
+/// unsigned bytes.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn unsigned_columns<const F: u8>(nb: usize, x: &[*const u8; C], xu: *mut __m256i) {
+    let (_, xbk, xq, _, _) = layout(F);
+    let bias = _mm256_set1_epi8(-128);
+    for i in 0..nb {
+        for c in 0..C {
+            let v = load256(x[c].add(i * xbk + xq));
+            _mm256_store_si256(xu.add(C * i + c), _mm256_xor_si256(v, bias));
         }
     }
 }
@@ -317,6 +378,48 @@ unsafe fn row4<const F: u8>(
                 let xv = load256(x[c].add(i * xbk + xq));
                 let xs = if signed { _mm256_sign_epi8(xv, wq) } else { xv };
                 let p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xs), ones);
+                let dv = _mm256_broadcast_ss(&*d.add(C * i + c));
+                acc[bank][c] = _mm256_fmadd_ps(dv, _mm256_cvtepi32_ps(p32), acc[bank][c]);
+            }
+        }};
+    }
+    let mut i = 0;
+    while i + 2 <= nb {
+        step!(i, 0);
+        step!(i + 1, 1);
+        i += 2;
+    }
+    if i < nb {
+        step!(i, 0);
+    }
+    let mut out = [0f32; C];
+    for c in 0..C {
+        out[c] = hsum8(_mm256_add_ps(acc[0][c], acc[1][c]));
+    }
+    out
+}
+
+/// [`row4`] for the `offset` formats: `maddubs(x + 128, w)`, `madd`, minus
+/// the row's correction gives the same exact lane sums as the sign trick.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn row4_offset(
+    nb: usize,
+    q: *const __m256i,
+    corr: *const __m256i,
+    d: *const f32,
+    xu: *const __m256i,
+) -> [f32; C] {
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_ps(); C]; 2];
+    macro_rules! step {
+        ($i:expr, $bank:expr) => {{
+            let (i, bank) = ($i, $bank);
+            let wq = _mm256_load_si256(q.add(i));
+            let cr = _mm256_load_si256(corr.add(i));
+            for c in 0..C {
+                let xv = _mm256_load_si256(xu.add(C * i + c));
+                let p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(xv, wq), ones);
+                let p32 = _mm256_sub_epi32(p32, cr);
                 let dv = _mm256_broadcast_ss(&*d.add(C * i + c));
                 acc[bank][c] = _mm256_fmadd_ps(dv, _mm256_cvtepi32_ps(p32), acc[bank][c]);
             }

@@ -33,6 +33,9 @@ use std::ops::Range;
 type DotFn<const C: usize> =
     unsafe fn(usize, *const u8, &[*const u8; C], &[*const f32; C]) -> [f32; C];
 
+/// A tiled prefill GEMM (`gemm_tiles::gemm`): whole groups of four columns.
+type TiledFn = unsafe fn(usize, &[u8], Range<usize>, &[u8], usize, &mut [f32]);
+
 /// One format's kernels, instantiated for 1..=4 columns; `pre` holds the
 /// variants that read activation scales from a table `gemm` fills.
 pub(crate) struct Kernel {
@@ -131,9 +134,13 @@ pub(crate) unsafe fn vec_dot(t: GgmlType, n: usize, w: &[u8], x: &[u8]) -> Optio
 /// `false` if there is no SIMD kernel for `t`. Operand sizes must have been
 /// checked by the caller (`reference::check_gemm`).
 ///
-/// Rows are walked in tiles small enough to stay in L1/L2 while each group of
-/// four activation columns sweeps over them; every (row, column) result comes
-/// from the same per-column arithmetic as `vec_dot`.
+/// The 32-element formats take whole groups of four columns through
+/// `gemm_tiles` (rows unpacked once per tile, see there); the remaining
+/// columns, decode (`ncols < 4`) and the other formats walk rows in tiles
+/// small enough to stay in L1/L2 while each group of up to four activation
+/// columns sweeps over them (K-quants do their per-super-block float update
+/// for four columns in one vector). Every (row, column) result comes from
+/// the same per-column arithmetic as `vec_dot`.
 pub(crate) unsafe fn gemm(
     t: GgmlType,
     n: usize,
@@ -154,9 +161,7 @@ pub(crate) unsafe fn gemm(
     const MIN_TILED: usize = 4;
     let mut c_start = 0;
     if ncols >= MIN_TILED {
-        let tiled: Option<
-            unsafe fn(usize, *const u8, usize, Range<usize>, *const u8, usize, usize, *mut f32),
-        > = match t {
+        let tiled: Option<TiledFn> = match t {
             GgmlType::Q4_0 => Some(gemm_tiles::gemm::<{ gemm_tiles::Q4_0 }>),
             GgmlType::Q4_1 => Some(gemm_tiles::gemm::<{ gemm_tiles::Q4_1 }>),
             GgmlType::Q5_0 => Some(gemm_tiles::gemm::<{ gemm_tiles::Q5_0 }>),
@@ -166,16 +171,10 @@ pub(crate) unsafe fn gemm(
             _ => None,
         };
         if let Some(f) = tiled {
-            f(
-                nb,
-                w.as_ptr(),
-                wb,
-                rows.clone(),
-                x.as_ptr(),
-                xb,
-                ncols,
-                y.as_mut_ptr(),
-            );
+            // SAFETY: our caller guarantees avx2/fma/f16c and checked the
+            // operand sizes (`reference::check_gemm`), which is what the
+            // tiled kernel requires.
+            f(nb, w, rows.clone(), x, ncols, y);
             c_start = ncols - ncols % 4;
         }
     }
