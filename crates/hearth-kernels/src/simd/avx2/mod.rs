@@ -19,6 +19,7 @@
 mod blocks;
 mod float;
 mod gemm_tiles;
+mod gemv;
 mod kquants;
 pub(crate) mod ops;
 mod quantize;
@@ -32,6 +33,9 @@ use std::ops::Range;
 /// (used by the `pre` variants of the 32-element formats, ignored otherwise).
 type DotFn<const C: usize> =
     unsafe fn(usize, *const u8, &[*const u8; C], &[*const f32; C]) -> [f32; C];
+
+/// A GEMV kernel (`gemv::gemv`): `false` if it does not take the shape.
+type GemvFn = unsafe fn(usize, *const u8, usize, Range<usize>, *const u8, *mut f32) -> bool;
 
 /// A tiled prefill GEMM (`gemm_tiles::gemm`): whole groups of four columns.
 type TiledFn = unsafe fn(usize, &[u8], Range<usize>, &[u8], usize, &mut [f32]);
@@ -156,6 +160,21 @@ pub(crate) unsafe fn gemm(
     let nb = n / k.qk;
     let nr = rows.len();
     debug_assert!(w.len() >= rows.end * wb && x.len() >= ncols * xb && y.len() >= ncols * nr);
+    // Decode: the multi-row GEMV kernels.
+    if ncols == 1 {
+        let f: Option<GemvFn> = match t {
+            GgmlType::Q4_0 => Some(gemv::gemv::<{ gemv::Q4_0 }>),
+            GgmlType::Q5_0 => Some(gemv::gemv::<{ gemv::Q5_0 }>),
+            GgmlType::Q8_0 => Some(gemv::gemv::<{ gemv::Q8_0 }>),
+            _ => None,
+        };
+        // SAFETY: our caller guarantees avx2/fma/f16c and checked the
+        // operand sizes (`reference::check_gemm`): `w` holds `rows.end`
+        // rows of `wb` bytes, `x` one activation row, `y` `nr` floats.
+        if f.is_some_and(|f| f(nb, w.as_ptr(), wb, rows.clone(), x.as_ptr(), y.as_mut_ptr())) {
+            return true;
+        }
+    }
     // Prefill: the tiled kernels take whole groups of four columns; the
     // rest (and decode, ncols < MIN_TILED) go through the per-row kernels.
     const MIN_TILED: usize = 4;

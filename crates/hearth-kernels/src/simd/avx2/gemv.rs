@@ -1,0 +1,203 @@
+//! GEMV (one activation column: decode) for Q4_0, Q5_0 and Q8_0 weights.
+//!
+//! # What each output element computes
+//! Exactly what `blocks::dot_*` (and the reference `Lanes8`) compute: per
+//! block `i`, lane `k` of bank `i & 1` gets `fma(d_w * d_x, p_k, lane)`
+//! where `p_k` is the exact integer sum over elements `4k..4k+4`, and the
+//! result is `hsum8(bank0 + bank1)`. Only how the exact integer sums are
+//! obtained changes, so the results are the same bits as `vec_dot`'s.
+//!
+//! # Why it looks like this
+//! - `R` rows go through the loop together, sharing each activation block
+//!   (its quants, scale and correction are loaded once for all of them) and
+//!   keeping several rows' weight streams in flight.
+//! - Q4_0 / Q5_0 take their quants *unsigned* (`q = w + o`, `o` = 8 or 16)
+//!   as the `maddubs` operand against the signed activations:
+//!   `sum(q * x) - o * sum(x)` is the exact `sum(w * x)` (pairs stay within
+//!   `2 * 31 * 128`). The correction `o * sum(x)` per lane depends only on
+//!   the activation, so it is computed once per call and costs one `psubd`
+//!   per (row, block) instead of the `sub` and two `psignb` of the plain
+//!   kernels.
+//! - The nibbles come from one 128-bit broadcast load and a per-lane
+//!   variable shift (no `vinserti128`); `d_w` is widened straight from
+//!   memory; `d_x` is widened once per call.
+//!
+//! Activation rows longer than `MAX_NB` blocks use the plain kernels.
+
+use super::blocks::fifth_bits;
+use super::{hsum8, load256};
+use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
+use std::ops::Range;
+
+pub(crate) const Q4_0: u8 = 0;
+pub(crate) const Q5_0: u8 = 2;
+pub(crate) const Q8_0: u8 = 4;
+
+/// Longest activation row (in blocks) the per-call tables hold.
+pub(crate) const MAX_NB: usize = 512;
+
+/// Q8_0 activation block: `d: f16` then 32 signed quants.
+const XB: usize = 34;
+const XQ: usize = 2;
+
+/// `(weight block bytes, unsigned offset o as a left shift (o = 1 << s), rows per step)`.
+const fn layout(f: u8) -> (usize, i32, usize) {
+    match f {
+        Q4_0 => (18, 3, 2),
+        Q5_0 => (22, 4, 2),
+        _ => (34, 0, 4),
+    }
+}
+
+/// Q4 nibbles of the 16 bytes at `p`, low nibbles first: elements 0..32 in
+/// order (one broadcast load, the upper half shifted right by four).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn nibbles(p: *const u8) -> __m256i {
+    let v = _mm256_broadcastsi128_si256(_mm_loadu_si128(p as *const __m128i));
+    // Within each 64-bit lane, bits shifted in from the next byte land in
+    // the high nibble, which the mask drops.
+    let v = _mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4));
+    _mm256_and_si256(v, _mm256_set1_epi8(0x0F))
+}
+
+/// The f16 at `p` widened exactly into lane 0 (lanes 1..4: the next six
+/// bytes, widened, unused). Eight bytes at `p` must be readable.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_lo(p: *const u8) -> __m128 {
+    let r: __m128;
+    // SAFETY: the caller guarantees eight readable bytes at `p`; the asm only
+    // loads them (no stores, no stack, flags untouched). Written as asm so
+    // that the load stays a memory operand of the conversion (see
+    // `f16x2_at` for what LLVM otherwise does with narrow loads).
+    unsafe {
+        std::arch::asm!(
+            "vcvtph2ps {0}, qword ptr [{1}]",
+            out(xmm_reg) r,
+            in(reg) p,
+            options(pure, readonly, nostack, preserves_flags)
+        );
+    }
+    r
+}
+
+/// `y[r - rows.start] = vec_dot(row r of w, x)` for `nb`-block rows of
+/// format `F` (stride `wb` bytes) and one Q8_0 activation row `x`.
+/// `false` (nothing written) if `nb > MAX_NB`.
+///
+/// # Safety
+/// avx2, fma and f16c must be available; `w` must hold `rows.end` rows,
+/// `x` one row of `nb` blocks, `y` `rows.len()` floats.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn gemv<const F: u8>(
+    nb: usize,
+    w: *const u8,
+    wb: usize,
+    rows: Range<usize>,
+    x: *const u8,
+    y: *mut f32,
+) -> bool {
+    if nb > MAX_NB {
+        return false;
+    }
+    let (_, shift, rstep) = layout(F);
+    let mut dx = [MaybeUninit::<f32>::uninit(); MAX_NB];
+    let mut corr = [MaybeUninit::<__m256i>::uninit(); MAX_NB];
+    let ones8 = _mm256_set1_epi8(1);
+    let ones16 = _mm256_set1_epi16(1);
+    for i in 0..nb {
+        let xp = x.add(i * XB);
+        dx[i].write(_mm_cvtss_f32(f16_lo(xp)));
+        if shift > 0 {
+            // `o * (sum of x over elements 4k..4k+4)` in lane k (exact).
+            let s = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, load256(xp.add(XQ))), ones16);
+            corr[i].write(_mm256_sll_epi32(s, _mm_cvtsi32_si128(shift)));
+        }
+    }
+    let dx = dx.as_ptr() as *const f32;
+    let corr = corr.as_ptr() as *const __m256i;
+    let nr = rows.len();
+    let mut r = 0;
+    if rstep == 4 {
+        while r + 4 <= nr {
+            let rp = std::array::from_fn(|k| w.add((rows.start + r + k) * wb));
+            let out = rows_dot::<F, 4>(nb, rp, x, dx, corr);
+            std::ptr::copy_nonoverlapping(out.as_ptr(), y.add(r), 4);
+            r += 4;
+        }
+    }
+    while r + 2 <= nr {
+        let rp = std::array::from_fn(|k| w.add((rows.start + r + k) * wb));
+        let out = rows_dot::<F, 2>(nb, rp, x, dx, corr);
+        std::ptr::copy_nonoverlapping(out.as_ptr(), y.add(r), 2);
+        r += 2;
+    }
+    if r < nr {
+        let out = rows_dot::<F, 1>(nb, [w.add((rows.start + r) * wb)], x, dx, corr);
+        *y.add(r) = out[0];
+    }
+    true
+}
+
+/// The dot products of `R` weight rows with the activation row.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows_dot<const F: u8, const R: usize>(
+    nb: usize,
+    rp: [*const u8; R],
+    x: *const u8,
+    dx: *const f32,
+    corr: *const __m256i,
+) -> [f32; R] {
+    let (wbytes, shift, _) = layout(F);
+    let ones = _mm256_set1_epi16(1);
+    // Two banks (even / odd blocks) per row, as in the reference's `Lanes8`.
+    let mut acc = [[_mm256_setzero_ps(); R]; 2];
+    let mut i = 0;
+    while i < nb {
+        for bank in 0..2 {
+            let i = i + bank;
+            if i >= nb {
+                break;
+            }
+            let xv = load256(x.add(i * XB + XQ));
+            let cv = if shift > 0 {
+                *corr.add(i)
+            } else {
+                _mm256_setzero_si256()
+            };
+            let dxi = _mm_load_ss(dx.add(i));
+            for r in 0..R {
+                let p = rp[r].add(i * wbytes);
+                let s = match F {
+                    Q8_0 => {
+                        let q = load256(p.add(2));
+                        let a = _mm256_sign_epi8(q, q);
+                        let b = _mm256_sign_epi8(xv, q);
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones)
+                    }
+                    _ => {
+                        let q = if F == Q5_0 {
+                            _mm256_or_si256(nibbles(p.add(6)), fifth_bits(p.add(2)))
+                        } else {
+                            nibbles(p.add(2))
+                        };
+                        let s = _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), ones);
+                        _mm256_sub_epi32(s, cv)
+                    }
+                };
+                // d_w * d_x, one rounding, as the reference.
+                let d = _mm_mul_ss(f16_lo(p), dxi);
+                acc[bank][r] = _mm256_fmadd_ps(
+                    _mm256_broadcastss_ps(d),
+                    _mm256_cvtepi32_ps(s),
+                    acc[bank][r],
+                );
+            }
+        }
+        i += 2;
+    }
+    std::array::from_fn(|r| hsum8(_mm256_add_ps(acc[0][r], acc[1][r])))
+}
