@@ -137,11 +137,9 @@ impl ThreadPool {
             self.shared.wake.notify_all();
         }
         job.work();
-        let start = Instant::now();
+        let mut spin = Spinner::new();
         while job.done.load(Ordering::Acquire) < n_tasks {
-            if start.elapsed() < SPIN {
-                std::hint::spin_loop();
-            } else {
+            if !spin.spin() {
                 std::thread::yield_now();
             }
         }
@@ -176,10 +174,42 @@ pub(crate) fn chunk_size(n: usize, threads: usize, min_chunk: usize, align: usiz
     target.div_ceil(align) * align
 }
 
+/// Busy-waits for up to [`SPIN`], reading the clock only every few hundred
+/// turns: a clock read costs more than the check it guards.
+struct Spinner {
+    start: Instant,
+    turns: u32,
+    expired: bool,
+}
+
+impl Spinner {
+    fn new() -> Spinner {
+        Spinner {
+            start: Instant::now(),
+            turns: 0,
+            expired: false,
+        }
+    }
+
+    /// Spin once; false once the spinning time is up.
+    fn spin(&mut self) -> bool {
+        if self.expired {
+            return false;
+        }
+        self.turns = self.turns.wrapping_add(1);
+        if self.turns.is_multiple_of(256) && self.start.elapsed() >= SPIN {
+            self.expired = true;
+            return false;
+        }
+        std::hint::spin_loop();
+        true
+    }
+}
+
 fn worker(s: Arc<Shared>) {
     let mut seen = 0u64;
     loop {
-        let start = Instant::now();
+        let mut spin = Spinner::new();
         loop {
             if s.shutdown.load(Ordering::Acquire) {
                 return;
@@ -187,8 +217,7 @@ fn worker(s: Arc<Shared>) {
             if s.epoch.load(Ordering::Acquire) != seen {
                 break;
             }
-            if start.elapsed() < SPIN {
-                std::hint::spin_loop();
+            if spin.spin() {
                 continue;
             }
             let mut slot = s.slot.lock().unwrap_or_else(|e| e.into_inner());

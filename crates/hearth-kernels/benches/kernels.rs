@@ -63,7 +63,15 @@ fn main() {
         GgmlType::Q5_K,
         GgmlType::F16,
     ];
-    let (rows, n) = (8192, 4096);
+    // `HEARTH_BENCH_SHAPE=rows,n` overrides the GEMV matrix shape (e.g.
+    // `262144,640` for Gemma 3 270M's output matrix).
+    let (rows, n) = std::env::var("HEARTH_BENCH_SHAPE")
+        .ok()
+        .and_then(|s| {
+            let (r, n) = s.split_once(',')?;
+            Some((r.trim().parse().ok()?, n.trim().parse().ok()?))
+        })
+        .unwrap_or((8192, 4096));
     for t in types {
         if filter.as_ref().is_some_and(|f| {
             !f.split(',')
@@ -80,21 +88,21 @@ fn main() {
         for c in 0..ncols {
             quantize_row(xt, &src[c * n..(c + 1) * n], &mut x[c * xb..(c + 1) * xb]);
         }
-        let mut y = vec![0f32; rows * ncols];
+        let mut y = vec![0f32; rows.max(512 * ncols)];
         let ncols64 = 64;
         let gemv = time(
             || gemm(t, n, black_box(&w), 0..rows, &x[..xb], 1, &mut y),
             0.5,
         );
         let gbs = w.len() as f64 / gemv / 1e9;
-        let rows_small = 512;
+        let rows_small = 512.min(rows);
         let mm = time(
             || gemm(t, n, black_box(&w), 0..rows_small, &x, ncols64, &mut y),
             0.5,
         );
         let gmacs = (rows_small * ncols64 * n) as f64 / mm / 1e9;
         // Prefill-sized: 512 prompt tokens.
-        let rows_big = 512;
+        let rows_big = 512.min(rows);
         let mm = time(
             || gemm(t, n, black_box(&w), 0..rows_big, &x, ncols, &mut y),
             0.5,

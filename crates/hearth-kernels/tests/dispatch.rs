@@ -302,3 +302,57 @@ fn gemm_tiled_extreme_activations() {
         }
     }
 }
+
+#[test]
+fn gemv_shapes() {
+    // Decode (one column): many rows, row ranges starting and ending
+    // anywhere (the engine splits a matmul into chunks), odd and even block
+    // counts, and rows longer than the GEMV kernels' per-call tables (which
+    // fall back to the plain kernels).
+    let mut r = rng(19);
+    let ranges = [0..37, 1..36, 5..6, 16..32, 36..37, 9..9];
+    for t in [
+        GgmlType::Q4_0,
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_1,
+        GgmlType::Q8_1,
+    ] {
+        for n in [32, 64, 32 * 7, 640, 32 * 512, 32 * 513] {
+            check_gemm_with(t, n, 37, 1..=1, &ranges, &mut r);
+        }
+    }
+}
+
+#[test]
+fn gemv_extreme_activations() {
+    // One column at +-127 everywhere (the largest `maddubs` pair sums, and
+    // the largest unsigned-offset corrections) against weights with every
+    // quant value, for each row range.
+    let mut r = rng(20);
+    for t in [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0] {
+        let n = 32 * 9;
+        let nrows = 11;
+        let rb = row_bytes(t, n);
+        let mut w = Vec::new();
+        for _ in 0..nrows {
+            w.extend(random_weights(&mut r, t, n));
+        }
+        let xt = vec_dot_type(t);
+        for sign in [1.0f32, -1.0] {
+            let v: Vec<f32> = (0..n)
+                .map(|e| if e % 5 == 0 { -sign } else { sign })
+                .collect();
+            let x = quantized(xt, &v);
+            for rows in [0..nrows, 3..8] {
+                let mut y = vec![f32::NAN; rows.len()];
+                hearth_kernels::gemm(t, n, &w, rows.clone(), &x, 1, &mut y);
+                for (k, row) in rows.enumerate() {
+                    let rf = reference::vec_dot(t, n, &w[row * rb..(row + 1) * rb], &x);
+                    assert_eq!(y[k].to_bits(), rf.to_bits(), "{t} r{row} sign {sign}");
+                }
+            }
+        }
+    }
+}

@@ -70,18 +70,18 @@ macro_rules! block_kernel {
         ) -> [f32; C] {
             let ones = _mm256_set1_epi16(1);
             // Two banks (even / odd blocks) as in the reference's `Lanes8`:
-            // two independent add chains per column.
-            let mut acc = [[_mm256_setzero_ps(); C]; 2];
+            // two independent add chains per column. (Separate variables: an
+            // array indexed by the bank was kept on the stack, chaining the
+            // FMAs through store forwarding.)
+            let mut acc0 = [_mm256_setzero_ps(); C];
+            let mut acc1 = [_mm256_setzero_ps(); C];
             // Lane 1 accumulates `m_w * s_x` in block order per bank (the
             // reference's scalar minimum terms); other lanes are never read.
-            let mut summ = [[_mm_setzero_ps(); C]; 2];
-            let mut pair = 0;
-            while 2 * pair < nb {
-                for bank in 0..2 {
-                    let i = 2 * pair + bank;
-                    if i >= nb {
-                        break;
-                    }
+            let mut summ0 = [_mm_setzero_ps(); C];
+            let mut summ1 = [_mm_setzero_ps(); C];
+            macro_rules! block {
+                ($i:expr, $acc:ident, $summ:ident) => {{
+                    let i = $i;
                     let $p = w.add(i * $wb);
                     let wq: __m256i = $decode;
                     let aw = if $signed {
@@ -109,20 +109,28 @@ macro_rules! block_kernel {
                         // [d_w * d_x, m_w * s_x]
                         let prod = _mm_mul_ps(wd, xd);
                         let d = _mm256_broadcastss_ps(prod);
-                        acc[bank][c] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p32), acc[bank][c]);
+                        $acc[c] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p32), $acc[c]);
                         if $min {
-                            summ[bank][c] = _mm_add_ps(summ[bank][c], prod);
+                            $summ[c] = _mm_add_ps($summ[c], prod);
                         }
                     }
-                }
-                pair += 1;
+                }};
+            }
+            let mut i = 0;
+            while i + 2 <= nb {
+                block!(i, acc0, summ0);
+                block!(i + 1, acc1, summ1);
+                i += 2;
+            }
+            if i < nb {
+                block!(i, acc0, summ0);
             }
             let mut out = [0f32; C];
             for c in 0..C {
-                let lanes = hsum8(_mm256_add_ps(acc[0][c], acc[1][c]));
+                let lanes = hsum8(_mm256_add_ps(acc0[c], acc1[c]));
                 out[c] = if $min {
-                    let m0 = _mm_cvtss_f32(_mm_movehdup_ps(summ[0][c]));
-                    let m1 = _mm_cvtss_f32(_mm_movehdup_ps(summ[1][c]));
+                    let m0 = _mm_cvtss_f32(_mm_movehdup_ps(summ0[c]));
+                    let m1 = _mm_cvtss_f32(_mm_movehdup_ps(summ1[c]));
                     lanes + (m0 + m1)
                 } else {
                     lanes

@@ -8,9 +8,13 @@
 //! obtained changes, so the results are the same bits as `vec_dot`'s.
 //!
 //! # Why it looks like this
-//! - `R` rows go through the loop together, sharing each activation block
-//!   (its quants, scale and correction are loaded once for all of them) and
-//!   keeping several rows' weight streams in flight.
+//! - One row at a time, in order: the weights are one sequential stream.
+//!   Interleaving two or four rows (sharing each activation load) measured
+//!   2-2.5x *slower* on Zen 3 (the extra streams stall on memory), software
+//!   prefetch did not help either.
+//! - The two banks are two variables, not an array indexed by the bank:
+//!   `blocks::dot_*`'s `acc[bank][c]` ended up on the stack for one
+//!   column, chaining the FMAs through store forwarding.
 //! - Q4_0 / Q5_0 take their quants *unsigned* (`q = w + o`, `o` = 8 or 16)
 //!   as the `maddubs` operand against the signed activations:
 //!   `sum(q * x) - o * sum(x)` is the exact `sum(w * x)` (pairs stay within
@@ -41,12 +45,12 @@ pub(crate) const MAX_NB: usize = 512;
 const XB: usize = 34;
 const XQ: usize = 2;
 
-/// `(weight block bytes, unsigned offset o as a left shift (o = 1 << s), rows per step)`.
-const fn layout(f: u8) -> (usize, i32, usize) {
+/// `(weight block bytes, unsigned offset o as a left shift (o = 1 << s))`.
+const fn layout(f: u8) -> (usize, i32) {
     match f {
-        Q4_0 => (18, 3, 2),
-        Q5_0 => (22, 4, 2),
-        _ => (34, 0, 4),
+        Q4_0 => (18, 3),
+        Q5_0 => (22, 4),
+        _ => (34, 0),
     }
 }
 
@@ -102,7 +106,7 @@ pub(crate) unsafe fn gemv<const F: u8>(
     if nb > MAX_NB {
         return false;
     }
-    let (_, shift, rstep) = layout(F);
+    let (_, shift) = layout(F);
     let mut dx = [MaybeUninit::<f32>::uninit(); MAX_NB];
     let mut corr = [MaybeUninit::<__m256i>::uninit(); MAX_NB];
     let ones8 = _mm256_set1_epi8(1);
@@ -118,86 +122,64 @@ pub(crate) unsafe fn gemv<const F: u8>(
     }
     let dx = dx.as_ptr() as *const f32;
     let corr = corr.as_ptr() as *const __m256i;
-    let nr = rows.len();
-    let mut r = 0;
-    if rstep == 4 {
-        while r + 4 <= nr {
-            let rp = std::array::from_fn(|k| w.add((rows.start + r + k) * wb));
-            let out = rows_dot::<F, 4>(nb, rp, x, dx, corr);
-            std::ptr::copy_nonoverlapping(out.as_ptr(), y.add(r), 4);
-            r += 4;
-        }
-    }
-    while r + 2 <= nr {
-        let rp = std::array::from_fn(|k| w.add((rows.start + r + k) * wb));
-        let out = rows_dot::<F, 2>(nb, rp, x, dx, corr);
-        std::ptr::copy_nonoverlapping(out.as_ptr(), y.add(r), 2);
-        r += 2;
-    }
-    if r < nr {
-        let out = rows_dot::<F, 1>(nb, [w.add((rows.start + r) * wb)], x, dx, corr);
-        *y.add(r) = out[0];
+    for (k, r) in rows.enumerate() {
+        *y.add(k) = row_dot::<F>(nb, w.add(r * wb), x, dx, corr);
     }
     true
 }
 
-/// The dot products of `R` weight rows with the activation row.
+/// The dot product of the weight row at `p` with the activation row.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_dot<const F: u8, const R: usize>(
+unsafe fn row_dot<const F: u8>(
     nb: usize,
-    rp: [*const u8; R],
+    rp: *const u8,
     x: *const u8,
     dx: *const f32,
     corr: *const __m256i,
-) -> [f32; R] {
-    let (wbytes, shift, _) = layout(F);
+) -> f32 {
+    let (wbytes, _) = layout(F);
     let ones = _mm256_set1_epi16(1);
-    // Two banks (even / odd blocks) per row, as in the reference's `Lanes8`.
-    let mut acc = [[_mm256_setzero_ps(); R]; 2];
-    let mut i = 0;
-    while i < nb {
-        for bank in 0..2 {
-            let i = i + bank;
-            if i >= nb {
-                break;
-            }
+    // Two banks (even / odd blocks), as in the reference's `Lanes8`.
+    // (Two variables, not an array indexed by the bank: LLVM kept such an
+    // array on the stack, chaining the FMAs through store forwarding.)
+    let mut acc0 = _mm256_setzero_ps();
+    let mut acc1 = _mm256_setzero_ps();
+    macro_rules! block {
+        ($i:expr, $acc:ident) => {{
+            let i = $i;
             let xv = load256(x.add(i * XB + XQ));
-            let cv = if shift > 0 {
-                *corr.add(i)
-            } else {
-                _mm256_setzero_si256()
+            let p = rp.add(i * wbytes);
+            let s = match F {
+                Q8_0 => {
+                    let q = load256(p.add(2));
+                    let a = _mm256_sign_epi8(q, q);
+                    let b = _mm256_sign_epi8(xv, q);
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones)
+                }
+                _ => {
+                    let q = if F == Q5_0 {
+                        _mm256_or_si256(nibbles(p.add(6)), fifth_bits(p.add(2)))
+                    } else {
+                        nibbles(p.add(2))
+                    };
+                    let s = _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), ones);
+                    _mm256_sub_epi32(s, *corr.add(i))
+                }
             };
-            let dxi = _mm_load_ss(dx.add(i));
-            for r in 0..R {
-                let p = rp[r].add(i * wbytes);
-                let s = match F {
-                    Q8_0 => {
-                        let q = load256(p.add(2));
-                        let a = _mm256_sign_epi8(q, q);
-                        let b = _mm256_sign_epi8(xv, q);
-                        _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones)
-                    }
-                    _ => {
-                        let q = if F == Q5_0 {
-                            _mm256_or_si256(nibbles(p.add(6)), fifth_bits(p.add(2)))
-                        } else {
-                            nibbles(p.add(2))
-                        };
-                        let s = _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), ones);
-                        _mm256_sub_epi32(s, cv)
-                    }
-                };
-                // d_w * d_x, one rounding, as the reference.
-                let d = _mm_mul_ss(f16_lo(p), dxi);
-                acc[bank][r] = _mm256_fmadd_ps(
-                    _mm256_broadcastss_ps(d),
-                    _mm256_cvtepi32_ps(s),
-                    acc[bank][r],
-                );
-            }
-        }
+            // d_w * d_x, one rounding, as the reference.
+            let d = _mm256_broadcastss_ps(_mm_mul_ss(f16_lo(p), _mm_load_ss(dx.add(i))));
+            $acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), $acc);
+        }};
+    }
+    let mut i = 0;
+    while i + 2 <= nb {
+        block!(i, acc0);
+        block!(i + 1, acc1);
         i += 2;
     }
-    std::array::from_fn(|r| hsum8(_mm256_add_ps(acc[0][r], acc[1][r])))
+    if i < nb {
+        block!(i, acc0);
+    }
+    hsum8(_mm256_add_ps(acc0, acc1))
 }

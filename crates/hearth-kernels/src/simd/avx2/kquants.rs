@@ -164,6 +164,44 @@ pub(crate) unsafe fn dot_q3_k<const C: usize>(
     sumf
 }
 
+/// Q4_K / Q5_K's 12 packed scale bytes at `s` unpacked (`q4_k::scales_mins`,
+/// with integer ops on three words as llama.cpp does): the eight 6-bit
+/// scales in bytes 0..8, the eight mins in bytes 8..16.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q45_scales_mins(s: *const u8) -> __m128i {
+    const M1: u32 = 0x3f3f_3f3f;
+    const M2: u32 = 0x0f0f_0f0f;
+    const M3: u32 = 0x0303_0303;
+    let u = |k: usize| (s.add(4 * k) as *const u32).read_unaligned();
+    let (u0, u1, u2) = (u(0), u(1), u(2));
+    // scales 0..4: low six bits of bytes 0..4; 4..8: low nibbles of bytes
+    // 8..12 with bits 6..8 of bytes 0..4 on top. Mins likewise from bytes
+    // 4..8 and the high nibbles.
+    let sc_lo = u0 & M1;
+    let sc_hi = (u2 & M2) | ((u0 >> 6) & M3) << 4;
+    let m_lo = u1 & M1;
+    let m_hi = ((u2 >> 4) & M2) | ((u1 >> 6) & M3) << 4;
+    _mm_setr_epi32(sc_lo as i32, sc_hi as i32, m_lo as i32, m_hi as i32)
+}
+
+/// `pshufb` indices putting i16 word `j` (of each 128-bit half) in every word.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn word_splat(j: usize) -> __m256i {
+    _mm256_set1_epi16((0x0101 * (2 * j) + 0x0100) as i16)
+}
+
+/// The (wrapping) sums of the eight lanes of `a` and of `b`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum2_i32(a: __m256i, b: __m256i) -> (i32, i32) {
+    let h = _mm256_hadd_epi32(a, b); // [a01 a23 b01 b23 | a45 a67 b45 b67]
+    let v = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
+    let v = _mm_hadd_epi32(v, v); // [a, b, a, b]
+    (_mm_cvtsi128_si32(v), _mm_extract_epi32::<1>(v))
+}
+
 /// Q4_K and Q5_K share everything but the fifth bit.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -189,9 +227,11 @@ unsafe fn dot_q45_k<const C: usize, const FIVE: bool>(
     let m1 = _mm256_set1_epi8(1);
     for i in 0..nb {
         let p = w.add(i * bytes);
-        let (sc, m) = q4_k::scales_mins(std::slice::from_raw_parts(p.add(4), 12));
-        let m8 = _mm_cvtepu8_epi16(_mm_loadl_epi64(m.as_ptr() as *const __m128i));
+        let scm = q45_scales_mins(p.add(4));
+        let m8 = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(scm, scm));
         let mins = _mm256_set_m128i(_mm_unpackhi_epi16(m8, m8), _mm_unpacklo_epi16(m8, m8));
+        // The eight scales as i16 in both halves, for `scale_pair`.
+        let sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
         let qh = if FIVE {
             load256(p.add(crate::formats::q5_k::QH))
         } else {
@@ -212,8 +252,8 @@ unsafe fn dot_q45_k<const C: usize, const FIVE: bool>(
                 lo = _mm256_or_si256(lo, _mm256_slli_epi16::<4>(bl));
                 hi = _mm256_or_si256(hi, _mm256_slli_epi16::<4>(bh));
             }
-            let s_lo = _mm256_set1_epi16(sc[2 * k] as i16);
-            let s_hi = _mm256_set1_epi16(sc[2 * k + 1] as i16);
+            let s_lo = _mm256_shuffle_epi8(sc16, word_splat(2 * k));
+            let s_hi = _mm256_shuffle_epi8(sc16, word_splat(2 * k + 1));
             for c in 0..C {
                 let xp = x[c].add(i * XB + XQ + 64 * k);
                 let a = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load256(xp)), s_lo);
@@ -242,8 +282,8 @@ unsafe fn dot_q45_k<const C: usize, const FIVE: bool>(
         } else {
             for c in 0..C {
                 let xp = x[c].add(i * XB);
-                let summs = bsum_dot(xp, mins);
-                sumf[c] = q4_k::accumulate(sumf[c], d, dmin, f32_at(xp), hsum_i32(acc[c]), summs);
+                let (isum, summs) = hsum2_i32(acc[c], _mm256_madd_epi16(bsums(xp), mins));
+                sumf[c] = q4_k::accumulate(sumf[c], d, dmin, f32_at(xp), isum, summs);
             }
         }
     }
@@ -291,6 +331,11 @@ pub(crate) unsafe fn dot_q6_k<const C: usize>(
         let scp = p.add(q6_k::SCALES);
         let scales = load128(scp);
         let sc16 = _mm256_cvtepi8_epi16(scales);
+        // Scales 0..8 / 8..16 as i16 in both halves, for `word_splat`.
+        let sc_half = [
+            _mm256_permute4x64_epi64::<0x44>(sc16),
+            _mm256_permute4x64_epi64::<0xEE>(sc16),
+        ];
         let mut acc = [_mm256_setzero_si256(); C];
         for h in 0..2 {
             let ql0 = load256(p.add(64 * h));
@@ -316,7 +361,11 @@ pub(crate) unsafe fn dot_q6_k<const C: usize>(
             ];
             for (s, &uq) in u.iter().enumerate() {
                 let t = 4 * h + s;
-                let scv = pair_scales(scales, t);
+                // `pair_scales(scales, t)` from the widened scales.
+                let scv = _mm256_shuffle_epi8(
+                    sc_half[h],
+                    _mm256_blend_epi32::<0xF0>(word_splat(2 * s), word_splat(2 * s + 1)),
+                );
                 for c in 0..C {
                     let xv = load256(x[c].add(i * XB + XQ + 32 * t));
                     let prod = _mm256_madd_epi16(_mm256_maddubs_epi16(uq, xv), scv);
@@ -340,8 +389,11 @@ pub(crate) unsafe fn dot_q6_k<const C: usize>(
         } else {
             for c in 0..C {
                 let xp = x[c].add(i * XB);
-                let off = bsum_dot(xp, sc16);
-                sumf[c] = q3_k::accumulate(sumf[c], d, f32_at(xp), hsum_i32(acc[c]) - 32 * off);
+                // sum(acc) - 32 * sum(bsums * scales) in one horizontal sum
+                // (exact integers).
+                let off = _mm256_madd_epi16(bsums(xp), sc16);
+                let isum = hsum_i32(_mm256_sub_epi32(acc[c], _mm256_slli_epi32::<5>(off)));
+                sumf[c] = q3_k::accumulate(sumf[c], d, f32_at(xp), isum);
             }
         }
     }
