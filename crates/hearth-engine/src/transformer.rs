@@ -399,9 +399,9 @@ impl Transformer {
 
     /// Causal (and, for windowed layers, sliding-window) attention of every
     /// token of the batch over its own sequence's cache. One task per
-    /// (token, KV head) serves all the query heads that share that KV head,
-    /// so each cached key and value row is read once for the group; each
-    /// head's scores and sums still run in key order, as they would alone.
+    /// (token, KV head) serves all the query heads that share that KV head
+    /// while the group's key and value rows are hot in cache; each head's
+    /// scores and sums run in key order, as they would alone.
     fn attention(
         &self,
         pool: &ThreadPool,
@@ -435,11 +435,10 @@ impl Transformer {
                 let mut scores = cell.borrow_mut();
                 scores.clear();
                 scores.resize(group * n_keys, 0.0);
-                for (i, p) in (first..=tok.pos).enumerate() {
-                    let kv = &keys[p * k_dim + kvh * hdk..][..hdk];
-                    for (g, h) in heads.clone().enumerate() {
-                        scores[g * n_keys + i] = k::dot_f32_f16(q_of(h), kv) * hp.kq_scale;
-                    }
+                let key_rows = &keys[first * k_dim + kvh * hdk..];
+                for (g, h) in heads.clone().enumerate() {
+                    let row = &mut scores[g * n_keys..(g + 1) * n_keys];
+                    k::attn_scores_f16(q_of(h), key_rows, k_dim, hp.kq_scale, row);
                 }
                 for row in scores.chunks_exact_mut(n_keys) {
                     k::softmax_inplace(row);
@@ -449,11 +448,9 @@ impl Transformer {
                 // heads in this KV head's group.
                 let out = unsafe { shared_att.slice(start..start + group * hdv) };
                 out.fill(0.0);
-                for (i, p) in (first..=tok.pos).enumerate() {
-                    let vrow = &values[p * v_dim + kvh * hdv..][..hdv];
-                    for (g, o) in out.chunks_exact_mut(hdv).enumerate() {
-                        k::axpy_f16(o, scores[g * n_keys + i], vrow);
-                    }
+                let value_rows = &values[first * v_dim + kvh * hdv..];
+                for (g, o) in out.chunks_exact_mut(hdv).enumerate() {
+                    k::attn_values_f16(o, &scores[g * n_keys..(g + 1) * n_keys], value_rows, v_dim);
                 }
             });
         });

@@ -211,6 +211,16 @@ dispatch_op!(
     fn axpy_f16(y: &mut [f32], a: f32, x: &[f16])
 );
 dispatch_op!(
+    /// Attention scores of one query against `out.len()` f16 key rows laid
+    /// out `stride` elements apart: `out[i] = dot_f32_f16(q, key_i) · scale`.
+    fn attn_scores_f16(q: &[f32], rows: &[f16], stride: usize, scale: f32, out: &mut [f32])
+);
+dispatch_op!(
+    /// `y += Σ_i w[i] · value_i` over f16 value rows `stride` elements apart,
+    /// bit-identical to calling [`axpy_f16`] for each row in order.
+    fn attn_values_f16(y: &mut [f32], w: &[f32], rows: &[f16], stride: usize)
+);
+dispatch_op!(
     /// f32 -> f16 (round to nearest even) into the first `src.len()` elements of `dst`.
     fn f32_to_f16_row(src: &[f32], dst: &mut [f16])
 );

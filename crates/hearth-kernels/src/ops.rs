@@ -232,6 +232,23 @@ pub mod scalar {
         }
     }
 
+    /// Attention scores: `out[i] = dot_f32_f16(q, rows[i·stride ..][..q.len()]) · scale`
+    /// for the `out.len()` key rows laid out `stride` elements apart.
+    pub fn attn_scores_f16(q: &[f32], rows: &[f16], stride: usize, scale: f32, out: &mut [f32]) {
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = dot_f32_f16(q, &rows[i * stride..][..q.len()]) * scale;
+        }
+    }
+
+    /// Attention output: `y += w[i] · rows[i·stride ..][..y.len()]` for each
+    /// value row in order, exactly as repeated [`axpy_f16`] calls would.
+    pub fn attn_values_f16(y: &mut [f32], w: &[f32], rows: &[f16], stride: usize) {
+        for (i, &a) in w.iter().enumerate() {
+            let n = y.len();
+            axpy_f16(y, a, &rows[i * stride..][..n]);
+        }
+    }
+
     /// Converts `src` into the first `src.len()` elements of `dst`,
     /// rounding to nearest even as F16C does.
     pub fn f32_to_f16_row(src: &[f32], dst: &mut [f16]) {

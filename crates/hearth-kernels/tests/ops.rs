@@ -281,3 +281,46 @@ fn rope_pairs_are_where_documented() {
     assert!((x[0] - 1f32.cos()).abs() < 1e-7 && (x[4] - 1f32.sin()).abs() < 1e-7);
     assert_eq!(x[1], 0.0);
 }
+
+/// The strided attention helpers give exactly what per-row calls give, in
+/// both modes, for head sizes that do and do not fill whole registers.
+#[test]
+fn attention_helpers_match_per_row_calls() {
+    use half::f16;
+    let mut seed = 0x1234_5678u32;
+    let mut rnd = move || {
+        seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+        (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+    };
+    for hd in [8usize, 24, 64, 72, 128, 256] {
+        for n_keys in [1usize, 3, 17] {
+            let stride = hd * 3;
+            let q: Vec<f32> = (0..hd).map(|_| rnd()).collect();
+            let rows: Vec<f16> = (0..n_keys * stride).map(|_| f16::from_f32(rnd())).collect();
+            let mut got = vec![0f32; n_keys];
+            hearth_kernels::attn_scores_f16(&q, &rows, stride, 0.125, &mut got);
+            for (i, g) in got.iter().enumerate() {
+                let want = hearth_kernels::dot_f32_f16(&q, &rows[i * stride..][..hd]) * 0.125;
+                assert_eq!(g.to_bits(), want.to_bits(), "scores hd {hd} key {i}");
+            }
+            let w: Vec<f32> = (0..n_keys).map(|_| rnd()).collect();
+            let mut y: Vec<f32> = (0..hd).map(|_| rnd()).collect();
+            let mut want = y.clone();
+            hearth_kernels::attn_values_f16(&mut y, &w, &rows, stride);
+            for (i, &a) in w.iter().enumerate() {
+                hearth_kernels::axpy_f16(&mut want, a, &rows[i * stride..][..hd]);
+            }
+            assert!(
+                y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "values hd {hd} keys {n_keys}"
+            );
+            let mut ref_y = want.clone();
+            let mut scalar_y = want.clone();
+            hearth_kernels::reference::attn_values_f16(&mut scalar_y, &w, &rows, stride);
+            for (i, &a) in w.iter().enumerate() {
+                hearth_kernels::reference::axpy_f16(&mut ref_y, a, &rows[i * stride..][..hd]);
+            }
+            assert_eq!(scalar_y, ref_y);
+        }
+    }
+}

@@ -240,6 +240,64 @@ pub(crate) unsafe fn axpy_f16(y: &mut [f32], a: f32, x: &[f16]) {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn attn_scores_f16(
+    q: &[f32],
+    rows: &[f16],
+    stride: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let n = q.len();
+    if let Some(last) = out.len().checked_sub(1) {
+        assert!(
+            last * stride + n <= rows.len(),
+            "attn_scores_f16: rows too short"
+        );
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        // Same kernel as `dot_f32_f16`, minus a dispatch per key.
+        *o = super::float::dot_f32_f16(n, q.as_ptr(), rows.as_ptr().add(i * stride)) * scale;
+    }
+}
+
+/// Keeps a 64-float stretch of `y` in eight registers across all value rows,
+/// instead of loading and storing it once per row; each element still gets
+/// `y + a·x` (multiply, then add) once per row in row order, as `axpy_f16`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn attn_values_f16(y: &mut [f32], w: &[f32], rows: &[f16], stride: usize) {
+    let n = y.len();
+    if let Some(last) = w.len().checked_sub(1) {
+        assert!(
+            last * stride + n <= rows.len(),
+            "attn_values_f16: rows too short"
+        );
+    }
+    let full = n / 64 * 64;
+    for base in (0..full).step_by(64) {
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for (j, a) in acc.iter_mut().enumerate() {
+            *a = _mm256_loadu_ps(y.as_ptr().add(base + 8 * j));
+        }
+        for (i, &wi) in w.iter().enumerate() {
+            let av = _mm256_set1_ps(wi);
+            let row = rows.as_ptr().add(i * stride + base);
+            for (j, a) in acc.iter_mut().enumerate() {
+                let xv = _mm256_cvtph_ps(_mm_loadu_si128(row.add(8 * j) as *const __m128i));
+                *a = _mm256_add_ps(*a, _mm256_mul_ps(av, xv));
+            }
+        }
+        for (j, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(y.as_mut_ptr().add(base + 8 * j), *a);
+        }
+    }
+    if full < n {
+        for (i, &wi) in w.iter().enumerate() {
+            axpy_f16(&mut y[full..], wi, &rows[i * stride + full..][..n - full]);
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn f32_to_f16_row(src: &[f32], dst: &mut [f16]) {
     assert!(
         dst.len() >= src.len(),
