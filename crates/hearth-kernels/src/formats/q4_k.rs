@@ -155,9 +155,21 @@ pub(crate) fn min_sum(xb: &[u8], m: &[u8; 8]) -> i32 {
 }
 
 pub fn vec_dot(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    affine_vec_dot(n, w, x, BYTES, unpack)
+}
+
+/// The reference dot product shared by the affine K-quants (Q4_K, Q5_K),
+/// which differ only in block size and in how `unpack` rebuilds the quants.
+pub(crate) fn affine_vec_dot(
+    n: usize,
+    w: &[u8],
+    x: &[u8],
+    bytes: usize,
+    unpack: fn(&[u8]) -> [u8; 256],
+) -> f32 {
     let mut sumf = 0f32;
     for i in 0..blocks(n, QK) {
-        let wb = &w[i * BYTES..(i + 1) * BYTES];
+        let wb = &w[i * bytes..(i + 1) * bytes];
         let xb = &x[i * q8_k::BYTES..(i + 1) * q8_k::BYTES];
         let (sc, m) = scales_mins(&wb[4..16]);
         let q = unpack(wb);

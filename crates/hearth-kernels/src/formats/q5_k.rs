@@ -4,8 +4,8 @@
 //! is bit `2c` of `qh[l]`; of element `64c + 32 + l`, bit `2c + 1`.
 //! value = `d * sc[j] * q - dmin * m[j]` with `q` in 0..=31.
 
-use super::q4_k::{accumulate, fit_affine, min_sum, pack_scales_mins, quant_affine, scales_mins};
-use super::{blocks, f16_at, f32_at, put_f16, q8_k, QK_K};
+use super::q4_k::{fit_affine, pack_scales_mins, quant_affine, scales_mins};
+use super::{f16_at, put_f16, QK_K};
 
 pub const QK: usize = QK_K;
 pub const BYTES: usize = 176;
@@ -65,28 +65,5 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
 }
 
 pub fn vec_dot(n: usize, w: &[u8], x: &[u8]) -> f32 {
-    let mut sumf = 0f32;
-    for i in 0..blocks(n, QK) {
-        let wb = &w[i * BYTES..(i + 1) * BYTES];
-        let xb = &x[i * q8_k::BYTES..(i + 1) * q8_k::BYTES];
-        let (sc, m) = scales_mins(&wb[4..16]);
-        let q = unpack(wb);
-        let mut isum = 0i32;
-        for j in 0..8 {
-            let s: i32 = (32 * j..32 * j + 32)
-                .map(|e| q[e] as i32 * q8_k::q(xb, e))
-                .sum();
-            isum += sc[j] as i32 * s;
-        }
-        let summs = min_sum(xb, &m);
-        sumf = accumulate(
-            sumf,
-            f16_at(wb, 0),
-            f16_at(wb, 2),
-            f32_at(xb, 0),
-            isum,
-            summs,
-        );
-    }
-    sumf
+    super::q4_k::affine_vec_dot(n, w, x, BYTES, unpack)
 }
