@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::*;
 use hearth_store::{Error, Home, Progress, Store};
 
@@ -39,10 +37,9 @@ fn smollm2_pull_resolve_list_and_pull_again() {
         m.created
     );
 
-    // Second pull: no download, no hashing, same single blob.
-    let t = Instant::now();
+    // Second pull: same single blob (the multiprocess test shows it is not
+    // downloaded again).
     let again = must(store.pull("smollm2", Progress::Quiet));
-    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     assert_eq!(again, path);
     assert_eq!(must(store.ensure("smollm2", Progress::Quiet)), path);
     assert_eq!(
@@ -150,13 +147,7 @@ fn a_blob_without_manifest_is_adopted_without_download() {
         store.resolve("smollm2"),
         Err(Error::NotPulled { .. })
     ));
-    let t = Instant::now();
     assert_eq!(must(store.pull("smollm2", Progress::Quiet)), path);
-    assert!(
-        t.elapsed() < Duration::from_secs(1),
-        "re-downloaded? {:?}",
-        t.elapsed()
-    );
     assert_eq!(must(store.resolve("smollm2")), path);
 }
 
