@@ -189,7 +189,7 @@ impl Transformer {
 
         for (li, layer) in self.layers.iter().enumerate() {
             // Attention block.
-            rms_rows(&x, &layer.attn_norm, hp.rms_eps, &mut h, d);
+            rms_rows(pool, &x, &layer.attn_norm, hp.rms_eps, &mut h, d);
             acts.clear();
             self.matmuls(
                 pool,
@@ -205,30 +205,7 @@ impl Transformer {
             add_bias(&mut q, layer.bq.as_deref());
             add_bias(&mut kk, layer.bk.as_deref());
             add_bias(&mut vv, layer.bv.as_deref());
-            for ti in 0..n_tok {
-                let pos = toks[ti].pos;
-                let qrow = &mut q[ti * q_dim..(ti + 1) * q_dim];
-                let krow = &mut kk[ti * k_dim..(ti + 1) * k_dim];
-                for head in qrow.chunks_exact_mut(hp.head_dim_k) {
-                    if let Some(w) = &layer.q_norm {
-                        k::rms_norm_inplace(head, w, hp.rms_eps);
-                    }
-                    k::rope_inplace(head, pos, hp.n_rot, layer.rope_base, hp.rope_neox);
-                    if let Some(s) = hp.q_scale {
-                        k::scale_inplace(head, s);
-                    }
-                    // Queries meet the F16 keys at F16 precision, as in
-                    // llama.cpp's attention; keeping that rounding keeps our
-                    // log-probabilities within the reference's tolerance.
-                    round_to_f16(head);
-                }
-                for head in krow.chunks_exact_mut(hp.head_dim_k) {
-                    if let Some(w) = &layer.k_norm {
-                        k::rms_norm_inplace(head, w, hp.rms_eps);
-                    }
-                    k::rope_inplace(head, pos, hp.n_rot, layer.rope_base, hp.rope_neox);
-                }
-            }
+            self.position_heads(pool, layer, &toks, &mut q, &mut kk);
             for (ti, tok) in toks.iter().enumerate() {
                 items[tok.item].cache.write(
                     li,
@@ -242,12 +219,12 @@ impl Transformer {
             acts.clear();
             self.matmul(pool, &layer.wo, &att, n_tok, &mut acts, &mut o);
             if let Some(w) = &layer.post_attn_norm {
-                rms_rows_inplace(&mut o, w, hp.rms_eps, d);
+                rms_rows_inplace(pool, &mut o, w, hp.rms_eps, d);
             }
             k::add_inplace(&mut x, &o);
 
             // Feed-forward block.
-            rms_rows(&x, &layer.ffn_norm, hp.rms_eps, &mut h, d);
+            rms_rows(pool, &x, &layer.ffn_norm, hp.rms_eps, &mut h, d);
             acts.clear();
             self.matmuls(
                 pool,
@@ -263,7 +240,7 @@ impl Transformer {
             acts.clear();
             self.matmul(pool, &layer.w_down, &gate, n_tok, &mut acts, &mut o);
             if let Some(w) = &layer.post_ffn_norm {
-                rms_rows_inplace(&mut o, w, hp.rms_eps, d);
+                rms_rows_inplace(pool, &mut o, w, hp.rms_eps, d);
             }
             k::add_inplace(&mut x, &o);
         }
@@ -343,7 +320,7 @@ impl Transformer {
     ) {
         for (w, out) in jobs.iter() {
             debug_assert_eq!(out.len(), n_tok * w.n_out);
-            acts.ensure(k::vec_dot_type(w.ty), x, w.n_in, n_tok);
+            acts.ensure(pool, k::vec_dot_type(w.ty), x, w.n_in, n_tok);
         }
         let acts = &*acts;
         let threads = pool.n_threads();
@@ -393,6 +370,53 @@ impl Transformer {
                 // SAFETY: rows `rows` of output row `t` belong to this task alone.
                 let dst = unsafe { out.slice(base + rows.start..base + rows.end) };
                 dst.copy_from_slice(&y[t * len..(t + 1) * len]);
+            }
+        });
+    }
+
+    /// Per-token work on the fresh queries and keys: QK norms, RoPE (one
+    /// angle table per token, shared by its heads), query scaling and the
+    /// F16 rounding of queries. Tokens are independent, so they are spread
+    /// over the pool.
+    fn position_heads(
+        &self,
+        pool: &ThreadPool,
+        layer: &Layer,
+        toks: &[Tok],
+        q: &mut [f32],
+        kk: &mut [f32],
+    ) {
+        let hp = &self.hp;
+        let q_dim = hp.n_head * hp.head_dim_k;
+        let k_dim = hp.n_head_kv * hp.head_dim_k;
+        let (qs, ks) = (SharedMut::new(q), SharedMut::new(kk));
+        pool.for_chunks(toks.len(), 4, 1, &|range| {
+            let mut cos_sin = vec![0f32; hp.n_rot];
+            for ti in range {
+                k::rope_cache(toks[ti].pos, hp.n_rot, layer.rope_base, &mut cos_sin);
+                // SAFETY: token ti's query and key rows belong to this chunk alone.
+                let qrow = unsafe { qs.slice(ti * q_dim..(ti + 1) * q_dim) };
+                // SAFETY: as above.
+                let krow = unsafe { ks.slice(ti * k_dim..(ti + 1) * k_dim) };
+                for head in qrow.chunks_exact_mut(hp.head_dim_k) {
+                    if let Some(w) = &layer.q_norm {
+                        k::rms_norm_inplace(head, w, hp.rms_eps);
+                    }
+                    k::rope_apply(head, &cos_sin, hp.rope_neox);
+                    if let Some(s) = hp.q_scale {
+                        k::scale_inplace(head, s);
+                    }
+                    // Queries meet the F16 keys at F16 precision, as in
+                    // llama.cpp's attention; keeping that rounding keeps our
+                    // log-probabilities within the reference's tolerance.
+                    round_to_f16(head);
+                }
+                for head in krow.chunks_exact_mut(hp.head_dim_k) {
+                    if let Some(w) = &layer.k_norm {
+                        k::rms_norm_inplace(head, w, hp.rms_eps);
+                    }
+                    k::rope_apply(head, &cos_sin, hp.rope_neox);
+                }
             }
         });
     }
@@ -482,29 +506,49 @@ impl ActCache {
             .1
     }
 
-    fn ensure(&mut self, ty: GgmlType, x: &[f32], n: usize, n_tok: usize) {
+    fn ensure(&mut self, pool: &ThreadPool, ty: GgmlType, x: &[f32], n: usize, n_tok: usize) {
         if self.entries.iter().any(|(t, _)| *t == ty) {
             return;
         }
         let rb = ty.row_bytes(n).expect("matrix widths are whole blocks");
         let mut buf = vec![0u8; rb * n_tok];
-        for t in 0..n_tok {
-            k::quantize_row(ty, &x[t * n..(t + 1) * n], &mut buf[t * rb..(t + 1) * rb]);
-        }
+        let out = SharedMut::new(&mut buf);
+        pool.for_chunks(n_tok, 16, 1, &|rows| {
+            for t in rows {
+                // SAFETY: row t of the buffer belongs to this chunk alone.
+                let dst = unsafe { out.slice(t * rb..(t + 1) * rb) };
+                k::quantize_row(ty, &x[t * n..(t + 1) * n], dst);
+            }
+        });
         self.entries.push((ty, buf));
     }
 }
 
-fn rms_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32], d: usize) {
-    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-        k::rms_norm(xr, w, eps, or);
-    }
+/// RMS norm of every row of `x` into `out`, rows spread over the pool.
+fn rms_rows(pool: &ThreadPool, x: &[f32], w: &[f32], eps: f32, out: &mut [f32], d: usize) {
+    let shared = SharedMut::new(out);
+    pool.for_chunks(x.len() / d, 16, 1, &|rows| {
+        // SAFETY: these rows of `out` belong to this chunk alone.
+        let o = unsafe { shared.slice(rows.start * d..rows.end * d) };
+        for (xr, or) in x[rows.start * d..rows.end * d]
+            .chunks_exact(d)
+            .zip(o.chunks_exact_mut(d))
+        {
+            k::rms_norm(xr, w, eps, or);
+        }
+    });
 }
 
-fn rms_rows_inplace(x: &mut [f32], w: &[f32], eps: f32, d: usize) {
-    for xr in x.chunks_exact_mut(d) {
-        k::rms_norm_inplace(xr, w, eps);
-    }
+fn rms_rows_inplace(pool: &ThreadPool, x: &mut [f32], w: &[f32], eps: f32, d: usize) {
+    let n_rows = x.len() / d;
+    let shared = SharedMut::new(x);
+    pool.for_chunks(n_rows, 16, 1, &|rows| {
+        // SAFETY: these rows belong to this chunk alone.
+        let xs = unsafe { shared.slice(rows.start * d..rows.end * d) };
+        for xr in xs.chunks_exact_mut(d) {
+            k::rms_norm_inplace(xr, w, eps);
+        }
+    });
 }
 
 fn round_to_f16(x: &mut [f32]) {
