@@ -156,3 +156,68 @@ pub(crate) fn blocks(n: usize, qk: usize) -> usize {
     );
     n / qk
 }
+
+/// How a 32-element block's scale applies: `d·q` (Q4_0, Q5_0, against Q8_0
+/// activations) or `d·q + m` (Q4_1, Q5_1, against Q8_1).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scale32 {
+    Symmetric,
+    Affine,
+}
+
+/// Dequantise a 32-element format whose blocks are `bytes` long, start with
+/// the f16 scale (then the f16 minimum, if affine), and whose quants
+/// `unpack` rebuilds.
+pub(crate) fn dequantize32(
+    src: &[u8],
+    dst: &mut [f32],
+    bytes: usize,
+    scale: Scale32,
+    unpack: fn(&[u8]) -> [i32; 32],
+) {
+    for (b, out) in src.chunks_exact(bytes).zip(dst.chunks_exact_mut(QK32)) {
+        let d = f16_at(b, 0);
+        match scale {
+            Scale32::Symmetric => {
+                for (o, q) in out.iter_mut().zip(unpack(b)) {
+                    *o = q as f32 * d;
+                }
+            }
+            Scale32::Affine => {
+                let m = f16_at(b, 2);
+                for (o, q) in out.iter_mut().zip(unpack(b)) {
+                    *o = q as f32 * d + m;
+                }
+            }
+        }
+    }
+}
+
+/// The reference dot product of a 32-element weight format with its
+/// activation format (Q8_0 for symmetric formats, Q8_1 for affine ones),
+/// in the lane order of [`Lanes8`].
+pub(crate) fn vec_dot32(
+    n: usize,
+    w: &[u8],
+    x: &[u8],
+    bytes: usize,
+    scale: Scale32,
+    unpack: fn(&[u8]) -> [i32; 32],
+) -> f32 {
+    let mut acc = Lanes8::default();
+    let (xbytes, xq) = match scale {
+        Scale32::Symmetric => (q8_0::BYTES, 2),
+        Scale32::Affine => (q8_1::BYTES, 4),
+    };
+    for i in 0..blocks(n, QK32) {
+        let wb = &w[i * bytes..(i + 1) * bytes];
+        let xb = &x[i * xbytes..(i + 1) * xbytes];
+        let d = f16_at(wb, 0) * f16_at(xb, 0);
+        let min = (scale == Scale32::Affine).then(|| f16_at(wb, 2) * f16_at(xb, 2));
+        acc.add_block(d, &unpack(wb), &xb[xq..], min);
+    }
+    match scale {
+        Scale32::Symmetric => acc.sum(),
+        Scale32::Affine => acc.sum_with_min(),
+    }
+}

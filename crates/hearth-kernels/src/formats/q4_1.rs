@@ -2,8 +2,7 @@
 //! laid out as in Q4_0; value = `nibble * d + m`. Dotted against Q8_1, whose
 //! `s` field lets the minimum be applied once per block: `m * s`.
 
-use super::{blocks, f16_at, put_f16, Lanes8, QK32};
-use crate::formats::q8_1;
+use super::{put_f16, QK32};
 
 pub const QK: usize = QK32;
 pub const BYTES: usize = 20;
@@ -20,12 +19,7 @@ pub(crate) fn unpack(b: &[u8]) -> [i32; 32] {
 }
 
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
-    for (b, out) in src.chunks_exact(BYTES).zip(dst.chunks_exact_mut(QK)) {
-        let (d, m) = (f16_at(b, 0), f16_at(b, 2));
-        for (o, q) in out.iter_mut().zip(unpack(b)) {
-            *o = q as f32 * d + m;
-        }
-    }
+    super::dequantize32(src, dst, BYTES, super::Scale32::Affine, unpack);
 }
 
 /// ggml's reference quantiser: min/max affine over the block.
@@ -46,17 +40,5 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
 
 /// Lanes as for every 32-element format, plus the `m * s` terms (see `Lanes8`).
 pub fn vec_dot(n: usize, w: &[u8], x: &[u8]) -> f32 {
-    let mut acc = Lanes8::default();
-    for i in 0..blocks(n, QK) {
-        let wb = &w[i * BYTES..(i + 1) * BYTES];
-        let xb = &x[i * q8_1::BYTES..(i + 1) * q8_1::BYTES];
-        let d = f16_at(wb, 0) * f16_at(xb, 0);
-        acc.add_block(
-            d,
-            &unpack(wb),
-            &xb[4..],
-            Some(f16_at(wb, 2) * f16_at(xb, 2)),
-        );
-    }
-    acc.sum_with_min()
+    super::vec_dot32(n, w, x, BYTES, super::Scale32::Affine, unpack)
 }

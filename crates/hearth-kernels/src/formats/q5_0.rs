@@ -2,8 +2,7 @@
 //! bit of element `j`), then 16 nibble bytes laid out as in Q4_0;
 //! value = `((nibble | bit << 4) - 16) * d`. Dotted against Q8_0.
 
-use super::{blocks, f16_at, put_f16, Lanes8, QK32};
-use crate::formats::q8_0;
+use super::{put_f16, QK32};
 
 pub const QK: usize = QK32;
 pub const BYTES: usize = 22;
@@ -23,12 +22,7 @@ pub(crate) fn unpack(b: &[u8]) -> [i32; 32] {
 }
 
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
-    for (b, out) in src.chunks_exact(BYTES).zip(dst.chunks_exact_mut(QK)) {
-        let d = f16_at(b, 0);
-        for (o, q) in out.iter_mut().zip(unpack(b)) {
-            *o = q as f32 * d;
-        }
-    }
+    super::dequantize32(src, dst, BYTES, super::Scale32::Symmetric, unpack);
 }
 
 /// ggml's reference quantiser: the signed value of largest magnitude maps to -16.
@@ -56,12 +50,5 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
 }
 
 pub fn vec_dot(n: usize, w: &[u8], x: &[u8]) -> f32 {
-    let mut acc = Lanes8::default();
-    for i in 0..blocks(n, QK) {
-        let wb = &w[i * BYTES..(i + 1) * BYTES];
-        let xb = &x[i * q8_0::BYTES..(i + 1) * q8_0::BYTES];
-        let d = f16_at(wb, 0) * f16_at(xb, 0);
-        acc.add_block(d, &unpack(wb), &xb[2..], None);
-    }
-    acc.sum()
+    super::vec_dot32(n, w, x, BYTES, super::Scale32::Symmetric, unpack)
 }
