@@ -230,6 +230,14 @@ impl<'a> Matcher<'a> {
             .is_some_and(|f| !(f.is_whitespace() || f.is_letter() || f.is_number()))
     }
 
+    /// The first position from `pos` on whose character is not in `class`.
+    fn skip(&self, mut pos: usize, class: fn(&Self, usize) -> bool) -> usize {
+        while class(self, pos) {
+            pos += 1;
+        }
+        pos
+    }
+
     fn emit(&mut self, end: usize) -> usize {
         let len = end - self.prev_end;
         if len > 0 {
@@ -265,26 +273,17 @@ impl<'a> Matcher<'a> {
             let is_space = self.cp(pos) == Some(' ' as u32);
             let probe = if is_space { pos + 1 } else { pos };
             if self.letter(probe) {
-                pos = probe;
-                while self.letter(pos) {
-                    pos += 1;
-                }
+                pos = self.skip(probe, Self::letter);
                 self.emit(pos);
                 continue;
             }
             if self.number(probe) {
-                pos = probe;
-                while self.number(pos) {
-                    pos += 1;
-                }
+                pos = self.skip(probe, Self::number);
                 self.emit(pos);
                 continue;
             }
             if self.other(probe) {
-                pos = probe;
-                while self.other(pos) {
-                    pos += 1;
-                }
+                pos = self.skip(probe, Self::other);
                 self.emit(pos);
                 continue;
             }
@@ -320,10 +319,7 @@ impl<'a> Matcher<'a> {
             let cp = self.cp(pos);
             // `[^\r\n\p{L}\p{N}]?\p{L}+`
             if !(is_crlf(cp) || self.number(pos)) && (self.letter(pos) || self.letter(pos + 1)) {
-                pos += 1;
-                while self.letter(pos) {
-                    pos += 1;
-                }
+                pos = self.skip(pos + 1, Self::letter);
                 self.emit(pos);
                 continue;
             }
@@ -344,10 +340,7 @@ impl<'a> Matcher<'a> {
             let probe = if cp == Some(' ' as u32) { pos + 1 } else { pos };
             let lone_space_at_end = cp == Some(' ' as u32) && probe >= n;
             if self.other(probe) || lone_space_at_end {
-                pos = probe;
-                while self.other(pos) {
-                    pos += 1;
-                }
+                pos = self.skip(probe, Self::other);
                 while is_crlf(self.cp(pos)) {
                     pos += 1;
                 }

@@ -221,3 +221,23 @@ pub(crate) fn vec_dot32(
         Scale32::Affine => acc.sum_with_min(),
     }
 }
+
+/// The signed value of largest magnitude in a block (the first one on ties),
+/// which ggml's symmetric quantisers map to the most negative quant.
+pub(crate) fn signed_absmax(x: &[f32]) -> f32 {
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    max
+}
+
+/// A block's minimum and maximum, as ggml's affine quantisers scan them.
+pub(crate) fn min_max(x: &[f32]) -> (f32, f32) {
+    let min = x.iter().fold(f32::MAX, |a, &v| if v < a { v } else { a });
+    let max = x.iter().fold(-f32::MAX, |a, &v| if v > a { v } else { a });
+    (min, max)
+}

@@ -117,20 +117,29 @@ pub(crate) fn quant_affine(x: f32, d: f32, dm: f32, nmax: i32) -> u8 {
     }
 }
 
+/// Fits the eight sub-block scales and minimums of one affine K-quant
+/// super-block (Q4_K: `nmax` 15, Q5_K: 31), writes `d`, `dmin` and the packed
+/// 6-bit scales to `b[0..16]`, and returns the quants computed from the
+/// stored (f16-rounded) values.
+pub(crate) fn affine_super_block(x: &[f32], b: &mut [u8], nmax: u8) -> [u8; 256] {
+    let (d, dmin, ls, lm) = fit_affine(x, 32, nmax as f32, 63.0);
+    put_f16(b, 0, d);
+    put_f16(b, 2, dmin);
+    let sc: [u8; 8] = ls.try_into().expect("eight sub-block scales");
+    let m: [u8; 8] = lm.try_into().expect("eight sub-block minimums");
+    pack_scales_mins(&sc, &m, &mut b[4..16]);
+    let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+    let mut q = [0u8; 256];
+    for (e, o) in q.iter_mut().enumerate() {
+        let j = e / 32;
+        *o = quant_affine(x[e], d * sc[j] as f32, dmin * m[j] as f32, nmax as i32);
+    }
+    q
+}
+
 pub fn quantize(src: &[f32], dst: &mut [u8]) {
     for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BYTES)) {
-        let (d, dmin, ls, lm) = fit_affine(x, 32, 15.0, 63.0);
-        put_f16(b, 0, d);
-        put_f16(b, 2, dmin);
-        let sc: [u8; 8] = ls.try_into().unwrap();
-        let m: [u8; 8] = lm.try_into().unwrap();
-        pack_scales_mins(&sc, &m, &mut b[4..16]);
-        let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
-        let mut q = [0u8; 256];
-        for (e, o) in q.iter_mut().enumerate() {
-            let j = e / 32;
-            *o = quant_affine(x[e], d * sc[j] as f32, dmin * m[j] as f32, 15);
-        }
+        let q = affine_super_block(x, b, 15);
         for c in 0..4 {
             for l in 0..32 {
                 b[QS + 32 * c + l] = q[64 * c + l] | (q[64 * c + 32 + l] << 4);

@@ -26,8 +26,7 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
 /// ggml's reference quantiser: min/max affine over the block.
 pub fn quantize(src: &[f32], dst: &mut [u8]) {
     for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BYTES)) {
-        let min = x.iter().fold(f32::MAX, |a, &v| if v < a { v } else { a });
-        let max = x.iter().fold(-f32::MAX, |a, &v| if v > a { v } else { a });
+        let (min, max) = super::min_max(x);
         let d = (max - min) / 31.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         put_f16(b, 0, d);

@@ -4,8 +4,8 @@
 //! is bit `2c` of `qh[l]`; of element `64c + 32 + l`, bit `2c + 1`.
 //! value = `d * sc[j] * q - dmin * m[j]` with `q` in 0..=31.
 
-use super::q4_k::{fit_affine, pack_scales_mins, quant_affine, scales_mins};
-use super::{f16_at, put_f16, QK_K};
+use super::q4_k::scales_mins;
+use super::{f16_at, QK_K};
 
 pub const QK: usize = QK_K;
 pub const BYTES: usize = 176;
@@ -41,18 +41,7 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
 /// Round-to-nearest as for Q4_K (see `q4_k::fit_affine`).
 pub fn quantize(src: &[f32], dst: &mut [u8]) {
     for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BYTES)) {
-        let (d, dmin, ls, lm) = fit_affine(x, 32, 31.0, 63.0);
-        put_f16(b, 0, d);
-        put_f16(b, 2, dmin);
-        let sc: [u8; 8] = ls.try_into().unwrap();
-        let m: [u8; 8] = lm.try_into().unwrap();
-        pack_scales_mins(&sc, &m, &mut b[4..16]);
-        let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
-        let mut q = [0u8; 256];
-        for (e, o) in q.iter_mut().enumerate() {
-            let j = e / 32;
-            *o = quant_affine(x[e], d * sc[j] as f32, dmin * m[j] as f32, 31);
-        }
+        let q = super::q4_k::affine_super_block(x, b, 31);
         b[QH..QH + 32].fill(0);
         for c in 0..4 {
             for l in 0..32 {
