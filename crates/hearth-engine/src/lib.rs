@@ -1,11 +1,13 @@
 //! hearth's inference engine: architectures (one file each under `arch/`), the
 //! per-sequence KV cache, the batched forward pass and the thread pool.
 //!
-//! It reads models only through `hearth-gguf` and does its arithmetic only
-//! through `hearth-kernels`; it knows nothing of HTTP, apps, tokenisers or
-//! files other than the GGUF it is given.
+//! It reads models only through `hearth-gguf` or `hearth-safetensors` and
+//! does its arithmetic only through `hearth-kernels`; it knows nothing of
+//! HTTP, apps, tokenisers or files other than the GGUF or safetensors it is
+//! given.
 
 pub mod arch;
+pub mod bert;
 mod error;
 pub mod kv_cache;
 mod model;
@@ -13,6 +15,7 @@ pub mod pool;
 pub mod transformer;
 pub mod weights;
 
+pub use bert::{BertConfig, BertError, BertModel};
 pub use error::{EngineError, Result};
 pub use kv_cache::KvCache;
 pub use model::Model;

@@ -1,14 +1,13 @@
-//! Generation: prefill the prompt, then sample one token per forward pass,
-//! streaming text as whole UTF-8 characters.
+//! One generation from start to end, streamed: the command line's loop over
+//! a single [`Sequence`](crate::Sequence).
 
 use std::ops::ControlFlow;
+use std::time::Instant;
 
-use hearth_engine::{BatchItem, Want};
-use hearth_sample::{Sampler, SamplerConfig};
-use hearth_text::Detokenizer;
-use serde::Serialize;
+use hearth_sample::SamplerConfig;
 
-use crate::error::{Result, RuntimeError};
+use crate::error::Result;
+use crate::sequence::{SeqParams, Step, StopReason};
 use crate::Runtime;
 
 #[derive(Clone, Debug)]
@@ -35,31 +34,6 @@ impl Default for GenOptions {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct TopEntry {
-    pub id: u32,
-    pub logprob: f32,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Step {
-    pub token: u32,
-    pub top: Vec<TopEntry>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StopReason {
-    /// The model produced an end-of-generation token.
-    Eos,
-    /// `max_tokens` were generated.
-    Length,
-    /// The context is full.
-    Context,
-    /// The caller asked to stop.
-    Cancelled,
-}
-
 #[derive(Clone, Debug)]
 pub struct GenOutput {
     pub prompt_ids: Vec<u32>,
@@ -80,84 +54,40 @@ impl Runtime {
         opts: &GenOptions,
         mut on_text: impl FnMut(&str) -> ControlFlow<()>,
     ) -> Result<GenOutput> {
-        if prompt_ids.is_empty() {
-            return Err(RuntimeError::EmptyPrompt);
-        }
-        let n_ctx = self.context(opts.n_ctx);
-        if prompt_ids.len() > n_ctx {
-            return Err(RuntimeError::PromptTooLong {
-                n_prompt: prompt_ids.len(),
-                n_ctx,
-            });
-        }
-        let mut cache = self.model.new_cache(n_ctx);
-        let mut sampler = Sampler::new(opts.sampler.clone());
-        let mut detok = Detokenizer::new(false);
-        let banned: &[u32] = if opts.ignore_eos {
-            self.tokenizer.eog_ids()
-        } else {
-            &[]
+        let params = SeqParams {
+            max_tokens: opts.max_tokens,
+            sampler: opts.sampler.clone(),
+            ignore_eos: opts.ignore_eos,
+            top_logprobs: opts.top_logprobs,
+            ..SeqParams::default()
         };
-        for &t in prompt_ids {
-            sampler.accept(t);
+        let mut seq = self.start(prompt_ids.to_vec(), params, opts.n_ctx)?;
+        let t0 = Instant::now();
+        let mut prefill_ms = None;
+        while seq.finished().is_none() {
+            self.step_batch(&mut [&mut seq], usize::MAX)?;
+            prefill_ms.get_or_insert_with(|| t0.elapsed().as_secs_f64() * 1e3);
+            let piece = seq.take_text();
+            if !piece.is_empty() && on_text(&piece).is_break() {
+                seq.cancel();
+            }
         }
-
-        let t0 = std::time::Instant::now();
-        let mut logits = self.step(&mut cache, prompt_ids)?;
-        let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let t1 = std::time::Instant::now();
-
-        let mut out = GenOutput {
-            prompt_ids: prompt_ids.to_vec(),
-            completion_ids: Vec::new(),
-            text: String::new(),
-            steps: Vec::new(),
-            stop: StopReason::Length,
+        // Text released by the final step (a flushed partial character).
+        let piece = seq.take_text();
+        if !piece.is_empty() {
+            let _ = on_text(&piece);
+        }
+        let total_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let prefill_ms = prefill_ms.unwrap_or(0.0);
+        Ok(GenOutput {
+            prompt_ids: seq.prompt().to_vec(),
+            completion_ids: seq.completion().to_vec(),
+            text: seq.text().to_string(),
+            steps: seq.steps().to_vec(),
+            stop: seq.finished().unwrap_or(StopReason::Length),
             prefill_ms,
-            decode_ms: 0.0,
-        };
-        for i in 0..opts.max_tokens {
-            let top = if opts.top_logprobs > 0 {
-                hearth_sample::top_logprobs(&logits, opts.top_logprobs)
-                    .into_iter()
-                    .map(|(id, logprob)| TopEntry { id, logprob })
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            hearth_sample::ban(&mut logits, banned);
-            let token = sampler.sample(&logits);
-            sampler.accept(token);
-            out.steps.push(Step { token, top });
-            if self.tokenizer.is_eog(token) && !opts.ignore_eos {
-                out.stop = StopReason::Eos;
-                break;
-            }
-            out.completion_ids.push(token);
-            let piece = detok.push(&self.tokenizer, token);
-            if !piece.is_empty() {
-                out.text.push_str(&piece);
-                if on_text(&piece).is_break() {
-                    out.stop = StopReason::Cancelled;
-                    break;
-                }
-            }
-            if i + 1 == opts.max_tokens {
-                break;
-            }
-            if cache.len() + 1 > n_ctx {
-                out.stop = StopReason::Context;
-                break;
-            }
-            logits = self.step(&mut cache, &[token])?;
-        }
-        let rest = detok.finish();
-        if !rest.is_empty() {
-            out.text.push_str(&rest);
-            let _ = on_text(&rest);
-        }
-        out.decode_ms = t1.elapsed().as_secs_f64() * 1e3;
-        Ok(out)
+            decode_ms: total_ms - prefill_ms,
+        })
     }
 
     /// Feed tokens to one sequence and return the logits of the last.
@@ -166,10 +96,10 @@ impl Runtime {
         cache: &mut hearth_engine::KvCache,
         tokens: &[u32],
     ) -> Result<Vec<f32>> {
-        let mut items = [BatchItem {
+        let mut items = [hearth_engine::BatchItem {
             cache,
             tokens,
-            want: Want::Last,
+            want: hearth_engine::Want::Last,
         }];
         Ok(self.model.forward(&mut items)?.remove(0))
     }

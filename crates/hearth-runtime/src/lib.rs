@@ -1,15 +1,17 @@
 //! A runnable model: the engine's model with the tokeniser and chat template
 //! read from the same GGUF file, and the loops that use them: generation
-//! (streamed), perplexity and benchmarks.
+//! (streamed, one sequence or many in a batch), perplexity and benchmarks.
 //!
 //! This crate strings the parts together; it owns no maths (that is the
 //! engine's and the kernels'), no text rules (`hearth-text`) and no sampling
 //! rules (`hearth-sample`). The CLI and, later, the daemon's scheduler call it.
 
 mod bench;
+mod embed;
 mod error;
 mod generate;
 mod perplexity;
+mod sequence;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -18,10 +20,12 @@ use hearth_engine::Model;
 use hearth_text::{ChatTemplate, Tokenizer};
 
 pub use bench::{bench, bench_contended, BenchResult};
+pub use embed::{Embedder, Embeddings};
 pub use error::{Result, RuntimeError};
-pub use generate::{GenOptions, GenOutput, Step, StopReason};
+pub use generate::{GenOptions, GenOutput};
 pub use hearth_text::Message;
 pub use perplexity::{perplexity, Perplexity};
+pub use sequence::{SeqParams, Sequence, Step, StopReason, TopEntry};
 
 /// The context used when the caller does not choose one: long enough for a
 /// chat, small enough that the cache of a 2-core device stays modest.

@@ -1,5 +1,8 @@
 //! The store's error type. Every variant names the thing that went wrong
-//! (model, file, command) so the CLI can print it as-is.
+//! (model, file, command, app, database) so the CLI can print it as-is.
+//!
+//! Owns only error definitions and their wording; it must not grow logic
+//! beyond classifying I/O errors.
 
 use std::io;
 use std::path::PathBuf;
@@ -69,8 +72,63 @@ pub enum Error {
     },
 
     /// ENOSPC / quota exceeded. Any temp file involved has been removed.
-    #[error("disk full while writing {}: free some space and pull again", path.display())]
+    #[error("disk full while writing {}: free some space and try again", path.display())]
     DiskFull { path: PathBuf },
+
+    /// A model or app name that cannot be used (it becomes a file name or a
+    /// key, so only `[A-Za-z0-9._-]` are allowed).
+    #[error("invalid {what} name `{name}`: use letters, digits, `.`, `_` and `-` (at most 128, not starting with `.` or `-`)")]
+    InvalidName { what: &'static str, name: String },
+
+    /// `import` onto a name that already has a manifest, without `force`.
+    #[error("model `{name}` already exists in the store (remove it with `hearth rm {name}` or import with --force)")]
+    ModelExists { name: String },
+
+    /// `import` onto the name of a default model: the default's manifest is
+    /// rewritten by every pull, so an import there could not stay.
+    #[error("`{name}` is the name of a default model; import under another name")]
+    ReservedName { name: String },
+
+    /// `rm` / `show` of a name that has no manifest.
+    #[error("no model `{name}` in the store (see `hearth list`)")]
+    NotInStore { name: String },
+
+    /// The file to import changed while it was being read.
+    #[error("{} changed while it was being imported ({detail}); import it again once nothing writes to it", path.display())]
+    SourceChanged { path: PathBuf, detail: String },
+
+    /// A SQLite failure in the state database, with what we were doing.
+    #[error("state database {}: {context}: {source}", path.display())]
+    State {
+        path: PathBuf,
+        context: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// The state database was written by a newer hearth.
+    #[error("state database {} has schema version {found}, newer than this hearth understands (up to {supported}); upgrade hearth", path.display())]
+    StateTooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+
+    /// `app add` with a name that is taken.
+    #[error("an app named `{name}` already exists (remove it with `hearth app rm {name}` first)")]
+    AppExists { name: String },
+
+    /// `app add --uid` with a uid another app already has.
+    #[error("uid {uid} is already assigned to app `{app}`")]
+    UidTaken { uid: u32, app: String },
+
+    /// A stored value that does not fit its Rust type (a hand-edited database).
+    #[error("state database {}: {what} has an invalid value: {detail}", path.display())]
+    BadState {
+        path: PathBuf,
+        what: String,
+        detail: String,
+    },
 
     /// A manifest file exists but cannot be parsed.
     #[error("corrupt manifest {}: {source}", path.display())]

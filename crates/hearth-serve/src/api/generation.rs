@@ -1,0 +1,140 @@
+//! The path every generation request takes, whatever its API: check the
+//! app may use the model and has room under its limits, load the model,
+//! turn the prompt into tokens, start a sequence and hand it to the model's
+//! scheduler. The OpenAI and Ollama handlers differ only in the JSON around
+//! this.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use hearth_runtime::{Message, SeqParams, Step, StopReason};
+use tokio::sync::mpsc;
+
+use super::error::ApiError;
+use crate::audit::Audit;
+use crate::auth::Caller;
+use crate::models::{canonical, ChatModel};
+use crate::scheduler::{Event, Job, SubmitError, Summary};
+use crate::state::AppState;
+
+pub enum Prompt {
+    /// Rendered through the model's chat template, with the generation prompt.
+    Chat(Vec<Message>),
+    /// Raw text: BOS added where the model adds one, special tokens parsed.
+    Text(String),
+    /// Token ids as given.
+    Tokens(Vec<u32>),
+}
+
+pub struct Begun {
+    pub model: Arc<ChatModel>,
+    pub events: mpsc::UnboundedReceiver<Event>,
+    pub prompt_tokens: usize,
+}
+
+/// Check the caller may use `model`, returning its canonical name.
+pub fn permit_model(caller: &Caller, model: &str) -> Result<String, ApiError> {
+    let name = canonical(model).to_string();
+    if name.is_empty() {
+        return Err(ApiError::field("model", "`model` is required"));
+    }
+    if !caller.may_use(&name) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("app {} may not use model {name:?}", caller.app),
+        ));
+    }
+    Ok(name)
+}
+
+pub async fn begin(
+    st: &Arc<AppState>,
+    caller: &Caller,
+    audit: &Audit,
+    model: &str,
+    prompt: Prompt,
+    params: SeqParams,
+    n_ctx: Option<usize>,
+) -> Result<Begun, ApiError> {
+    let name = permit_model(caller, model)?;
+    audit.model(&name);
+    audit.hold(st.limits.acquire(caller)?);
+    let m = st.models.chat(&st.store, &st.config, &name).await?;
+    let ids = match prompt {
+        Prompt::Chat(messages) => {
+            if messages.is_empty() {
+                return Err(ApiError::field("messages", "`messages` is empty"));
+            }
+            m.rt.chat_prompt(&messages)?
+        }
+        Prompt::Text(text) => m.rt.tokenize(&text, true, true)?,
+        Prompt::Tokens(ids) => ids,
+    };
+    let n_ctx = Some(n_ctx.unwrap_or(st.config.default_ctx));
+    let seq = m.rt.start(ids, params, n_ctx)?;
+    let prompt_tokens = seq.prompt().len();
+    audit.tokens(prompt_tokens, 0);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let job = Job {
+        app: caller.app.clone(),
+        priority: caller.priority,
+        seq,
+        events: tx,
+        arrived: std::time::Instant::now(),
+    };
+    m.sched.submit(job, &name).map_err(|e| match e {
+        SubmitError::QueueFull { .. } => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry_after(1)
+        }
+        SubmitError::Closed(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    })?;
+    Ok(Begun {
+        model: m,
+        events: rx,
+        prompt_tokens,
+    })
+}
+
+/// A whole generation, for non-streaming responses.
+pub struct Collected {
+    pub text: String,
+    pub steps: Vec<Step>,
+    pub summary: Summary,
+}
+
+pub async fn collect(b: &mut Begun, audit: &Audit) -> Result<Collected, ApiError> {
+    let mut text = String::new();
+    let mut steps = Vec::new();
+    while let Some(ev) = b.events.recv().await {
+        match ev {
+            Event::Delta { text: t, steps: s } => {
+                text.push_str(&t);
+                steps.extend(s);
+            }
+            Event::Done(summary) => {
+                audit.tokens(summary.prompt_tokens, summary.completion_tokens);
+                return Ok(Collected {
+                    text,
+                    steps,
+                    summary,
+                });
+            }
+            Event::Error(e) => return Err(ApiError::internal(e)),
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the model stopped before the generation ended (the daemon is shutting down)",
+    ))
+}
+
+/// The text of a token for logprobs: its bytes as UTF-8 where they are.
+pub fn token_text(m: &ChatModel, id: u32) -> (String, Vec<u8>) {
+    let bytes = m.rt.tokenizer.piece(id, true).to_vec();
+    (String::from_utf8_lossy(&bytes).into_owned(), bytes)
+}
+
+/// Ollama's and OpenAI's name for why a generation ended.
+pub fn finish_reason(r: StopReason) -> &'static str {
+    r.finish_reason()
+}

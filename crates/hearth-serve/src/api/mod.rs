@@ -1,0 +1,109 @@
+//! The HTTP surface: routes, the request id every request carries, and the
+//! endpoints that are not an API family of their own (`/metrics`, `/health`).
+//!
+//! Handlers live with their API family (`openai`, `ollama`); what every
+//! generation does is in `generation`; errors and body parsing in `error`
+//! and `body`.
+
+pub mod body;
+pub mod embed;
+pub mod error;
+pub mod generation;
+pub mod ollama;
+pub mod openai;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use tracing::Instrument;
+
+use crate::auth::Caller;
+use crate::state::AppState;
+use error::ApiError;
+
+/// The id of one request: the caller's `x-request-id` if it sent a sane one,
+/// else a new one; echoed in the response and carried by every log line.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+fn new_request_id() -> String {
+    use rand::Rng;
+    let n: u64 = rand::thread_rng().gen();
+    format!("req-{n:016x}")
+}
+
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(new_request_id);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let mut resp = next.run(req).instrument(span).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(REQUEST_ID.clone(), v);
+    }
+    resp
+}
+
+async fn metrics(State(st): State<Arc<AppState>>, _caller: Caller) -> Response {
+    for (app, n) in st.limits.in_flight() {
+        st.metrics.set(
+            crate::metrics::Metric::InFlight,
+            &[("app", &app)],
+            f64::from(n),
+        );
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Liveness without identity, as Ollama's `GET /` answers.
+async fn health() -> &'static str {
+    "hearth is running"
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no endpoint {} {}", req.method(), req.uri().path()),
+    )
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(health))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/v1/models", get(openai::list_models))
+        .route("/v1/models/{id}", get(openai::get_model))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/completions", post(openai::completions))
+        .route("/v1/embeddings", post(embed::openai))
+        .route("/api/embed", post(embed::ollama))
+        .route("/api/embeddings", post(embed::ollama_legacy))
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/generate", post(ollama::generate))
+        .route("/api/tags", get(ollama::tags))
+        .route("/api/show", post(ollama::show))
+        .route("/api/ps", get(ollama::ps))
+        .route("/api/delete", delete(ollama::delete))
+        .route("/api/version", get(ollama::version))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body::MAX_BODY))
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}

@@ -1,0 +1,527 @@
+//! Ollama-compatible endpoints: `/api/chat`, `/api/generate` (NDJSON
+//! streaming, on by default as in Ollama), `/api/tags`, `/api/show`,
+//! `/api/ps`, `/api/delete`, `/api/version` (and `/api/embed`, in `embed`).
+//!
+//! This module owns Ollama's shapes and defaults (`options` with
+//! temperature 0.8, top_k 40, top_p 0.9, repeat_penalty 1.1; durations in
+//! nanoseconds); the flow itself is `generation`'s.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use futures_util::stream;
+use hearth_runtime::{Message, SeqParams};
+use hearth_sample::SamplerConfig;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::body::{parse, OllamaBody};
+use super::error::{ApiError, OllamaError};
+use super::generation::{begin, collect, permit_model, Begun, Prompt};
+use super::RequestId;
+use crate::audit::Audit;
+use crate::auth::Caller;
+use crate::models::{canonical, details_of, store_error};
+use crate::scheduler::{Event, Summary};
+use crate::state::AppState;
+
+#[derive(Deserialize, Default)]
+pub struct Options {
+    num_predict: Option<i64>,
+    temperature: Option<f32>,
+    top_k: Option<i64>,
+    top_p: Option<f32>,
+    min_p: Option<f32>,
+    seed: Option<i64>,
+    stop: Option<Vec<String>>,
+    repeat_penalty: Option<f32>,
+    repeat_last_n: Option<i64>,
+    presence_penalty: Option<f32>,
+    frequency_penalty: Option<f32>,
+    num_ctx: Option<i64>,
+}
+
+impl Options {
+    fn params(&self) -> Result<(SeqParams, Option<usize>), ApiError> {
+        let max_tokens = match self.num_predict {
+            None | Some(-1) | Some(-2) => usize::MAX,
+            Some(n) if n >= 0 => n as usize,
+            Some(n) => {
+                return Err(ApiError::field(
+                    "options.num_predict",
+                    format!("num_predict {n}: use a count, -1 (no limit) or -2 (fill the context)"),
+                ))
+            }
+        };
+        let n_ctx = match self.num_ctx {
+            None => None,
+            Some(n) if n > 0 => Some(n as usize),
+            Some(n) => {
+                return Err(ApiError::field(
+                    "options.num_ctx",
+                    format!("num_ctx {n} must be positive"),
+                ))
+            }
+        };
+        let nonneg = |name: &str, v: Option<i64>| -> Result<Option<usize>, ApiError> {
+            match v {
+                Some(n) if n < 0 => Err(ApiError::field(
+                    name,
+                    format!("{name} must not be negative"),
+                )),
+                other => Ok(other.map(|n| n as usize)),
+            }
+        };
+        let d = SamplerConfig::default();
+        Ok((
+            SeqParams {
+                max_tokens,
+                sampler: SamplerConfig {
+                    temperature: self.temperature.unwrap_or(0.8),
+                    top_k: nonneg("options.top_k", self.top_k)?.unwrap_or(40),
+                    top_p: self.top_p.unwrap_or(0.9),
+                    min_p: self.min_p.unwrap_or(0.0),
+                    repeat_penalty: self.repeat_penalty.unwrap_or(1.1),
+                    repeat_last_n: nonneg("options.repeat_last_n", self.repeat_last_n)?
+                        .unwrap_or(64),
+                    presence_penalty: self.presence_penalty.unwrap_or(0.0),
+                    frequency_penalty: self.frequency_penalty.unwrap_or(0.0),
+                    seed: self.seed.map(|s| s as u64),
+                    ..d
+                },
+                stop: self.stop.clone().unwrap_or_default(),
+                ..SeqParams::default()
+            },
+            n_ctx,
+        ))
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+struct OMessage {
+    role: String,
+    #[serde(default)]
+    content: String,
+    images: Option<Vec<Value>>,
+}
+
+#[derive(Deserialize)]
+struct ChatRequest {
+    model: String,
+    #[serde(default)]
+    messages: Vec<OMessage>,
+    #[serde(default = "default_true")]
+    stream: bool,
+    #[serde(default)]
+    options: Options,
+    format: Option<Value>,
+    tools: Option<Vec<Value>>,
+}
+
+#[derive(Deserialize)]
+struct GenerateRequest {
+    model: String,
+    #[serde(default)]
+    prompt: String,
+    system: Option<String>,
+    #[serde(default)]
+    raw: bool,
+    #[serde(default = "default_true")]
+    stream: bool,
+    #[serde(default)]
+    options: Options,
+    format: Option<Value>,
+    images: Option<Vec<Value>>,
+    suffix: Option<String>,
+}
+
+fn now() -> String {
+    hearth_store::manifest::now_rfc3339()
+}
+
+fn ns(ms: f64) -> u64 {
+    (ms * 1e6) as u64
+}
+
+fn unsupported_format(format: &Option<Value>) -> Result<(), ApiError> {
+    match format {
+        None => Ok(()),
+        Some(Value::String(s)) if s.is_empty() => Ok(()),
+        Some(_) => Err(ApiError::field(
+            "format",
+            "structured output (format) is not supported yet",
+        )),
+    }
+}
+
+fn images(i: &Option<Vec<Value>>, field: &str) -> Result<(), ApiError> {
+    match i {
+        Some(v) if !v.is_empty() => Err(ApiError::field(
+            field,
+            "images are not supported by hearth's models",
+        )),
+        _ => Ok(()),
+    }
+}
+
+pub async fn chat(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Extension(rid): Extension<RequestId>,
+    body: Bytes,
+) -> Response {
+    let audit = Audit::new(&st, &caller, "/api/chat", &rid.0);
+    match chat_inner(&st, &caller, &audit, &body).await {
+        Ok(r) => r,
+        Err(e) => {
+            audit.failed(&e);
+            e.into_ollama()
+        }
+    }
+}
+
+async fn chat_inner(
+    st: &Arc<AppState>,
+    caller: &Caller,
+    audit: &Audit,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let req: ChatRequest = parse(body)?;
+    unsupported_format(&req.format)?;
+    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+        return Err(ApiError::field("tools", "tool calls are not supported yet"));
+    }
+    for (i, m) in req.messages.iter().enumerate() {
+        images(&m.images, &format!("messages[{i}].images"))?;
+    }
+    if req.messages.is_empty() {
+        // Ollama loads the model and answers at once.
+        return load_only(st, caller, audit, &req.model, true).await;
+    }
+    let (params, n_ctx) = req.options.params()?;
+    let msgs = req
+        .messages
+        .into_iter()
+        .map(|m| Message::new(m.role, m.content))
+        .collect();
+    let b = begin(
+        st,
+        caller,
+        audit,
+        &req.model,
+        Prompt::Chat(msgs),
+        params,
+        n_ctx,
+    )
+    .await?;
+    respond(b, audit.clone(), req.stream, true).await
+}
+
+pub async fn generate(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Extension(rid): Extension<RequestId>,
+    body: Bytes,
+) -> Response {
+    let audit = Audit::new(&st, &caller, "/api/generate", &rid.0);
+    match generate_inner(&st, &caller, &audit, &body).await {
+        Ok(r) => r,
+        Err(e) => {
+            audit.failed(&e);
+            e.into_ollama()
+        }
+    }
+}
+
+async fn generate_inner(
+    st: &Arc<AppState>,
+    caller: &Caller,
+    audit: &Audit,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let req: GenerateRequest = parse(body)?;
+    unsupported_format(&req.format)?;
+    images(&req.images, "images")?;
+    if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::field(
+            "suffix",
+            "suffix (fill-in-the-middle) is not supported",
+        ));
+    }
+    if req.prompt.is_empty() {
+        return load_only(st, caller, audit, &req.model, false).await;
+    }
+    let (params, n_ctx) = req.options.params()?;
+    let prompt = if req.raw {
+        Prompt::Text(req.prompt)
+    } else {
+        let mut msgs = Vec::new();
+        if let Some(s) = req.system {
+            msgs.push(Message::new("system", s));
+        }
+        msgs.push(Message::new("user", req.prompt));
+        Prompt::Chat(msgs)
+    };
+    let b = begin(st, caller, audit, &req.model, prompt, params, n_ctx).await?;
+    respond(b, audit.clone(), req.stream, false).await
+}
+
+/// An empty request: load the model and say so, as Ollama does.
+async fn load_only(
+    st: &Arc<AppState>,
+    caller: &Caller,
+    audit: &Audit,
+    model: &str,
+    chat: bool,
+) -> Result<Response, ApiError> {
+    let name = permit_model(caller, model)?;
+    audit.model(&name);
+    let m = st.models.chat(&st.store, &st.config, &name).await?;
+    audit.ok();
+    let mut v = json!({"model": m.name, "created_at": now(), "done": true, "done_reason": "load"});
+    if chat {
+        v["message"] = json!({"role": "assistant", "content": ""});
+    } else {
+        v["response"] = json!("");
+    }
+    Ok(Json(v).into_response())
+}
+
+fn piece(model: &str, text: String, chat: bool) -> Value {
+    let mut v = json!({"model": model, "created_at": now(), "done": false});
+    if chat {
+        v["message"] = json!({"role": "assistant", "content": text});
+    } else {
+        v["response"] = json!(text);
+    }
+    v
+}
+
+fn last(model: &str, text: String, chat: bool, s: &Summary, total_ms: f64) -> Value {
+    let mut v = piece(model, text, chat);
+    v["done"] = json!(true);
+    v["done_reason"] = json!(s.reason.finish_reason());
+    v["total_duration"] = json!(ns(total_ms));
+    v["load_duration"] = json!(0);
+    v["prompt_eval_count"] = json!(s.prompt_tokens);
+    v["prompt_eval_duration"] = json!(ns(s.prefill_ms));
+    v["eval_count"] = json!(s.completion_tokens);
+    v["eval_duration"] = json!(ns(s.decode_ms));
+    v
+}
+
+async fn respond(
+    mut b: Begun,
+    audit: Audit,
+    stream_it: bool,
+    chat: bool,
+) -> Result<Response, ApiError> {
+    let model = b.model.name.clone();
+    if !stream_it {
+        let out = collect(&mut b, &audit).await?;
+        audit.ok();
+        let total = audit.elapsed_ms();
+        return Ok(Json(last(&model, out.text, chat, &out.summary, total)).into_response());
+    }
+    let state = (b, audit, false);
+    let lines = stream::unfold(state, move |(mut b, audit, ended)| {
+        let model = model.clone();
+        async move {
+            if ended {
+                return None;
+            }
+            loop {
+                let (v, end) = match b.events.recv().await {
+                    Some(Event::Delta { text, .. }) if text.is_empty() => continue,
+                    Some(Event::Delta { text, .. }) => (piece(&model, text, chat), false),
+                    Some(Event::Done(s)) => {
+                        audit.tokens(s.prompt_tokens, s.completion_tokens);
+                        audit.ok();
+                        (
+                            last(&model, String::new(), chat, &s, audit.elapsed_ms()),
+                            true,
+                        )
+                    }
+                    Some(Event::Error(msg)) => {
+                        audit.broke(&msg);
+                        (json!({"error": msg}), true)
+                    }
+                    None => {
+                        audit.broke("the model stopped before the generation ended");
+                        (json!({"error": "the daemon is shutting down"}), true)
+                    }
+                };
+                let mut line = v.to_string();
+                line.push('\n');
+                return Some((Ok::<_, Infallible>(Bytes::from(line)), (b, audit, end)));
+            }
+        }
+    });
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(lines))
+        .unwrap_or_else(|e| ApiError::internal(e.to_string()).into_ollama()))
+}
+
+fn tag_entry(m: &hearth_store::Manifest, path: Option<&std::path::Path>) -> Value {
+    let details = path.and_then(details_of);
+    json!({
+        "name": m.name,
+        "model": m.name,
+        "modified_at": m.created,
+        "size": m.size,
+        "digest": m.sha256_hex().unwrap_or_default(),
+        "details": details,
+    })
+}
+
+pub async fn tags(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<Value>, OllamaError> {
+    let ms = st.store.list().map_err(|e| store_error("", e))?;
+    let models: Vec<Value> = ms
+        .iter()
+        .filter(|m| caller.may_use(&m.name))
+        .map(|m| tag_entry(m, st.store.resolve(&m.name).ok().as_deref()))
+        .collect();
+    Ok(Json(json!({ "models": models })))
+}
+
+#[derive(Deserialize)]
+pub struct NameRequest {
+    #[serde(alias = "name")]
+    model: String,
+}
+
+pub async fn show(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    OllamaBody(req): OllamaBody<NameRequest>,
+) -> Result<Json<Value>, OllamaError> {
+    let name = permit_model(&caller, &req.model)?;
+    let path = st.store.resolve(&name).map_err(|e| store_error(&name, e))?;
+    let m = st
+        .store
+        .list()
+        .map_err(|e| store_error(&name, e))?
+        .into_iter()
+        .find(|m| m.name == name)
+        .ok_or_else(|| ApiError::not_found(format!("model {name:?} not found")))?;
+    if path.is_dir() {
+        return Ok(Json(json!({
+            "modelfile": "", "parameters": "", "template": "",
+            "details": {"format": "safetensors", "family": "bert", "families": ["bert"]},
+            "model_info": {}, "capabilities": ["embedding"], "modified_at": m.created,
+        })));
+    }
+    let f = hearth_gguf::GgufFile::open(&path)
+        .map_err(|e| ApiError::internal(format!("reading model {name:?}: {e}")))?;
+    let mut info = serde_json::Map::new();
+    for (k, v) in f.metadata() {
+        // Vocabularies are huge and say nothing a client shows.
+        if k.starts_with("tokenizer.ggml.") || k == "tokenizer.chat_template" {
+            continue;
+        }
+        let jv = match (v.as_str(), v.as_u64(), v.as_i64(), v.as_f32(), v.as_bool()) {
+            (Some(s), ..) => json!(s),
+            (_, Some(u), ..) => json!(u),
+            (_, _, Some(i), ..) => json!(i),
+            (_, _, _, Some(x), _) => json!(x),
+            (.., Some(b)) => json!(b),
+            _ => continue,
+        };
+        info.insert(k.clone(), jv);
+    }
+    let template = f
+        .get("tokenizer.chat_template")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_string();
+    Ok(Json(json!({
+        "modelfile": format!("FROM {}\n", m.name),
+        "parameters": "",
+        "template": template,
+        "details": crate::models::details(&f),
+        "model_info": info,
+        "capabilities": ["completion"],
+        "modified_at": m.created,
+    })))
+}
+
+pub async fn ps(State(st): State<Arc<AppState>>, caller: Caller) -> Json<Value> {
+    let models: Vec<Value> = st
+        .models
+        .loaded()
+        .iter()
+        .filter(|m| caller.may_use(&m.name))
+        .map(|m| {
+            let (waiting, running) = m.sched.load();
+            json!({
+                "name": m.name,
+                "model": m.name,
+                "size": m.size,
+                "digest": "",
+                "details": m.details,
+                "expires_at": Value::Null,
+                "size_vram": 0,
+                "loaded_at": hearth_store::manifest::rfc3339_utc(crate::models::unix_secs(m.loaded_at)),
+                "running": running,
+                "waiting": waiting,
+                "path": m.path,
+            })
+        })
+        .chain(
+            st.models
+                .loaded_embedders()
+                .iter()
+                .filter(|m| caller.may_use(&m.name))
+                .map(|m| {
+                    json!({
+                        "name": m.name, "model": m.name, "size": m.size, "digest": "",
+                        "details": {"format": "safetensors", "family": "bert", "families": ["bert"]},
+                        "expires_at": Value::Null, "size_vram": 0,
+                        "loaded_at": hearth_store::manifest::rfc3339_utc(crate::models::unix_secs(m.loaded_at)),
+                        "running": 0, "waiting": 0, "path": m.dir,
+                    })
+                }),
+        )
+        .collect();
+    Json(json!({ "models": models }))
+}
+
+/// Deleting a model takes it from every app, so only hearth's own command
+/// line (the admin token) may do it.
+pub async fn delete(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    OllamaBody(req): OllamaBody<NameRequest>,
+) -> Result<Response, OllamaError> {
+    if !caller.admin {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "app {} may not delete models (use `hearth rm` on the device)",
+                caller.app
+            ),
+        )
+        .into());
+    }
+    let name = canonical(&req.model).to_string();
+    st.models.unload(&name);
+    st.store.remove(&name).map_err(|e| store_error(&name, e))?;
+    Ok(StatusCode::OK.into_response())
+}
+
+pub async fn version(_caller: Caller) -> Json<Value> {
+    Json(json!({ "version": env!("CARGO_PKG_VERSION") }))
+}

@@ -1,0 +1,666 @@
+//! OpenAI-compatible endpoints: `/v1/models`, `/v1/chat/completions`,
+//! `/v1/completions` (and `/v1/embeddings`, in `embed`), with SSE streaming.
+//!
+//! This module owns OpenAI's request and response shapes and their defaults
+//! (temperature 1, top_p 1, no top-k or min-p, no length limit but the
+//! context); the flow itself is `generation`'s.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use futures_util::stream::{self, Stream};
+use hearth_runtime::{Message, SeqParams, Step};
+use hearth_sample::SamplerConfig;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::body::{from_value, parse};
+use super::error::ApiError;
+use super::generation::{begin, collect, token_text, Begun, Prompt};
+use super::RequestId;
+use crate::audit::Audit;
+use crate::auth::Caller;
+use crate::models::{store_error, unix_secs, ChatModel};
+use crate::scheduler::Event;
+use crate::state::AppState;
+
+#[derive(Deserialize, Default)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    #[default]
+    None,
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+/// The sampling and length fields both endpoints share.
+#[derive(Deserialize)]
+struct Common {
+    model: String,
+    #[serde(default)]
+    stream: bool,
+    stream_options: Option<StreamOptions>,
+    max_tokens: Option<u32>,
+    max_completion_tokens: Option<u32>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    seed: Option<i64>,
+    presence_penalty: Option<f32>,
+    frequency_penalty: Option<f32>,
+    #[serde(default)]
+    stop: OneOrMany,
+    n: Option<u32>,
+    /// llama.cpp server extensions, for callers that want them.
+    top_k: Option<u32>,
+    min_p: Option<f32>,
+    repeat_penalty: Option<f32>,
+}
+
+impl Common {
+    fn params(&self, logprobs: bool, top_logprobs: usize) -> Result<SeqParams, ApiError> {
+        if let Some(n) = self.n {
+            if n != 1 {
+                return Err(ApiError::field("n", "only n = 1 is supported"));
+            }
+        }
+        let stop = match &self.stop {
+            OneOrMany::None => Vec::new(),
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        };
+        if stop.len() > 4 {
+            return Err(ApiError::field("stop", "at most 4 stop sequences"));
+        }
+        if let Some(t) = self.temperature {
+            if !(0.0..=2.0).contains(&t) {
+                return Err(ApiError::field(
+                    "temperature",
+                    "temperature must be between 0 and 2",
+                ));
+            }
+        }
+        if let Some(p) = self.top_p {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(ApiError::field("top_p", "top_p must be between 0 and 1"));
+            }
+        }
+        for (name, v) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
+            if v.is_some_and(|v| !(-2.0..=2.0).contains(&v)) {
+                return Err(ApiError::field(
+                    name,
+                    format!("{name} must be between -2 and 2"),
+                ));
+            }
+        }
+        let max = self.max_completion_tokens.or(self.max_tokens);
+        Ok(SeqParams {
+            max_tokens: max.map_or(usize::MAX, |m| m as usize),
+            sampler: SamplerConfig {
+                temperature: self.temperature.unwrap_or(1.0),
+                top_k: self.top_k.unwrap_or(0) as usize,
+                top_p: self.top_p.unwrap_or(1.0),
+                min_p: self.min_p.unwrap_or(0.0),
+                repeat_penalty: self.repeat_penalty.unwrap_or(1.0),
+                presence_penalty: self.presence_penalty.unwrap_or(0.0),
+                frequency_penalty: self.frequency_penalty.unwrap_or(0.0),
+                seed: self.seed.map(|s| s as u64),
+                ..SamplerConfig::default()
+            },
+            logprobs,
+            top_logprobs,
+            stop,
+            ..SeqParams::default()
+        })
+    }
+
+    fn include_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+#[derive(Deserialize)]
+struct Part {
+    #[serde(rename = "type")]
+    kind: String,
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ChatMessage {
+    role: String,
+    content: Option<Content>,
+}
+
+#[derive(Deserialize)]
+struct ChatRequest {
+    messages: Vec<ChatMessage>,
+    #[serde(default)]
+    logprobs: bool,
+    top_logprobs: Option<u32>,
+    response_format: Option<Value>,
+    tools: Option<Vec<Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum CompletionPrompt {
+    Text(String),
+    Texts(Vec<String>),
+    Tokens(Vec<u32>),
+    TokenLists(Vec<Vec<u32>>),
+}
+
+#[derive(Deserialize)]
+struct CompletionRequest {
+    prompt: CompletionPrompt,
+    /// The number of top log-probabilities per token (legacy form).
+    logprobs: Option<u32>,
+    #[serde(default)]
+    echo: bool,
+    suffix: Option<String>,
+}
+
+fn messages(ms: Vec<ChatMessage>) -> Result<Vec<Message>, ApiError> {
+    ms.into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let content = match m.content {
+                None => String::new(),
+                Some(Content::Text(t)) => t,
+                Some(Content::Parts(parts)) => {
+                    let mut s = String::new();
+                    for (j, p) in parts.into_iter().enumerate() {
+                        match (p.kind.as_str(), p.text) {
+                            ("text", Some(t)) => s.push_str(&t),
+                            (kind, _) => {
+                                return Err(ApiError::field(
+                                    &format!("messages[{i}].content[{j}]"),
+                                    format!(
+                                        "content of type {kind:?} is not supported (text only)"
+                                    ),
+                                ))
+                            }
+                        }
+                    }
+                    s
+                }
+            };
+            if !matches!(
+                m.role.as_str(),
+                "system" | "developer" | "user" | "assistant" | "tool"
+            ) {
+                return Err(ApiError::field(
+                    &format!("messages[{i}].role"),
+                    format!("unknown role {:?}", m.role),
+                ));
+            }
+            // OpenAI's newer name for the system role.
+            let role = if m.role == "developer" {
+                "system".to_string()
+            } else {
+                m.role
+            };
+            Ok(Message::new(role, content))
+        })
+        .collect()
+}
+
+fn top_logprobs_arg(n: Option<u32>, field: &str) -> Result<usize, ApiError> {
+    match n {
+        Some(n) if n > 20 => Err(ApiError::field(
+            field,
+            format!("{field} must be at most 20"),
+        )),
+        Some(n) => Ok(n as usize),
+        None => Ok(0),
+    }
+}
+
+pub async fn chat_completions(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Extension(rid): Extension<RequestId>,
+    body: Bytes,
+) -> Response {
+    let audit = Audit::new(&st, &caller, "/v1/chat/completions", &rid.0);
+    match chat_inner(&st, &caller, &audit, &body).await {
+        Ok(r) => r,
+        Err(e) => {
+            audit.failed(&e);
+            e.into_response()
+        }
+    }
+}
+
+async fn chat_inner(
+    st: &Arc<AppState>,
+    caller: &Caller,
+    audit: &Audit,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let v: Value = parse(body)?;
+    let common: Common = from_value(&v)?;
+    let req: ChatRequest = from_value(&v)?;
+    if let Some(rf) = &req.response_format {
+        if rf.get("type").and_then(Value::as_str) != Some("text") {
+            return Err(ApiError::field(
+                "response_format",
+                "structured output (json_object, json_schema) is not supported yet",
+            ));
+        }
+    }
+    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+        return Err(ApiError::field("tools", "tool calls are not supported yet"));
+    }
+    let top = top_logprobs_arg(req.top_logprobs, "top_logprobs")?;
+    if top > 0 && !req.logprobs {
+        return Err(ApiError::field(
+            "top_logprobs",
+            "top_logprobs needs logprobs: true",
+        ));
+    }
+    let params = common.params(req.logprobs, top)?;
+    let msgs = messages(req.messages)?;
+    let mut b = begin(
+        st,
+        caller,
+        audit,
+        &common.model,
+        Prompt::Chat(msgs),
+        params,
+        None,
+    )
+    .await?;
+    let ctx = Ctx {
+        id: format!("chatcmpl-{}", audit_id()),
+        created: unix_secs(std::time::SystemTime::now()),
+        model: b.model.name.clone(),
+        logprobs: req.logprobs,
+        top,
+    };
+    if common.stream {
+        return Ok(sse(
+            b,
+            audit.clone(),
+            ctx,
+            Kind::Chat,
+            common.include_usage(),
+        ));
+    }
+    let out = collect(&mut b, audit).await?;
+    audit.ok();
+    let lp = ctx
+        .logprobs
+        .then(|| chat_logprobs(&b.model, &out.steps, ctx.top));
+    Ok(Json(json!({
+        "id": ctx.id,
+        "object": "chat.completion",
+        "created": ctx.created,
+        "model": ctx.model,
+        "system_fingerprint": Value::Null,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": out.text, "refusal": Value::Null},
+            "logprobs": lp,
+            "finish_reason": out.summary.reason.finish_reason(),
+        }],
+        "usage": usage(out.summary.prompt_tokens, out.summary.completion_tokens),
+    }))
+    .into_response())
+}
+
+pub async fn completions(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Extension(rid): Extension<RequestId>,
+    body: Bytes,
+) -> Response {
+    let audit = Audit::new(&st, &caller, "/v1/completions", &rid.0);
+    match completions_inner(&st, &caller, &audit, &body).await {
+        Ok(r) => r,
+        Err(e) => {
+            audit.failed(&e);
+            e.into_response()
+        }
+    }
+}
+
+async fn completions_inner(
+    st: &Arc<AppState>,
+    caller: &Caller,
+    audit: &Audit,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let v: Value = parse(body)?;
+    let common: Common = from_value(&v)?;
+    let req: CompletionRequest = from_value(&v)?;
+    if req.echo {
+        return Err(ApiError::field("echo", "echo is not supported"));
+    }
+    if req.suffix.is_some() {
+        return Err(ApiError::field(
+            "suffix",
+            "suffix (fill-in-the-middle) is not supported",
+        ));
+    }
+    let prompt = match req.prompt {
+        CompletionPrompt::Text(t) => Prompt::Text(t),
+        CompletionPrompt::Tokens(ids) => Prompt::Tokens(ids),
+        CompletionPrompt::Texts(mut v) if v.len() == 1 => Prompt::Text(v.remove(0)),
+        CompletionPrompt::TokenLists(mut v) if v.len() == 1 => Prompt::Tokens(v.remove(0)),
+        _ => {
+            return Err(ApiError::field(
+                "prompt",
+                "only one prompt per request is supported",
+            ))
+        }
+    };
+    let top = top_logprobs_arg(req.logprobs, "logprobs")?;
+    let params = common.params(req.logprobs.is_some(), top)?;
+    let mut b = begin(st, caller, audit, &common.model, prompt, params, None).await?;
+    let ctx = Ctx {
+        id: format!("cmpl-{}", audit_id()),
+        created: unix_secs(std::time::SystemTime::now()),
+        model: b.model.name.clone(),
+        logprobs: req.logprobs.is_some(),
+        top,
+    };
+    if common.stream {
+        return Ok(sse(
+            b,
+            audit.clone(),
+            ctx,
+            Kind::Text,
+            common.include_usage(),
+        ));
+    }
+    let out = collect(&mut b, audit).await?;
+    audit.ok();
+    let lp = ctx
+        .logprobs
+        .then(|| text_logprobs(&b.model, &out.steps, ctx.top));
+    Ok(Json(json!({
+        "id": ctx.id,
+        "object": "text_completion",
+        "created": ctx.created,
+        "model": ctx.model,
+        "system_fingerprint": Value::Null,
+        "choices": [{
+            "index": 0,
+            "text": out.text,
+            "logprobs": lp,
+            "finish_reason": out.summary.reason.finish_reason(),
+        }],
+        "usage": usage(out.summary.prompt_tokens, out.summary.completion_tokens),
+    }))
+    .into_response())
+}
+
+fn usage(prompt: usize, completion: usize) -> Value {
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+}
+
+/// A short random id for response objects.
+fn audit_id() -> String {
+    use rand::Rng;
+    let n: u64 = rand::thread_rng().gen();
+    format!("{n:016x}")
+}
+
+struct Ctx {
+    id: String,
+    created: u64,
+    model: String,
+    logprobs: bool,
+    top: usize,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Chat,
+    Text,
+}
+
+/// `choices[].logprobs` of a chat completion.
+fn chat_logprobs(m: &ChatModel, steps: &[Step], top: usize) -> Value {
+    let content: Vec<Value> = steps
+        .iter()
+        .map(|s| {
+            let (text, bytes) = token_text(m, s.token);
+            let tops: Vec<Value> = s
+                .top
+                .iter()
+                .take(top)
+                .map(|t| {
+                    let (tt, tb) = token_text(m, t.id);
+                    json!({"token": tt, "logprob": t.logprob, "bytes": tb})
+                })
+                .collect();
+            json!({"token": text, "logprob": s.logprob.unwrap_or(f32::NEG_INFINITY), "bytes": bytes, "top_logprobs": tops})
+        })
+        .collect();
+    json!({ "content": content })
+}
+
+/// The legacy `logprobs` object of a text completion.
+fn text_logprobs(m: &ChatModel, steps: &[Step], top: usize) -> Value {
+    let mut tokens = Vec::new();
+    let mut lps = Vec::new();
+    let mut tops = Vec::new();
+    let mut offsets = Vec::new();
+    let mut offset = 0usize;
+    for s in steps {
+        let (text, _) = token_text(m, s.token);
+        offsets.push(offset);
+        offset += text.len();
+        tokens.push(text);
+        lps.push(s.logprob.unwrap_or(f32::NEG_INFINITY));
+        let map: serde_json::Map<String, Value> = s
+            .top
+            .iter()
+            .take(top)
+            .map(|t| (token_text(m, t.id).0, json!(t.logprob)))
+            .collect();
+        tops.push(Value::Object(map));
+    }
+    json!({"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets})
+}
+
+/// Stream a generation as server-sent events, ending with `[DONE]`.
+fn sse(b: Begun, audit: Audit, ctx: Ctx, kind: Kind, include_usage: bool) -> Response {
+    struct S {
+        b: Begun,
+        audit: Audit,
+        ctx: Ctx,
+        kind: Kind,
+        include_usage: bool,
+        started: bool,
+        queue: Vec<SseEvent>,
+        ended: bool,
+    }
+    let s = S {
+        b,
+        audit,
+        ctx,
+        kind,
+        include_usage,
+        started: false,
+        queue: Vec::new(),
+        ended: false,
+    };
+    let chunk = |s: &S, choice: Value, usage: Option<Value>| -> SseEvent {
+        let object = match s.kind {
+            Kind::Chat => "chat.completion.chunk",
+            Kind::Text => "text_completion",
+        };
+        let mut v = json!({
+            "id": s.ctx.id, "object": object, "created": s.ctx.created,
+            "model": s.ctx.model, "system_fingerprint": Value::Null,
+            "choices": if choice.is_null() { json!([]) } else { json!([choice]) },
+        });
+        if s.include_usage {
+            v["usage"] = usage.unwrap_or(Value::Null);
+        }
+        SseEvent::default().data(v.to_string())
+    };
+    let stream = stream::unfold(s, move |mut s| async move {
+        loop {
+            if !s.queue.is_empty() {
+                let e = s.queue.remove(0);
+                return Some((Ok::<_, Infallible>(e), s));
+            }
+            if s.ended {
+                return None;
+            }
+            if s.kind == Kind::Chat && !s.started {
+                s.started = true;
+                let c = json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": Value::Null, "finish_reason": Value::Null});
+                s.queue.push(chunk(&s, c, None));
+                continue;
+            }
+            match s.b.events.recv().await {
+                Some(Event::Delta { text, steps }) => {
+                    if text.is_empty() && !s.ctx.logprobs {
+                        continue;
+                    }
+                    let lp = s.ctx.logprobs.then(|| match s.kind {
+                        Kind::Chat => chat_logprobs(&s.b.model, &steps, s.ctx.top),
+                        Kind::Text => text_logprobs(&s.b.model, &steps, s.ctx.top),
+                    });
+                    let c = match s.kind {
+                        Kind::Chat => {
+                            json!({"index": 0, "delta": {"content": text}, "logprobs": lp, "finish_reason": Value::Null})
+                        }
+                        Kind::Text => {
+                            json!({"index": 0, "text": text, "logprobs": lp, "finish_reason": Value::Null})
+                        }
+                    };
+                    s.queue.push(chunk(&s, c, None));
+                }
+                Some(Event::Done(sum)) => {
+                    s.audit.tokens(sum.prompt_tokens, sum.completion_tokens);
+                    s.audit.ok();
+                    let reason = sum.reason.finish_reason();
+                    let c = match s.kind {
+                        Kind::Chat => {
+                            json!({"index": 0, "delta": {}, "logprobs": Value::Null, "finish_reason": reason})
+                        }
+                        Kind::Text => {
+                            json!({"index": 0, "text": "", "logprobs": Value::Null, "finish_reason": reason})
+                        }
+                    };
+                    s.queue.push(chunk(&s, c, None));
+                    if s.include_usage {
+                        let u = usage(sum.prompt_tokens, sum.completion_tokens);
+                        s.queue.push(chunk(&s, Value::Null, Some(u)));
+                    }
+                    s.queue.push(SseEvent::default().data("[DONE]"));
+                    s.ended = true;
+                }
+                Some(Event::Error(msg)) => {
+                    s.audit.broke(&msg);
+                    let v = json!({"error": {"message": msg, "type": "server_error", "param": Value::Null, "code": Value::Null}});
+                    s.queue.push(SseEvent::default().data(v.to_string()));
+                    s.ended = true;
+                }
+                None => {
+                    s.audit
+                        .broke("the model stopped before the generation ended");
+                    let v = json!({"error": {"message": "the daemon is shutting down", "type": "server_error", "param": Value::Null, "code": Value::Null}});
+                    s.queue.push(SseEvent::default().data(v.to_string()));
+                    s.ended = true;
+                }
+            }
+        }
+    });
+    sse_response(stream)
+}
+
+fn sse_response(
+    stream: impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static,
+) -> Response {
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// The models this caller may use, from the store.
+pub async fn list_models(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    let ms = st.store.list().map_err(|e| store_error("", e))?;
+    let data: Vec<Value> = ms
+        .into_iter()
+        .filter(|m| caller.may_use(&m.name))
+        .map(|m| json!({"id": m.name, "object": "model", "created": created_secs(&m.created), "owned_by": "hearth"}))
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data})))
+}
+
+pub async fn get_model(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let ms = st.store.list().map_err(|e| store_error(&id, e))?;
+    let name = crate::models::canonical(&id);
+    ms.into_iter()
+        .find(|m| m.name == name && caller.may_use(&m.name))
+        .map(|m| Json(json!({"id": m.name, "object": "model", "created": created_secs(&m.created), "owned_by": "hearth"})))
+        .ok_or_else(|| ApiError::not_found(format!("model {id:?} not found")))
+}
+
+/// Unix seconds of an RFC 3339 UTC time written by the store (0 if unreadable).
+fn created_secs(rfc: &str) -> u64 {
+    let p = |r: std::ops::Range<usize>| rfc.get(r).and_then(|s| s.parse::<i64>().ok());
+    let (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(s)) =
+        (p(0..4), p(5..7), p(8..10), p(11..13), p(14..16), p(17..19))
+    else {
+        return 0;
+    };
+    // Days from civil date (the inverse of the store's formatter).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    (days * 86_400 + h * 3600 + mi * 60 + s).max(0) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn created_round_trips() {
+        for t in [0u64, 951_782_400, 1_700_000_000, 4_107_542_400] {
+            let s = hearth_store::manifest::rfc3339_utc(t);
+            assert_eq!(super::created_secs(&s), t, "{s}");
+        }
+        assert_eq!(super::created_secs("garbage"), 0);
+    }
+}

@@ -1,0 +1,31 @@
+//! hearth's daemon: one process per device that owns the models and serves
+//! every app through OpenAI- and Ollama-compatible HTTP, on loopback and on
+//! a Unix socket.
+//!
+//! - [`config`]: settings from file, environment and flags;
+//! - [`server`]: listeners, the single-daemon lock, signals and shutdown;
+//! - [`api`]: routes and handlers, per API family;
+//! - [`auth`] and [`limits`]: who is calling and what it may still do;
+//! - [`audit`]: the per-request record (never the prompt);
+//! - [`models`]: models loaded on demand;
+//! - [`scheduler`]: continuous batching over the engine's batched forward pass;
+//! - [`metrics`]: the Prometheus exposition;
+//! - [`client`]: how hearth's own command line talks to a running daemon.
+//!
+//! It contains no kernels and no model maths: generation is the runtime's
+//! [`Sequence`](hearth_runtime::Sequence), stepped in batches.
+
+pub mod api;
+pub mod audit;
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod limits;
+pub mod metrics;
+pub mod models;
+pub mod scheduler;
+pub mod server;
+pub mod state;
+
+pub use config::{Flags, ServeConfig};
+pub use server::serve;

@@ -1,0 +1,245 @@
+//! Starting and stopping the daemon: one per home (an exclusive lock), the
+//! TCP and Unix-socket listeners, the admin token for hearth's own command
+//! line, and a graceful end on SIGTERM or Ctrl-C.
+//!
+//! On a signal the listeners stop accepting, requests in flight (streams
+//! included) get `shutdown_grace_secs` to finish, and the process exits 0.
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use hearth_store::state::StateDb;
+use hearth_store::{Home, Store};
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+
+use crate::auth::Peer;
+use crate::config::ServeConfig;
+use crate::state::AppState;
+
+/// What a running daemon tells hearth's command line about itself
+/// (`<home>/serve.json`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    pub pid: u32,
+    pub url: String,
+    pub socket: Option<PathBuf>,
+}
+
+pub fn info_path(home: &Path) -> PathBuf {
+    home.join("serve.json")
+}
+
+pub fn admin_token_path(home: &Path) -> PathBuf {
+    home.join("admin-token")
+}
+
+fn lock_path(home: &Path) -> PathBuf {
+    home.join("serve.lock")
+}
+
+/// Take the home's daemon lock, or say who holds it.
+fn take_lock(home: &Path) -> Result<File> {
+    let path = lock_path(home);
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(TryLockError::WouldBlock) => {
+            let who = fs::read_to_string(info_path(home))
+                .ok()
+                .and_then(|t| serde_json::from_str::<DaemonInfo>(&t).ok())
+                .map(|i| format!(" (pid {}, {})", i.pid, i.url))
+                .unwrap_or_default();
+            bail!(
+                "another hearth serve is already running on the home {}{who}; stop it first or use another HEARTH_HOME",
+                home.display()
+            )
+        }
+        Err(TryLockError::Error(e)) => Err(anyhow!("locking {}: {e}", path.display())),
+    }
+}
+
+/// Write a file readable by its owner only, by rename so no reader sees half.
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut f = OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+fn new_token() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Run the daemon until SIGTERM or Ctrl-C. Blocks.
+pub fn serve(config: ServeConfig) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("hearth-http")
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run(config))
+}
+
+async fn run(config: ServeConfig) -> Result<()> {
+    let home = Home::at(&config.home);
+    let store = Store::open(home.clone())?;
+    let _lock = take_lock(&config.home)?;
+    let db = StateDb::open(&home)?;
+    if config.allow_anonymous {
+        tracing::warn!(
+            "--allow-anonymous: callers without a token are served as the app `anonymous`"
+        );
+        eprintln!(
+            "warning: --allow-anonymous: callers without a token are served as the app `anonymous`"
+        );
+    }
+    if config.is_exposed() {
+        tracing::warn!(host = %config.host, "listening beyond loopback");
+        eprintln!(
+            "warning: listening on {}, reachable from other machines; every caller still needs an app token",
+            config.host
+        );
+    }
+    let admin_token = new_token();
+    write_private(&admin_token_path(&config.home), &admin_token)?;
+
+    let tcp = TcpListener::bind((config.host, config.port))
+        .await
+        .with_context(|| format!("listening on {}:{}", config.host, config.port))?;
+    let addr = tcp.local_addr()?;
+    let unix = match &config.socket {
+        Some(p) => Some(bind_socket(p)?),
+        None => None,
+    };
+    let url = format!("http://{addr}");
+    let info = DaemonInfo {
+        pid: std::process::id(),
+        url: url.clone(),
+        socket: config.socket.clone(),
+    };
+    write_private(&info_path(&config.home), &serde_json::to_string(&info)?)?;
+
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let socket_path = config.socket.clone();
+    let state = Arc::new(AppState::new(config, store, db, admin_token));
+    let app = crate::api::router(state.clone());
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let mut servers = tokio::task::JoinSet::new();
+    {
+        let app = app.clone().into_make_service_with_connect_info::<Peer>();
+        let rx = stop_rx.clone();
+        servers.spawn(async move {
+            axum::serve(tcp, app)
+                .with_graceful_shutdown(stopped(rx))
+                .await
+        });
+    }
+    if let Some(l) = unix {
+        let app = app.into_make_service_with_connect_info::<Peer>();
+        let rx = stop_rx.clone();
+        servers.spawn(async move {
+            axum::serve(l, app)
+                .with_graceful_shutdown(stopped(rx))
+                .await
+        });
+    }
+    match &socket_path {
+        Some(p) => println!("hearth listening on {url} and unix:{}", p.display()),
+        None => println!("hearth listening on {url}"),
+    }
+    let _ = std::io::stdout().flush();
+    tracing::info!(%url, "listening");
+
+    wait_for_signal().await;
+    tracing::info!("stopping: no new connections; in-flight requests get {grace:?}");
+    eprintln!(
+        "hearth: stopping (in-flight requests get {}s)",
+        grace.as_secs()
+    );
+    let _ = stop_tx.send(true);
+    let finished = tokio::time::timeout(grace, async {
+        while let Some(r) = servers.join_next().await {
+            if let Ok(Err(e)) = r {
+                tracing::error!("server error: {e}");
+            }
+        }
+    })
+    .await;
+    if finished.is_err() {
+        tracing::warn!("requests still running after the grace period were ended");
+    }
+    for p in [
+        info_path(&state.config.home),
+        admin_token_path(&state.config.home),
+    ] {
+        let _ = fs::remove_file(p);
+    }
+    if let Some(p) = socket_path {
+        let _ = fs::remove_file(p);
+    }
+    Ok(())
+}
+
+/// Bind the Unix socket, replacing a stale file (we hold the home's lock, so
+/// no live daemon owns it). Any local user may connect; identity is still
+/// required per request.
+fn bind_socket(path: &Path) -> Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("removing the stale socket {}", path.display()))
+        }
+    }
+    let l = UnixListener::bind(path).with_context(|| format!("listening on {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o666))
+        .with_context(|| format!("setting permissions of {}", path.display()))?;
+    Ok(l)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

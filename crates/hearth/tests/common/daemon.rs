@@ -1,0 +1,187 @@
+//! A real `hearth serve` for integration tests: its own temporary home (the
+//! default models' blobs hard-linked in from the developer's store with
+//! their manifests, as a pull would leave them, so nothing is downloaded
+//! twice), a free loopback port, a Unix socket, and its log in the home for
+//! when a test fails.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use hearth_store::{Progress, Store};
+
+pub fn hearth_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_hearth")
+}
+
+/// The path of a default model in the developer's store, pulled if missing.
+pub fn model_path(name: &str) -> PathBuf {
+    Store::open_default()
+        .and_then(|s| s.ensure(name, Progress::Quiet))
+        .unwrap_or_else(|e| panic!("the daemon tests need the default model {name}: {e}"))
+}
+
+pub struct Home {
+    pub dir: tempfile::TempDir,
+}
+
+impl Home {
+    /// A fresh home holding the given default models, as if pulled there.
+    pub fn with_models(models: &[&str]) -> Home {
+        let dir = tempfile::tempdir().expect("temp home");
+        let dev = Store::open_default().expect("the developer's store");
+        let mine = Store::open(hearth_store::Home::at(dir.path())).expect("the test store");
+        for m in models {
+            model_path(m);
+            let manifest = format!("{m}.json");
+            let text = std::fs::read_to_string(dev.home().manifests_dir().join(&manifest))
+                .expect("the developer's manifest");
+            let v: serde_json::Value = serde_json::from_str(&text).expect("manifest JSON");
+            // The model's blobs: the one file, or each file of a multi-file model.
+            let mut digests = vec![v["digest"].clone()];
+            digests.extend(
+                v["files"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|f| f["digest"].clone()),
+            );
+            for d in digests {
+                let hex = d
+                    .as_str()
+                    .and_then(|d| d.strip_prefix("sha256:"))
+                    .expect("a digest");
+                let src = dev.home().blob_path(hex);
+                if !src.exists() {
+                    continue;
+                }
+                let dst = mine.home().blob_path(hex);
+                if std::fs::hard_link(&src, &dst).is_err() {
+                    std::fs::copy(&src, &dst).expect("copying a model into the test home");
+                }
+            }
+            std::fs::write(mine.home().manifests_dir().join(&manifest), text)
+                .expect("copying a manifest into the test home");
+        }
+        Home { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn hearth(&self, args: &[&str]) -> Output {
+        Command::new(hearth_bin())
+            .args(args)
+            .env("HEARTH_HOME", self.path())
+            .output()
+            .expect("running hearth")
+    }
+
+    /// `hearth app add NAME ARGS…`; returns the token (the last line).
+    pub fn add_app(&self, name: &str, args: &[&str]) -> String {
+        let mut all = vec!["app", "add", name];
+        all.extend_from_slice(args);
+        let out = self.hearth(&all);
+        assert!(
+            out.status.success(),
+            "app add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).expect("utf-8");
+        stdout
+            .lines()
+            .last()
+            .expect("a token line")
+            .trim()
+            .to_string()
+    }
+
+    /// Write `<home>/config.toml`.
+    pub fn config(&self, toml: &str) {
+        std::fs::write(self.path().join("config.toml"), toml).expect("config");
+    }
+}
+
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub url: String,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Start `hearth serve --port 0` on `home` with extra flags; waits until it listens.
+    pub fn start(home: &Home, flags: &[&str]) -> Daemon {
+        let socket = home.path().join("test.sock");
+        let log = home.path().join("serve.log");
+        let mut child = Command::new(hearth_bin())
+            .args(["serve", "--port", "0", "--socket", socket.to_str().unwrap()])
+            .args(flags)
+            .env("HEARTH_HOME", home.path())
+            .env("HEARTH_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("starting hearth serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("reading the daemon's first line");
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                panic!(
+                    "the daemon did not start: {line:?}\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            })
+            .to_string();
+        Daemon {
+            child: Some(child),
+            url,
+            socket,
+            log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.url, path)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait (at most `timeout`) for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("a running daemon");
+        let pid = child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = child.try_wait().expect("waiting") {
+                return st;
+            }
+            if t0.elapsed() > timeout {
+                let _ = child.kill();
+                panic!("the daemon did not exit within {timeout:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
