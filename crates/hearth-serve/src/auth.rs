@@ -113,43 +113,48 @@ fn unauthorized(msg: &str) -> ApiError {
 }
 
 impl FromRequestParts<Arc<AppState>> for Caller {
-    type Rejection = ApiError;
+    type Rejection = axum::response::Response;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<Peer>>()
-            .map(|c| c.0.clone());
-        if let Some(token) = bearer(parts)? {
-            if same_secret(&token, &state.admin_token) {
-                return Ok(state.admin_caller());
-            }
-            let app = state
-                .with_db(|db| db.app_for_token(&token))
-                .map_err(|e| ApiError::internal(format!("reading the app table: {e}")))?;
-            return match app {
-                Some(a) => Ok(Caller::from_app(a)),
-                None => Err(unauthorized(
-                    "the token is not valid for any app (create one with `hearth app add NAME`)",
-                )),
-            };
-        }
-        if let Some(Peer::Unix { uid: Some(uid) }) = peer {
-            let app = state
-                .with_db(|db| db.app_for_uid(uid))
-                .map_err(|e| ApiError::internal(format!("reading the app table: {e}")))?;
-            if let Some(a) = app {
-                return Ok(Caller::from_app(a));
-            }
-        }
-        if state.config.allow_anonymous {
-            return Ok(state.anonymous_caller());
-        }
-        Err(unauthorized(
-            "no identity: send `Authorization: Bearer <token>` with an app's token (`hearth app add NAME` prints one)",
-        ))
+        let ollama = crate::api::is_ollama(parts.uri.path());
+        identify(parts, state).map_err(|e| crate::api::render(e, ollama))
     }
+}
+
+fn identify(parts: &Parts, state: &Arc<AppState>) -> Result<Caller, ApiError> {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<Peer>>()
+        .map(|c| c.0.clone());
+    if let Some(token) = bearer(parts)? {
+        if same_secret(&token, &state.admin_token) {
+            return Ok(state.admin_caller());
+        }
+        let app = state
+            .with_db(|db| db.app_for_token(&token))
+            .map_err(|e| ApiError::internal(format!("reading the app table: {e}")))?;
+        return match app {
+            Some(a) => Ok(Caller::from_app(a)),
+            None => Err(unauthorized(
+                "the token is not valid for any app (create one with `hearth app add NAME`)",
+            )),
+        };
+    }
+    if let Some(Peer::Unix { uid: Some(uid) }) = peer {
+        let app = state
+            .with_db(|db| db.app_for_uid(uid))
+            .map_err(|e| ApiError::internal(format!("reading the app table: {e}")))?;
+        if let Some(a) = app {
+            return Ok(Caller::from_app(a));
+        }
+    }
+    if state.config.allow_anonymous {
+        return Ok(state.anonymous_caller());
+    }
+    Err(unauthorized(
+        "no identity: send `Authorization: Bearer <token>` with an app's token (`hearth app add NAME` prints one)",
+    ))
 }

@@ -2,6 +2,10 @@
 //! with a non-zero exit for every kind of bad input. Models are tiny GGUF
 //! files this test writes, so nothing here needs the network.
 
+#[path = "common/cli.rs"]
+mod cli_common;
+use cli_common::fails_with;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -163,22 +167,6 @@ fn model(d: &Path) -> String {
     let p = d.join("tiny.gguf");
     write(&tiny(), &p);
     p.to_string_lossy().into_owned()
-}
-
-/// The command fails, and its message contains every one of `needles`.
-fn fails_with(out: &Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "expected failure, got success; stderr: {err}"
-    );
-    for n in needles {
-        assert!(err.contains(n), "stderr lacks {n:?}: {err}");
-    }
-    assert!(
-        !err.contains("panicked"),
-        "a panic is not an error message: {err}"
-    );
 }
 
 #[test]

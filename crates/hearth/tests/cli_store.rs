@@ -3,6 +3,10 @@
 //! clear non-zero error. Everything runs in a temporary HEARTH_HOME with
 //! files the test writes, so nothing here needs the network.
 
+#[path = "common/cli.rs"]
+mod cli_common;
+use cli_common::fails_with;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -29,22 +33,6 @@ fn stdout(out: &Output) -> String {
 fn json(out: &Output) -> Json {
     let s = stdout(out);
     serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
-}
-
-/// The command fails, and its message contains every one of `needles`.
-fn fails_with(out: &Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "expected failure, got success; stderr: {err}"
-    );
-    for n in needles {
-        assert!(err.contains(n), "stderr lacks {n:?}: {err}");
-    }
-    assert!(
-        !err.contains("panicked"),
-        "a panic is not an error message: {err}"
-    );
 }
 
 /// A small but well-formed GGUF file.

@@ -361,7 +361,10 @@ fn errors_auth_and_limits() {
         r.body
     );
 
-    // Ollama's error form.
+    // Ollama's error form, identity failures included.
+    let r = call("GET", &d.url("/api/tags"), None, None);
+    assert_eq!(r.status, 401);
+    assert!(r.body["error"].is_string(), "{}", r.body);
     let r = post(
         &d,
         &token,

@@ -10,10 +10,8 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use base64::Engine as _;
 use hearth_runtime::Embeddings;
 use serde::Deserialize;
@@ -22,7 +20,7 @@ use serde_json::{json, Value};
 use super::body::parse;
 use super::error::ApiError;
 use super::generation::permit_model;
-use super::RequestId;
+use super::Call;
 use crate::audit::Audit;
 use crate::auth::Caller;
 use crate::state::AppState;
@@ -116,128 +114,100 @@ async fn run(
     .await
     .map_err(|e| ApiError::internal(format!("embedding: {e}")))??;
     audit.tokens(out.prompt_tokens, 0);
+    audit.ok();
     Ok((name, out))
 }
 
-pub async fn openai(
-    State(st): State<Arc<AppState>>,
-    caller: Caller,
-    Extension(rid): Extension<RequestId>,
-    body: Bytes,
-) -> Response {
-    let audit = Audit::new(&st, &caller, "/v1/embeddings", &rid.0);
-    let result = async {
-        let req: OpenAiRequest = parse(&body)?;
-        let base64 = match req.encoding_format.as_deref() {
-            None | Some("float") => false,
-            Some("base64") => true,
-            Some(other) => {
-                return Err(ApiError::field(
-                    "encoding_format",
-                    format!("unknown encoding_format {other:?} (float or base64)"),
-                ))
-            }
-        };
-        let texts = texts(req.input)?;
-        let (name, out) = run(&st, &caller, &audit, &req.model, texts, req.dimensions).await?;
-        let data: Vec<Value> = out
-            .vectors
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                let embedding = if base64 {
-                    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                    json!(base64::engine::general_purpose::STANDARD.encode(bytes))
-                } else {
-                    json!(v)
-                };
-                json!({"object": "embedding", "index": i, "embedding": embedding})
-            })
-            .collect();
-        Ok(Json(json!({
-            "object": "list",
-            "data": data,
-            "model": name,
-            "usage": {"prompt_tokens": out.prompt_tokens, "total_tokens": out.prompt_tokens},
-        })))
-    }
-    .await;
-    match result {
-        Ok(r) => {
-            audit.ok();
-            r.into_response()
-        }
-        Err(e) => {
-            audit.failed(&e);
-            e.into_response()
-        }
-    }
+pub async fn openai(call: Call) -> Response {
+    call.run("/v1/embeddings", openai_inner).await
 }
 
-pub async fn ollama(
-    State(st): State<Arc<AppState>>,
-    caller: Caller,
-    Extension(rid): Extension<RequestId>,
-    body: Bytes,
-) -> Response {
-    let audit = Audit::new(&st, &caller, "/api/embed", &rid.0);
-    let result = async {
-        let req: OllamaRequest = parse(&body)?;
-        let texts = texts(req.input)?;
-        let (name, out) = run(&st, &caller, &audit, &req.model, texts, req.dimensions).await?;
-        if req.truncate == Some(false) {
-            if let Some(i) = out.truncated.iter().position(|&t| t) {
-                return Err(ApiError::field(
-                    &format!("input[{i}]"),
-                    "the input is longer than the model's context and truncate is false",
-                ));
-            }
+async fn openai_inner(
+    st: &Arc<AppState>,
+    caller: &Caller,
+    audit: &Audit,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let req: OpenAiRequest = parse(body)?;
+    let base64 = match req.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(ApiError::field(
+                "encoding_format",
+                format!("unknown encoding_format {other:?} (float or base64)"),
+            ))
         }
-        let total_ns = (audit.elapsed_ms() * 1e6) as u64;
-        Ok(Json(json!({
-            "model": name,
-            "embeddings": out.vectors,
-            "total_duration": total_ns,
-            "load_duration": 0,
-            "prompt_eval_count": out.prompt_tokens,
-        })))
+    };
+    let texts = texts(req.input)?;
+    let (name, out) = run(st, caller, audit, &req.model, texts, req.dimensions).await?;
+    let data: Vec<Value> = out
+        .vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let embedding = if base64 {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    Ok(Json(json!({
+        "object": "list",
+        "data": data,
+        "model": name,
+        "usage": {"prompt_tokens": out.prompt_tokens, "total_tokens": out.prompt_tokens},
+    }))
+    .into_response())
+}
+
+pub async fn ollama(call: Call) -> Response {
+    call.run("/api/embed", ollama_inner).await
+}
+
+async fn ollama_inner(
+    st: &Arc<AppState>,
+    caller: &Caller,
+    audit: &Audit,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let req: OllamaRequest = parse(body)?;
+    let texts = texts(req.input)?;
+    let (name, out) = run(st, caller, audit, &req.model, texts, req.dimensions).await?;
+    if req.truncate == Some(false) {
+        if let Some(i) = out.truncated.iter().position(|&t| t) {
+            return Err(ApiError::field(
+                &format!("input[{i}]"),
+                "the input is longer than the model's context and truncate is false",
+            ));
+        }
     }
-    .await;
-    match result {
-        Ok(r) => {
-            audit.ok();
-            r.into_response()
-        }
-        Err(e) => {
-            audit.failed(&e);
-            e.into_ollama()
-        }
-    }
+    Ok(Json(json!({
+        "model": name,
+        "embeddings": out.vectors,
+        "total_duration": (audit.elapsed_ms() * 1e6) as u64,
+        "load_duration": 0,
+        "prompt_eval_count": out.prompt_tokens,
+    }))
+    .into_response())
 }
 
 /// Ollama's older single-prompt form.
-pub async fn ollama_legacy(
-    State(st): State<Arc<AppState>>,
-    caller: Caller,
-    Extension(rid): Extension<RequestId>,
-    body: Bytes,
-) -> Response {
-    let audit = Audit::new(&st, &caller, "/api/embeddings", &rid.0);
-    let result = async {
-        let req: OllamaLegacyRequest = parse(&body)?;
-        let texts = texts(Input::One(req.prompt))?;
-        let (_, out) = run(&st, &caller, &audit, &req.model, texts, None).await?;
-        Ok(Json(json!({ "embedding": out.vectors[0] })))
-    }
-    .await;
-    match result {
-        Ok(r) => {
-            audit.ok();
-            r.into_response()
-        }
-        Err(e) => {
-            audit.failed(&e);
-            e.into_ollama()
-        }
-    }
+pub async fn ollama_legacy(call: Call) -> Response {
+    call.run("/api/embeddings", ollama_legacy_inner).await
+}
+
+async fn ollama_legacy_inner(
+    st: &Arc<AppState>,
+    caller: &Caller,
+    audit: &Audit,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let req: OllamaLegacyRequest = parse(body)?;
+    let texts = texts(Input::One(req.prompt))?;
+    let (_, out) = run(st, caller, audit, &req.model, texts, None).await?;
+    Ok(Json(json!({ "embedding": out.vectors[0] })).into_response())
 }

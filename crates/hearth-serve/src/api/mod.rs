@@ -22,6 +22,7 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use tracing::Instrument;
 
+use crate::audit::Audit;
 use crate::auth::Caller;
 use crate::state::AppState;
 use error::ApiError;
@@ -54,6 +55,84 @@ async fn request_id(mut req: Request, next: Next) -> Response {
         resp.headers_mut().insert(REQUEST_ID.clone(), v);
     }
     resp
+}
+
+/// What every audited endpoint receives: the caller (already identified),
+/// the request id and the body, read only after identity so that a caller
+/// without one learns nothing from parse errors.
+pub struct Call {
+    st: Arc<AppState>,
+    caller: Caller,
+    rid: RequestId,
+    body: axum::body::Bytes,
+}
+
+impl axum::extract::FromRequest<Arc<AppState>> for Call {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, st: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        use axum::extract::FromRequestParts;
+        let (mut parts, body) = req.into_parts();
+        let caller = Caller::from_request_parts(&mut parts, st).await?;
+        let rid = parts
+            .extensions
+            .get::<RequestId>()
+            .cloned()
+            .unwrap_or_else(|| RequestId(new_request_id()));
+        let ollama = is_ollama(parts.uri.path());
+        let req = Request::from_parts(parts, body);
+        let body = axum::body::Bytes::from_request(req, st)
+            .await
+            .map_err(|e| {
+                let e = ApiError::new(e.status(), format!("could not read the request body: {e}"));
+                render(e, ollama)
+            })?;
+        Ok(Call {
+            st: st.clone(),
+            caller,
+            rid,
+            body,
+        })
+    }
+}
+
+/// A handler's work: the shared state, the caller, the request's audit and
+/// its body.
+pub trait Handler:
+    AsyncFnOnce(&Arc<AppState>, &Caller, &Audit, &[u8]) -> Result<Response, ApiError>
+{
+}
+impl<F: AsyncFnOnce(&Arc<AppState>, &Caller, &Audit, &[u8]) -> Result<Response, ApiError>> Handler
+    for F
+{
+}
+
+impl Call {
+    /// Run `f` under an audit row for `endpoint`; its error is rendered in
+    /// the endpoint's API family's form.
+    pub async fn run(self, endpoint: &'static str, f: impl Handler) -> Response {
+        let audit = Audit::new(&self.st, &self.caller, endpoint, &self.rid.0);
+        match f(&self.st, &self.caller, &audit, &self.body).await {
+            Ok(r) => r,
+            Err(e) => {
+                audit.failed(&e);
+                render(e, is_ollama(endpoint))
+            }
+        }
+    }
+}
+
+/// Ollama's endpoints answer errors in Ollama's form.
+pub fn is_ollama(path: &str) -> bool {
+    path.starts_with("/api/")
+}
+
+pub fn render(e: ApiError, ollama: bool) -> Response {
+    if ollama {
+        e.into_ollama()
+    } else {
+        e.into_response()
+    }
 }
 
 async fn metrics(State(st): State<Arc<AppState>>, _caller: Caller) -> Response {

@@ -13,7 +13,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use futures_util::stream;
 use hearth_runtime::{Message, SeqParams};
 use hearth_sample::SamplerConfig;
@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use super::body::{parse, OllamaBody};
 use super::error::{ApiError, OllamaError};
 use super::generation::{begin, collect, permit_model, Begun, Prompt};
-use super::RequestId;
+use super::Call;
 use crate::audit::Audit;
 use crate::auth::Caller;
 use crate::models::{canonical, details_of, store_error};
@@ -173,20 +173,8 @@ fn images(i: &Option<Vec<Value>>, field: &str) -> Result<(), ApiError> {
     }
 }
 
-pub async fn chat(
-    State(st): State<Arc<AppState>>,
-    caller: Caller,
-    Extension(rid): Extension<RequestId>,
-    body: Bytes,
-) -> Response {
-    let audit = Audit::new(&st, &caller, "/api/chat", &rid.0);
-    match chat_inner(&st, &caller, &audit, &body).await {
-        Ok(r) => r,
-        Err(e) => {
-            audit.failed(&e);
-            e.into_ollama()
-        }
-    }
+pub async fn chat(call: Call) -> Response {
+    call.run("/api/chat", chat_inner).await
 }
 
 async fn chat_inner(
@@ -226,20 +214,8 @@ async fn chat_inner(
     respond(b, audit.clone(), req.stream, true).await
 }
 
-pub async fn generate(
-    State(st): State<Arc<AppState>>,
-    caller: Caller,
-    Extension(rid): Extension<RequestId>,
-    body: Bytes,
-) -> Response {
-    let audit = Audit::new(&st, &caller, "/api/generate", &rid.0);
-    match generate_inner(&st, &caller, &audit, &body).await {
-        Ok(r) => r,
-        Err(e) => {
-            audit.failed(&e);
-            e.into_ollama()
-        }
-    }
+pub async fn generate(call: Call) -> Response {
+    call.run("/api/generate", generate_inner).await
 }
 
 async fn generate_inner(

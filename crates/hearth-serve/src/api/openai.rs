@@ -8,11 +8,10 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use futures_util::stream::{self, Stream};
 use hearth_runtime::{Message, SeqParams, Step};
 use hearth_sample::SamplerConfig;
@@ -22,7 +21,7 @@ use serde_json::{json, Value};
 use super::body::{from_value, parse};
 use super::error::ApiError;
 use super::generation::{begin, collect, token_text, Begun, Prompt};
-use super::RequestId;
+use super::Call;
 use crate::audit::Audit;
 use crate::auth::Caller;
 use crate::models::{store_error, unix_secs, ChatModel};
@@ -239,20 +238,8 @@ fn top_logprobs_arg(n: Option<u32>, field: &str) -> Result<usize, ApiError> {
     }
 }
 
-pub async fn chat_completions(
-    State(st): State<Arc<AppState>>,
-    caller: Caller,
-    Extension(rid): Extension<RequestId>,
-    body: Bytes,
-) -> Response {
-    let audit = Audit::new(&st, &caller, "/v1/chat/completions", &rid.0);
-    match chat_inner(&st, &caller, &audit, &body).await {
-        Ok(r) => r,
-        Err(e) => {
-            audit.failed(&e);
-            e.into_response()
-        }
-    }
+pub async fn chat_completions(call: Call) -> Response {
+    call.run("/v1/chat/completions", chat_inner).await
 }
 
 async fn chat_inner(
@@ -284,7 +271,7 @@ async fn chat_inner(
     }
     let params = common.params(req.logprobs, top)?;
     let msgs = messages(req.messages)?;
-    let mut b = begin(
+    let b = begin(
         st,
         caller,
         audit,
@@ -294,58 +281,11 @@ async fn chat_inner(
         None,
     )
     .await?;
-    let ctx = Ctx {
-        id: format!("chatcmpl-{}", audit_id()),
-        created: unix_secs(std::time::SystemTime::now()),
-        model: b.model.name.clone(),
-        logprobs: req.logprobs,
-        top,
-    };
-    if common.stream {
-        return Ok(sse(
-            b,
-            audit.clone(),
-            ctx,
-            Kind::Chat,
-            common.include_usage(),
-        ));
-    }
-    let out = collect(&mut b, audit).await?;
-    audit.ok();
-    let lp = ctx
-        .logprobs
-        .then(|| chat_logprobs(&b.model, &out.steps, ctx.top));
-    Ok(Json(json!({
-        "id": ctx.id,
-        "object": "chat.completion",
-        "created": ctx.created,
-        "model": ctx.model,
-        "system_fingerprint": Value::Null,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": out.text, "refusal": Value::Null},
-            "logprobs": lp,
-            "finish_reason": out.summary.reason.finish_reason(),
-        }],
-        "usage": usage(out.summary.prompt_tokens, out.summary.completion_tokens),
-    }))
-    .into_response())
+    answer(b, audit, &common, Kind::Chat, req.logprobs, top).await
 }
 
-pub async fn completions(
-    State(st): State<Arc<AppState>>,
-    caller: Caller,
-    Extension(rid): Extension<RequestId>,
-    body: Bytes,
-) -> Response {
-    let audit = Audit::new(&st, &caller, "/v1/completions", &rid.0);
-    match completions_inner(&st, &caller, &audit, &body).await {
-        Ok(r) => r,
-        Err(e) => {
-            audit.failed(&e);
-            e.into_response()
-        }
-    }
+pub async fn completions(call: Call) -> Response {
+    call.run("/v1/completions", completions_inner).await
 }
 
 async fn completions_inner(
@@ -380,40 +320,58 @@ async fn completions_inner(
     };
     let top = top_logprobs_arg(req.logprobs, "logprobs")?;
     let params = common.params(req.logprobs.is_some(), top)?;
-    let mut b = begin(st, caller, audit, &common.model, prompt, params, None).await?;
+    let b = begin(st, caller, audit, &common.model, prompt, params, None).await?;
+    answer(b, audit, &common, Kind::Text, req.logprobs.is_some(), top).await
+}
+
+/// Stream the generation, or wait for it and answer with the whole object.
+async fn answer(
+    mut b: Begun,
+    audit: &Audit,
+    common: &Common,
+    kind: Kind,
+    logprobs: bool,
+    top: usize,
+) -> Result<Response, ApiError> {
+    let prefix = match kind {
+        Kind::Chat => "chatcmpl",
+        Kind::Text => "cmpl",
+    };
     let ctx = Ctx {
-        id: format!("cmpl-{}", audit_id()),
+        id: format!("{prefix}-{}", audit_id()),
         created: unix_secs(std::time::SystemTime::now()),
         model: b.model.name.clone(),
-        logprobs: req.logprobs.is_some(),
+        logprobs,
         top,
     };
     if common.stream {
-        return Ok(sse(
-            b,
-            audit.clone(),
-            ctx,
-            Kind::Text,
-            common.include_usage(),
-        ));
+        return Ok(sse(b, audit.clone(), ctx, kind, common.include_usage()));
     }
     let out = collect(&mut b, audit).await?;
     audit.ok();
-    let lp = ctx
-        .logprobs
-        .then(|| text_logprobs(&b.model, &out.steps, ctx.top));
+    let reason = out.summary.reason.finish_reason();
+    let choice = match kind {
+        Kind::Chat => {
+            let lp = logprobs.then(|| chat_logprobs(&b.model, &out.steps, top));
+            json!({
+                "index": 0,
+                "message": {"role": "assistant", "content": out.text, "refusal": Value::Null},
+                "logprobs": lp,
+                "finish_reason": reason,
+            })
+        }
+        Kind::Text => {
+            let lp = logprobs.then(|| text_logprobs(&b.model, &out.steps, top));
+            json!({"index": 0, "text": out.text, "logprobs": lp, "finish_reason": reason})
+        }
+    };
     Ok(Json(json!({
         "id": ctx.id,
-        "object": "text_completion",
+        "object": match kind { Kind::Chat => "chat.completion", Kind::Text => "text_completion" },
         "created": ctx.created,
         "model": ctx.model,
         "system_fingerprint": Value::Null,
-        "choices": [{
-            "index": 0,
-            "text": out.text,
-            "logprobs": lp,
-            "finish_reason": out.summary.reason.finish_reason(),
-        }],
+        "choices": [choice],
         "usage": usage(out.summary.prompt_tokens, out.summary.completion_tokens),
     }))
     .into_response())
