@@ -24,6 +24,8 @@ pub enum EngineError {
     Hyperparameter { key: String, why: String },
     #[error("the sequence would reach {needed} tokens, over the context of {n_ctx}")]
     ContextFull { needed: usize, n_ctx: usize },
+    #[error("KV prefix: {0}")]
+    Prefix(String),
     #[error("token id {id} is outside the vocabulary of {n_vocab}")]
     BadToken { id: u32, n_vocab: usize },
     #[error("empty batch item: every sequence in a batch needs at least one token")]

@@ -31,6 +31,11 @@ impl KvCache {
         }
     }
 
+    /// An empty cache of `other`'s shape holding up to `n_ctx` positions.
+    pub fn like(other: &KvCache, n_ctx: usize) -> KvCache {
+        KvCache::new(other.k.len(), other.k_dim, other.v_dim, n_ctx)
+    }
+
     /// Positions already stored.
     pub fn len(&self) -> usize {
         self.len
@@ -59,6 +64,33 @@ impl KvCache {
 
     pub fn clear(&mut self) {
         self.truncate(0);
+    }
+
+    /// Fill this empty cache with the first `n` positions of `other`: a
+    /// prompt prefix computed once and shared. The copy is exact, and keys
+    /// and values of a position depend only on the tokens up to it, so a
+    /// sequence started this way sees what it would have computed itself.
+    pub fn copy_prefix(&mut self, other: &KvCache, n: usize) -> Result<()> {
+        let shape = (self.k.len(), self.k_dim, self.v_dim);
+        if shape != (other.k.len(), other.k_dim, other.v_dim) {
+            return Err(EngineError::Prefix(
+                "the cache it comes from has another shape".into(),
+            ));
+        }
+        if !self.is_empty() || n > other.len || n > self.n_ctx {
+            return Err(EngineError::Prefix(format!(
+                "cannot copy {n} positions of a cache of {} into one of {} holding {}",
+                other.len, self.n_ctx, self.len
+            )));
+        }
+        for (dst, src) in self.k.iter_mut().zip(&other.k) {
+            dst.extend_from_slice(&src[..n * self.k_dim]);
+        }
+        for (dst, src) in self.v.iter_mut().zip(&other.v) {
+            dst.extend_from_slice(&src[..n * self.v_dim]);
+        }
+        self.len = n;
+        Ok(())
     }
 
     /// Bytes held by the cache now.

@@ -11,6 +11,7 @@ mod embed;
 mod error;
 mod generate;
 mod perplexity;
+mod prefix;
 mod sequence;
 
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ pub use error::{Result, RuntimeError};
 pub use generate::{GenOptions, GenOutput};
 pub use hearth_text::Message;
 pub use perplexity::{perplexity, Perplexity};
+pub use prefix::PrefixCache;
 pub use sequence::{SeqParams, Sequence, Step, StopReason, TopEntry};
 
 /// The context used when the caller does not choose one: long enough for a

@@ -152,6 +152,27 @@ impl Sequence {
         self.cache.bytes()
     }
 
+    /// Its KV cache (the prompt's keys and values once prefill is done).
+    pub fn cache(&self) -> &KvCache {
+        &self.cache
+    }
+
+    /// Start from the first `n` prompt positions of `from` instead of
+    /// computing them: `from` must hold the same first `n` tokens (the
+    /// caller's [`PrefixCache`](crate::PrefixCache) checks). At least one
+    /// prompt token is always left to feed, for the logits.
+    pub fn reuse_prefix(&mut self, from: &KvCache, n: usize) -> Result<()> {
+        if self.fed != 0 || n >= self.prompt.len() {
+            return Err(RuntimeError::Invalid(format!(
+                "a prefix of {n} tokens does not fit a fresh prompt of {}",
+                self.prompt.len()
+            )));
+        }
+        self.cache.copy_prefix(from, n)?;
+        self.fed = n;
+        Ok(())
+    }
+
     /// End the sequence at the caller's request; held-back text is dropped.
     pub fn cancel(&mut self) {
         if self.stop.is_none() {

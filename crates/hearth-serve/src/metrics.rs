@@ -21,6 +21,7 @@ pub enum Metric {
     LoadedModels,
     ModelBytes,
     ModelLoadSeconds,
+    PrefixReused,
 }
 
 enum Kind {
@@ -81,6 +82,11 @@ impl Metric {
                 "hearth_model_bytes",
                 Kind::Gauge,
                 "Bytes of a loaded model's weights, by model.",
+            ),
+            Metric::PrefixReused => (
+                "hearth_prefix_tokens_reused_total",
+                Kind::Counter,
+                "Prompt tokens whose keys and values were copied from an earlier prompt instead of computed.",
             ),
             Metric::ModelLoadSeconds => (
                 "hearth_model_load_seconds",

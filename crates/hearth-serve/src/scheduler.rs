@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
-use hearth_runtime::{Runtime, Sequence, Step, StopReason};
+use hearth_runtime::{PrefixCache, Runtime, Sequence, Step, StopReason};
 use tokio::sync::mpsc as tmpsc;
 
 use crate::metrics::{Metric, Metrics};
@@ -57,6 +57,8 @@ pub struct Job {
 
 struct Running {
     job: Job,
+    /// Still feeding its prompt before the last pass.
+    prefilling: bool,
     admitted: Instant,
     first_token: Option<Instant>,
     last_token: Option<Instant>,
@@ -105,6 +107,7 @@ impl Scheduler {
             queue: Vec::new(),
             active: Vec::new(),
             last_admitted: HashMap::new(),
+            prefix: PrefixCache::new(16, 64 << 20, 16),
             waiting: waiting.clone(),
             running: running.clone(),
         };
@@ -154,6 +157,8 @@ struct Worker {
     active: Vec<Running>,
     /// When each app last had a request admitted.
     last_admitted: HashMap<String, Instant>,
+    /// Prompts recently prefilled, for requests that start the same way.
+    prefix: PrefixCache,
     waiting: Arc<AtomicUsize>,
     running: Arc<AtomicUsize>,
 }
@@ -213,10 +218,19 @@ impl Worker {
                 })
                 .map(|(i, _)| i);
             let Some(i) = pick else { break };
-            let job = self.queue.remove(i);
+            let mut job = self.queue.remove(i);
             self.waiting.fetch_sub(1, Ordering::SeqCst);
             self.last_admitted.insert(job.app.clone(), Instant::now());
+            match self.prefix.seed(&mut job.seq, 0) {
+                Ok(0) => {}
+                Ok(n) => {
+                    self.metrics
+                        .add(Metric::PrefixReused, &[("model", &self.model)], n as f64)
+                }
+                Err(e) => tracing::warn!(model = %self.model, "prefix reuse failed: {e}"),
+            }
             self.active.push(Running {
+                prefilling: job.seq.prefilling(),
                 job,
                 admitted: Instant::now(),
                 first_token: None,
@@ -250,6 +264,12 @@ impl Worker {
                     let _ = r.job.events.send(Event::Error(msg.clone()));
                 }
                 return;
+            }
+        }
+        for r in self.active.iter_mut() {
+            if r.prefilling && !r.job.seq.prefilling() {
+                r.prefilling = false;
+                self.prefix.remember(&r.job.seq, 0);
             }
         }
         let model = self.model.clone();

@@ -483,6 +483,8 @@ fn batching_never_changes_an_answer() {
     let single = count("hearth_batch_size_bucket{model=\"smollm2\",le=\"1\"}");
     let all = count("hearth_batch_size_count{model=\"smollm2\"}");
     assert!(single < all, "no forward pass held more than one sequence");
+    // The prompts share the template's system prompt, computed once.
+    assert!(count("hearth_prefix_tokens_reused_total{model=\"smollm2\"}") > 0.0);
 }
 
 /// Raw HTTP over the Unix socket: the request and the status line.
