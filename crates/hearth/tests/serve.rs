@@ -255,6 +255,13 @@ fn openai_and_ollama_shapes() {
     assert!(show.body["template"].as_str().unwrap().contains("im_start"));
     let ps = call("GET", &d.url("/api/ps"), Some(&token), None);
     assert_eq!(ps.body["models"][0]["name"], "smollm2");
+    // `hearth ps` asks the daemon over its socket with the admin token.
+    let out = home.hearth(&["ps", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ps: Value = serde_json::from_slice(&out.stdout).expect("ps --json");
+    assert_eq!(ps["models"][0]["name"], "smollm2");
+    let out = home.hearth(&["ps"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("smollm2"));
     let v = call("GET", &d.url("/api/version"), None, None);
     assert_eq!(v.status, 401, "identity is needed even for the version");
     let v = call("GET", &d.url("/api/version"), Some(&token), None);
@@ -813,4 +820,13 @@ fn embeddings_match_the_reference() {
         json!({"model": "minilm", "input": long}),
     );
     assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn ps_without_a_daemon_is_a_clear_error() {
+    let home = Home::with_models(&[]);
+    let out = home.hearth(&["ps"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no hearth daemon is running"), "{err}");
 }
