@@ -257,7 +257,11 @@ fn openai_and_ollama_shapes() {
     assert_eq!(ps.body["models"][0]["name"], "smollm2");
     // `hearth ps` asks the daemon over its socket with the admin token.
     let out = home.hearth(&["ps", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ps: Value = serde_json::from_slice(&out.stdout).expect("ps --json");
     assert_eq!(ps["models"][0]["name"], "smollm2");
     let out = home.hearth(&["ps"]);
