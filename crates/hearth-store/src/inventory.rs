@@ -1,4 +1,4 @@
-//! Looking at and removing stored models: `show` and `rm`.
+//! Looking at, sharing and removing stored models: `show`, `adopt` and `rm`.
 //!
 //! Removal deletes the manifest first and then each blob no other manifest
 //! refers to, holding the model's lock and the store-wide blob lock
@@ -194,6 +194,38 @@ impl Store {
             used.extend(blob_hexes(&m));
         }
         Ok(Some(used))
+    }
+}
+
+impl Store {
+    /// Takes model `name` as it is stored in `from` (another home): its
+    /// blobs hard-linked in (copied where a link is impossible) and its
+    /// manifest written last, so the model is there exactly when a pull
+    /// would have left it. For a benchmark's or a test's private home, with
+    /// nothing downloaded twice. Returns what [`Store::resolve`] gives.
+    pub fn adopt(&self, from: &Store, name: &str) -> Result<PathBuf> {
+        let m = from.read_manifest(name)?.ok_or_else(|| Error::NotInStore {
+            name: name.to_string(),
+        })?;
+        let lock = self.name_lock(name, Progress::Quiet)?;
+        for hex in blob_hexes(&m) {
+            let src = from.home().blob_path(&hex);
+            let dst = self.home().blob_path(&hex);
+            if dst.exists() {
+                continue;
+            }
+            let tmp = self.home().tmp_dir().join(format!("{name}.adopt.partial"));
+            let _ = fs::remove_file(&tmp);
+            if fs::hard_link(&src, &tmp).is_err() {
+                fs::copy(&src, &tmp).map_err(|e| Error::io("copying", &src, e))?;
+            }
+            fsutil::TempFile::adopt(tmp)?.persist(&dst)?;
+        }
+        self.write_manifest(&m)?;
+        // `resolve` may lay out a multi-file model's directory under the
+        // same lock, so it is released first.
+        drop(lock);
+        self.resolve(name)
     }
 }
 

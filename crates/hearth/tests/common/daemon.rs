@@ -1,8 +1,7 @@
 //! A real `hearth serve` for integration tests: its own temporary home (the
-//! default models' blobs hard-linked in from the developer's store with
-//! their manifests, as a pull would leave them, so nothing is downloaded
-//! twice), a free loopback port, a Unix socket, and its log in the home for
-//! when a test fails.
+//! default models adopted from the developer's store by hard link, so
+//! nothing is downloaded twice), a free loopback port, a Unix socket, and
+//! its log in the home for when a test fails.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -35,35 +34,8 @@ impl Home {
         let mine = Store::open(hearth_store::Home::at(dir.path())).expect("the test store");
         for m in models {
             model_path(m);
-            let manifest = format!("{m}.json");
-            let text = std::fs::read_to_string(dev.home().manifests_dir().join(&manifest))
-                .expect("the developer's manifest");
-            let v: serde_json::Value = serde_json::from_str(&text).expect("manifest JSON");
-            // The model's blobs: the one file, or each file of a multi-file model.
-            let mut digests = vec![v["digest"].clone()];
-            digests.extend(
-                v["files"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|f| f["digest"].clone()),
-            );
-            for d in digests {
-                let hex = d
-                    .as_str()
-                    .and_then(|d| d.strip_prefix("sha256:"))
-                    .expect("a digest");
-                let src = dev.home().blob_path(hex);
-                if !src.exists() {
-                    continue;
-                }
-                let dst = mine.home().blob_path(hex);
-                if std::fs::hard_link(&src, &dst).is_err() {
-                    std::fs::copy(&src, &dst).expect("copying a model into the test home");
-                }
-            }
-            std::fs::write(mine.home().manifests_dir().join(&manifest), text)
-                .expect("copying a manifest into the test home");
+            mine.adopt(&dev, m)
+                .unwrap_or_else(|e| panic!("adopting {m} into the test home: {e}"));
         }
         Home { dir }
     }
