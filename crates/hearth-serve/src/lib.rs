@@ -10,7 +10,8 @@
 //! - [`models`]: models loaded on demand;
 //! - [`scheduler`]: continuous batching over the engine's batched forward pass;
 //! - [`metrics`]: the Prometheus exposition;
-//! - [`client`]: how hearth's own command line talks to a running daemon.
+//! - [`client`]: how hearth's own command line talks to a running daemon;
+//! - [`bench`]: `hearth bench serve`, the daemon under concurrent load.
 //!
 //! It contains no kernels and no model maths: generation is the runtime's
 //! [`Sequence`](hearth_runtime::Sequence), stepped in batches.
@@ -18,6 +19,7 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod limits;

@@ -1,10 +1,11 @@
 //! `hearth serve` and `hearth ps`: arguments and printing; the daemon is
 //! `hearth-serve`'s.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
+use hearth_serve::bench::{ScratchDaemon, ServeBench, Target};
 use hearth_serve::{Flags, ServeConfig};
-use hearth_store::Home;
+use hearth_store::{Home, Progress, Store};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -74,6 +75,80 @@ pub fn ps(a: PsArgs) -> Result<()> {
             m["running"].as_u64().unwrap_or(0),
             m["waiting"].as_u64().unwrap_or(0),
             m["loaded_at"].as_str().unwrap_or(""),
+        );
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct BenchServeArgs {
+    /// The model to load (a stored name).
+    #[arg(short = 'm', long = "model", default_value = "smollm2")]
+    model: String,
+    /// Tokens each stream generates.
+    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+    n_gen: usize,
+    /// Concurrency levels, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,8")]
+    streams: Vec<usize>,
+    #[arg(short = 'r', long = "repetitions", default_value_t = 3)]
+    reps: usize,
+    /// Engine threads of the daemon started for the benchmark.
+    #[arg(short = 't', long = "threads")]
+    threads: Option<usize>,
+    /// Measure a daemon that is already running instead (needs --token).
+    #[arg(long, requires = "token")]
+    url: Option<String>,
+    /// An app token for --url.
+    #[arg(long)]
+    token: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn bench_serve(a: BenchServeArgs) -> Result<()> {
+    if a.threads == Some(0) {
+        bail!("-t 0: the thread count must be at least 1");
+    }
+    let b = ServeBench {
+        model: a.model.clone(),
+        n_gen: a.n_gen,
+        streams: a.streams,
+        reps: a.reps,
+    };
+    let mut scratch = None;
+    let target = match (a.url, a.token) {
+        (Some(url), Some(token)) => Target { url, token },
+        _ => {
+            let store = Store::open_default()?;
+            store.ensure(&a.model, Progress::Bar)?;
+            let exe = std::env::current_exe()?;
+            let d = ScratchDaemon::start(&exe, &store, &a.model, a.threads)?;
+            let t = d.target.clone();
+            scratch = Some(d);
+            t
+        }
+    };
+    let r = hearth_serve::bench::run(&target, &b)?;
+    drop(scratch);
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    let single = r
+        .levels
+        .iter()
+        .find(|l| l.streams == 1)
+        .map(|l| l.aggregate_tps);
+    println!(
+        "{:>7} {:>12} {:>10} {:>10} {:>10} {:>8}",
+        "streams", "total t/s", "t/s each", "ttft p50", "ttft max", "vs 1"
+    );
+    for l in &r.levels {
+        let ratio = single.map_or(String::new(), |s| format!("{:.2}x", l.aggregate_tps / s));
+        println!(
+            "{:>7} {:>12.1} {:>10.1} {:>8.0}ms {:>8.0}ms {:>8}",
+            l.streams, l.aggregate_tps, l.stream_tps, l.ttft_ms_p50, l.ttft_ms_max, ratio
         );
     }
     Ok(())

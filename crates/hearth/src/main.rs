@@ -163,7 +163,10 @@ struct PerplexityArgs {
 }
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 struct BenchArgs {
+    #[command(subcommand)]
+    cmd: Option<BenchCmd>,
     #[command(flatten)]
     model: ModelArgs,
     #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
@@ -177,6 +180,12 @@ struct BenchArgs {
     contended: bool,
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// The daemon under 1, 4, 8 concurrent streams: aggregate t/s and time to first token.
+    Serve(cmd_serve::BenchServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -344,6 +353,9 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
 }
 
 fn bench(a: BenchArgs) -> Result<()> {
+    if let Some(BenchCmd::Serve(s)) = a.cmd {
+        return cmd_serve::bench_serve(s);
+    }
     let rt = load(&a.model)?;
     let r = hearth_runtime::bench(&rt, a.n_prompt, a.n_gen, a.reps)?;
     let mut v = serde_json::to_value(&r)?;

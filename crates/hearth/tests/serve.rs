@@ -834,3 +834,65 @@ fn ps_without_a_daemon_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no hearth daemon is running"), "{err}");
 }
+
+/// `ignore_eos` (llama.cpp's server extension) gives exactly `max_tokens`.
+#[test]
+fn ignore_eos_gives_exactly_max_tokens() {
+    let home = Home::with_models(&["smollm2"]);
+    let token = home.add_app("notes", &[]);
+    let d = Daemon::start(&home, &[]);
+    // A prompt SmolLM2 answers briefly, then ends its turn.
+    let body = |ignore: bool| {
+        json!({"model": "smollm2", "max_tokens": 48, "temperature": 0, "ignore_eos": ignore,
+               "messages": [{"role": "user", "content": "Say hi."}]})
+    };
+    let short = post(&d, &token, "/v1/chat/completions", body(false));
+    assert_eq!(short.status, 200, "{}", short.body);
+    assert_eq!(
+        short.body["choices"][0]["finish_reason"], "stop",
+        "{}",
+        short.body
+    );
+    let long = post(&d, &token, "/v1/chat/completions", body(true));
+    assert_eq!(long.status, 200, "{}", long.body);
+    assert_eq!(long.body["usage"]["completion_tokens"], 48, "{}", long.body);
+    assert_eq!(long.body["choices"][0]["finish_reason"], "length");
+}
+
+/// `hearth bench serve` starts its own daemon, streams from it at each
+/// level, and counts every token it asked for.
+#[test]
+fn bench_serve_measures_each_level() {
+    let out = std::process::Command::new(daemon::hearth_bin())
+        .args([
+            "bench",
+            "serve",
+            "-n",
+            "6",
+            "--streams",
+            "1,3",
+            "-r",
+            "1",
+            "--json",
+        ])
+        .output()
+        .expect("running hearth bench serve");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let levels = v["levels"].as_array().expect("levels");
+    assert_eq!(levels.len(), 2);
+    for (l, n) in levels.iter().zip([1u64, 3]) {
+        assert_eq!(l["streams"], n);
+        assert_eq!(l["completion_tokens"], n * 6, "{l}");
+        assert!(l["aggregate_tps"].as_f64().unwrap() > 0.0, "{l}");
+        let (p50, max) = (
+            l["ttft_ms_p50"].as_f64().unwrap(),
+            l["ttft_ms_max"].as_f64().unwrap(),
+        );
+        assert!(p50 > 0.0 && p50 <= max, "{l}");
+    }
+}

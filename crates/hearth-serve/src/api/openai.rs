@@ -64,6 +64,10 @@ struct Common {
     top_k: Option<u32>,
     min_p: Option<f32>,
     repeat_penalty: Option<f32>,
+    /// Keep generating past end-of-generation tokens (they are banned), so
+    /// that exactly `max_tokens` come; benchmarks use it.
+    #[serde(default)]
+    ignore_eos: bool,
 }
 
 impl Common {
@@ -122,7 +126,7 @@ impl Common {
             logprobs,
             top_logprobs,
             stop,
-            ..SeqParams::default()
+            ignore_eos: self.ignore_eos,
         })
     }
 
