@@ -89,6 +89,14 @@ pub enum Error {
     #[error("`{name}` is the name of a default model; import under another name")]
     ReservedName { name: String },
 
+    /// An expert that cannot be made as asked.
+    #[error("expert `{name}`: {why}")]
+    BadExpert { name: String, why: String },
+
+    /// A name that is stored, but as a model rather than an expert.
+    #[error("`{name}` is a model, not an expert (see `hearth expert list`)")]
+    NotAnExpert { name: String },
+
     /// `rm` / `show` of a name that has no manifest.
     #[error("no model `{name}` in the store (see `hearth list`)")]
     NotInStore { name: String },

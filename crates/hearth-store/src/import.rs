@@ -120,50 +120,14 @@ impl Store {
             Err(e) => return Err(e),
         };
 
-        // Fixed temp name: we hold the name's lock, and a leftover from a
-        // killed import is removed here before anything else.
-        let tmp_path = self.home.tmp_dir().join(format!("{name}.import.partial"));
-        fsutil::remove_any(&tmp_path).map_err(|e| Error::io("removing", &tmp_path, e))?;
-        let linked = !opts.copy && fs::hard_link(file, &tmp_path).is_ok();
-        // Any link failure (another file system, protected_hardlinks on a file
-        // we do not own, a link-count limit, no link support) means a copy.
-        let (tmp, hashed) = if linked {
-            let mut tmp = TempFile::adopt(tmp_path)?;
-            let bar = progress.bytes(before.len());
-            bar.set_message(format!("hashing {name}"));
-            let hashed = hash_stream(&mut tmp.file, file, None, &bar);
-            finish(&bar, &hashed);
-            (tmp, hashed?)
-        } else {
-            let mut tmp = TempFile::create(tmp_path)?;
-            let mut src = File::open(file).map_err(|e| Error::io("opening", file, e))?;
-            let bar = progress.bytes(before.len());
-            bar.set_message(format!("copying {name}"));
-            let out_path = tmp.path.clone();
-            let hashed = hash_stream(&mut src, file, Some((&mut tmp.file, &out_path)), &bar);
-            finish(&bar, &hashed);
-            (tmp, hashed?)
-        };
-        check_unchanged(file, &before, &hashed)?;
-
-        let Hashed { sha256_hex, size } = hashed;
+        let (Hashed { sha256_hex, size }, method) = self.store_file(
+            file,
+            &before,
+            &format!("{name}.import"),
+            opts.copy,
+            progress,
+        )?;
         let blob = self.home.blob_path(&sha256_hex);
-        let method = if self.intact_blob(&sha256_hex, size).is_some() {
-            drop(tmp);
-            ImportMethod::Deduplicated
-        } else {
-            // A blob of the wrong size is damaged; it is replaced below.
-            if blob.exists() {
-                fsutil::remove_any(&blob)
-                    .map_err(|e| Error::io("removing damaged blob", &blob, e))?;
-            }
-            tmp.persist(&blob)?;
-            if linked {
-                ImportMethod::Linked
-            } else {
-                ImportMethod::Copied
-            }
-        };
         let source = fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
         let manifest = Manifest {
             schema: MANIFEST_SCHEMA,
@@ -178,6 +142,7 @@ impl Store {
                 .unwrap_or_default(),
             created: now_rfc3339(),
             files: None,
+            expert: None,
         };
         // A forced import over a multi-file model leaves no stale directory.
         let old_dir = self.home.model_dir(name);
@@ -199,6 +164,70 @@ impl Store {
             path: blob,
             method,
         })
+    }
+}
+
+impl Store {
+    /// Puts one file's bytes into `blobs/` (hard link or copy, hashed on the
+    /// way, deduplicated) and says how. `tmp_stem` names its temp file; the
+    /// caller holds the lock of the name the file is stored under and the
+    /// shared blob lock, and `before` is the file's metadata when the caller
+    /// first looked at it.
+    pub(crate) fn store_file(
+        &self,
+        file: &Path,
+        before: &Metadata,
+        tmp_stem: &str,
+        copy: bool,
+        progress: Progress,
+    ) -> Result<(Hashed, ImportMethod)> {
+        // Fixed temp name: we hold the name's lock, and a leftover from a
+        // killed import is removed here before anything else.
+        let tmp_path = self.home.tmp_dir().join(format!("{tmp_stem}.partial"));
+        fsutil::remove_any(&tmp_path).map_err(|e| Error::io("removing", &tmp_path, e))?;
+        let linked = !copy && fs::hard_link(file, &tmp_path).is_ok();
+        let label = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        // Any link failure (another file system, protected_hardlinks on a file
+        // we do not own, a link-count limit, no link support) means a copy.
+        let (tmp, hashed) = if linked {
+            let mut tmp = TempFile::adopt(tmp_path)?;
+            let bar = progress.bytes(before.len());
+            bar.set_message(format!("hashing {label}"));
+            let hashed = hash_stream(&mut tmp.file, file, None, &bar);
+            finish(&bar, &hashed);
+            (tmp, hashed?)
+        } else {
+            let mut tmp = TempFile::create(tmp_path)?;
+            let mut src = File::open(file).map_err(|e| Error::io("opening", file, e))?;
+            let bar = progress.bytes(before.len());
+            bar.set_message(format!("copying {label}"));
+            let out_path = tmp.path.clone();
+            let hashed = hash_stream(&mut src, file, Some((&mut tmp.file, &out_path)), &bar);
+            finish(&bar, &hashed);
+            (tmp, hashed?)
+        };
+        check_unchanged(file, before, &hashed)?;
+        let blob = self.home.blob_path(&hashed.sha256_hex);
+        let method = if self.intact_blob(&hashed.sha256_hex, hashed.size).is_some() {
+            drop(tmp);
+            ImportMethod::Deduplicated
+        } else {
+            // A blob of the wrong size is damaged; it is replaced below.
+            if blob.exists() {
+                fsutil::remove_any(&blob)
+                    .map_err(|e| Error::io("removing damaged blob", &blob, e))?;
+            }
+            tmp.persist(&blob)?;
+            if linked {
+                ImportMethod::Linked
+            } else {
+                ImportMethod::Copied
+            }
+        };
+        Ok((hashed, method))
     }
 }
 

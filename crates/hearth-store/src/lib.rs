@@ -14,6 +14,8 @@
 //!   atomic writes, per-model locking, and multi-file models laid out as
 //!   directories of hard links;
 //! - [`import`]: storing a user's own file under a name (`hearth import`);
+//! - [`expert`]: experts (a base, an optional LoRA adapter, prompt, defaults
+//!   and a task description) stored as manifests beside the models;
 //! - [`inventory`]: `show` and `rm` (freeing blobs nothing else refers to);
 //! - [`registry`]: the table of default models and where they come from;
 //! - [`manifest`]: the JSON record naming each stored blob (or set of blobs);
@@ -34,6 +36,7 @@
 //! ```
 
 pub mod error;
+pub mod expert;
 mod fsutil;
 pub mod home;
 pub mod import;
@@ -47,6 +50,7 @@ pub mod store;
 mod wheel;
 
 pub use error::{Error, Result};
+pub use expert::{AdapterFormat, Expert, ExpertSpec, EXPERT_KIND};
 pub use home::{Home, HEARTH_HOME_ENV};
 pub use import::{ImportMethod, ImportOptions, Imported};
 pub use inventory::{ModelInfo, Removed};

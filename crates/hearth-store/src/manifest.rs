@@ -26,12 +26,12 @@ pub const MANIFEST_SCHEMA: u32 = 1;
 /// Manifest format version written for multi-file models (adds `files`).
 pub const MANIFEST_SCHEMA_FILES: u32 = 2;
 
-/// One named model in the store.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One named model (or expert) in the store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub schema: u32,
     pub name: String,
-    /// What the blob is; `"model"` for everything today.
+    /// What the blob is: `"model"`, or `"expert"` (then `expert` says more).
     pub kind: String,
     /// `sha256:<hex>`.
     pub digest: String,
@@ -45,6 +45,9 @@ pub struct Manifest {
     /// The files of a multi-file model; absent for single-file models.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<Vec<ManifestFile>>,
+    /// What an expert is made of; only for kind `expert` (see [`crate::expert`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expert: Option<crate::expert::ExpertSpec>,
 }
 
 /// One file of a multi-file model.
@@ -182,6 +185,7 @@ mod tests {
             file_name: "f".into(),
             created: rfc3339_utc(0),
             files: None,
+            expert: None,
         };
         assert!(m.sha256_hex().is_some());
         m.digest = format!("sha256:../../{}", "a".repeat(58));

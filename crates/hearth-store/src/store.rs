@@ -784,6 +784,7 @@ fn spec_manifest(spec: &ModelSpec) -> Manifest {
         file_name: spec.file_name.to_string(),
         created: now_rfc3339(),
         files,
+        expert: None,
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod cmd_app;
 mod cmd_embed;
+mod cmd_expert;
 mod cmd_serve;
 mod cmd_store;
 
@@ -58,6 +59,8 @@ enum Cmd {
     Serve(cmd_serve::ServeArgs),
     /// What the running daemon has loaded.
     Ps(cmd_serve::PsArgs),
+    /// Manage experts: a base model plus an adapter, prompt, defaults and a task description.
+    Expert(cmd_expert::ExpertArgs),
 }
 
 #[derive(Args, Clone)]
@@ -219,6 +222,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Embed(a) => cmd_embed::embed(a),
         Cmd::Serve(a) => cmd_serve::serve(a),
         Cmd::Ps(a) => cmd_serve::ps(a),
+        Cmd::Expert(a) => cmd_expert::run(a),
     }
 }
 
