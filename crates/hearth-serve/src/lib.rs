@@ -8,6 +8,7 @@
 //! - [`auth`] and [`limits`]: who is calling and what it may still do;
 //! - [`audit`]: the per-request record (never the prompt);
 //! - [`models`]: models loaded on demand;
+//! - [`router`]: which expert serves a request for `"model": "auto"`;
 //! - [`scheduler`]: continuous batching over the engine's batched forward pass;
 //! - [`metrics`]: the Prometheus exposition;
 //! - [`client`]: how hearth's own command line talks to a running daemon;
@@ -25,6 +26,7 @@ pub mod config;
 pub mod limits;
 pub mod metrics;
 pub mod models;
+pub mod router;
 pub mod scheduler;
 pub mod server;
 pub mod state;
