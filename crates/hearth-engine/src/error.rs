@@ -28,6 +28,8 @@ pub enum EngineError {
     Prefix(String),
     #[error("token id {id} is outside the vocabulary of {n_vocab}")]
     BadToken { id: u32, n_vocab: usize },
+    #[error(transparent)]
+    Lora(#[from] crate::lora::LoraError),
     #[error("empty batch item: every sequence in a batch needs at least one token")]
     EmptyItem,
 }

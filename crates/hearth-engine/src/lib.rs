@@ -4,12 +4,14 @@
 //! It reads models only through `hearth-gguf` or `hearth-safetensors` and
 //! does its arithmetic only through `hearth-kernels`; it knows nothing of
 //! HTTP, apps, tokenisers or files other than the GGUF or safetensors it is
-//! given.
+//! given. LoRA adapters (`lora`) are applied unmerged in the batched forward
+//! pass, so one pass serves sequences with different adapters.
 
 pub mod arch;
 pub mod bert;
 mod error;
 pub mod kv_cache;
+pub mod lora;
 mod model;
 pub mod pool;
 pub mod transformer;
@@ -18,6 +20,7 @@ pub mod weights;
 pub use bert::{BertConfig, BertError, BertModel};
 pub use error::{EngineError, Result};
 pub use kv_cache::KvCache;
+pub use lora::{Adapter, AdapterFormat, LoraError, Role};
 pub use model::Model;
 pub use pool::{physical_cores, ThreadPool};
 pub use transformer::{BatchItem, Hyper, Want};

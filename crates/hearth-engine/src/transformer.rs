@@ -13,6 +13,15 @@
 //! each output element of a matmul is one dot product in the kernel's fixed
 //! order, and attention reads only the sequence's own cache. So a sequence's
 //! logits are bit-identical alone or batched.
+//!
+//! Each sequence may carry its own LoRA adapter (or none). The base matmul
+//! runs once over every token of the batch; the low-rank part is grouped by
+//! adapter (gather the rows of the tokens that use adapter `j`, compute
+//! `(X_j·Aᵀ)·Bᵀ`, add `s·` that into their output rows), so the cost of an
+//! adapter grows with its tokens, not with the number of sequences. Each
+//! low-rank output element is again one fixed-order dot product per token,
+//! so adapters keep the batch invariance: a sequence's logits do not depend
+//! on which adapters, if any, its neighbours carry.
 
 use std::sync::Arc;
 
@@ -21,6 +30,7 @@ use hearth_kernels as k;
 
 use crate::error::{EngineError, Result};
 use crate::kv_cache::KvCache;
+use crate::lora::{Adapter, LoraMatrix, Role};
 use crate::pool::{SharedMut, ThreadPool};
 use crate::weights::Matrix;
 
@@ -107,6 +117,25 @@ pub struct BatchItem<'a> {
     pub cache: &'a mut KvCache,
     pub tokens: &'a [u32],
     pub want: Want,
+    /// The LoRA adapter this sequence runs with, checked against this model
+    /// when it was loaded.
+    pub adapter: Option<&'a Adapter>,
+}
+
+/// The tokens of a batch (indices into the flattened batch, in order) that
+/// run with one adapter.
+struct LoraGroup<'a> {
+    adapter: &'a Adapter,
+    toks: Vec<usize>,
+}
+
+/// Which adapters a matmul call applies: the batch's groups, the layer, and
+/// the role of each job of the call.
+#[derive(Clone, Copy)]
+struct LoraUse<'a> {
+    groups: &'a [LoraGroup<'a>],
+    layer: usize,
+    roles: &'a [Role],
 }
 
 /// Where a token of the flattened batch came from.
@@ -156,6 +185,34 @@ impl Transformer {
         }
         let n_tok = toks.len();
         let d = hp.n_embd;
+        // Group tokens by adapter (by id: the same adapter in two sequences is one group).
+        let mut groups: Vec<LoraGroup> = Vec::new();
+        let mut t0 = 0;
+        for it in items.iter() {
+            let n = it.tokens.len();
+            if let Some(a) = it.adapter {
+                a.check_base(hp)?;
+                let g = match groups.iter().position(|g| g.adapter.id() == a.id()) {
+                    Some(g) => g,
+                    None => {
+                        groups.push(LoraGroup {
+                            adapter: a,
+                            toks: Vec::new(),
+                        });
+                        groups.len() - 1
+                    }
+                };
+                groups[g].toks.extend(t0..t0 + n);
+            }
+            t0 += n;
+        }
+        let lora = |layer: usize, roles: &'static [Role]| {
+            (!groups.is_empty()).then_some(LoraUse {
+                groups: &groups,
+                layer,
+                roles,
+            })
+        };
 
         // Embeddings.
         let mut x = vec![0f32; n_tok * d];
@@ -201,6 +258,7 @@ impl Transformer {
                 &h,
                 n_tok,
                 &mut acts,
+                lora(li, &[Role::Q, Role::K, Role::V]),
             );
             add_bias(&mut q, layer.bq.as_deref());
             add_bias(&mut kk, layer.bk.as_deref());
@@ -217,7 +275,15 @@ impl Transformer {
             let caches: Vec<&KvCache> = items.iter().map(|it| &*it.cache).collect();
             self.attention(pool, li, &toks, &caches, &q, &mut att);
             acts.clear();
-            self.matmul(pool, &layer.wo, &att, n_tok, &mut acts, &mut o);
+            self.matmul(
+                pool,
+                &layer.wo,
+                &att,
+                n_tok,
+                &mut acts,
+                &mut o,
+                lora(li, &[Role::O]),
+            );
             if let Some(w) = &layer.post_attn_norm {
                 rms_rows_inplace(pool, &mut o, w, hp.rms_eps, d);
             }
@@ -232,13 +298,22 @@ impl Transformer {
                 &h,
                 n_tok,
                 &mut acts,
+                lora(li, &[Role::Gate, Role::Up]),
             );
             match hp.activation {
                 Activation::Silu => k::silu_mul_inplace(&mut gate, &up),
                 Activation::GeluTanh => k::gelu_tanh_mul_inplace(&mut gate, &up),
             }
             acts.clear();
-            self.matmul(pool, &layer.w_down, &gate, n_tok, &mut acts, &mut o);
+            self.matmul(
+                pool,
+                &layer.w_down,
+                &gate,
+                n_tok,
+                &mut acts,
+                &mut o,
+                lora(li, &[Role::Down]),
+            );
             if let Some(w) = &layer.post_ffn_norm {
                 rms_rows_inplace(pool, &mut o, w, hp.rms_eps, d);
             }
@@ -285,7 +360,15 @@ impl Transformer {
         }
         let mut logits = vec![0f32; rows.len() * hp.n_vocab];
         acts.clear();
-        self.matmul(pool, &self.output, &xs, rows.len(), &mut acts, &mut logits);
+        self.matmul(
+            pool,
+            &self.output,
+            &xs,
+            rows.len(),
+            &mut acts,
+            &mut logits,
+            None,
+        );
         let mut r = 0;
         for (i, &c) in counts.iter().enumerate() {
             out[i].extend_from_slice(&logits[r * hp.n_vocab..(r + c) * hp.n_vocab]);
@@ -303,13 +386,19 @@ impl Transformer {
         n_tok: usize,
         acts: &mut ActCache,
         out: &mut [f32],
+        lora: Option<LoraUse>,
     ) {
-        self.matmuls(pool, &mut [(w, out)], x, n_tok, acts);
+        self.matmuls(pool, &mut [(w, out)], x, n_tok, acts, lora);
     }
 
     /// Several matrices reading the same input (Q, K and V; gate and up) in
     /// one pass of the pool, so the workers wake once instead of once per
     /// matrix. The input is quantised once per activation format.
+    ///
+    /// With adapters, the same pass also computes each adapter group's
+    /// `T = X_g·Aᵀ` (from the f32 input, one task per chunk of the group's
+    /// tokens, shared by the jobs); a second pass adds `s·T·Bᵀ` into the
+    /// group's output rows, split by output rows.
     fn matmuls(
         &self,
         pool: &ThreadPool,
@@ -317,6 +406,7 @@ impl Transformer {
         x: &[f32],
         n_tok: usize,
         acts: &mut ActCache,
+        lora: Option<LoraUse>,
     ) {
         for (w, out) in jobs.iter() {
             debug_assert_eq!(out.len(), n_tok * w.n_out);
@@ -332,14 +422,33 @@ impl Transformer {
         for (j, (w, _)) in jobs.iter().enumerate() {
             let chunk = crate::pool::chunk_size(w.n_out, threads, min_chunk, 4);
             for start in (0..w.n_out).step_by(chunk) {
-                tasks.push((
-                    j,
-                    start..(start + chunk).min(w.n_out),
-                    scratch_len + start * n_tok,
-                ));
+                tasks.push(Task::Base {
+                    job: j,
+                    rows: start..(start + chunk).min(w.n_out),
+                    at: scratch_len + start * n_tok,
+                });
             }
             scratch_len += w.n_out * n_tok;
         }
+        let n_in = jobs.first().map_or(0, |(w, _)| w.n_in);
+        let plan = LoraPlan::new(lora, jobs.len());
+        if let Some(lu) = lora {
+            for (g, grp) in lu.groups.iter().enumerate() {
+                if !plan.parts.iter().any(|p| p.group == g) {
+                    continue;
+                }
+                let n = grp.toks.len();
+                let chunk = crate::pool::chunk_size(n, threads, 4, 1);
+                for start in (0..n).step_by(chunk) {
+                    tasks.push(Task::LoraDown {
+                        group: g,
+                        toks: start..(start + chunk).min(n),
+                    });
+                }
+            }
+        }
+        let mut t_all = vec![0f32; plan.t_len];
+        let shared_t = SharedMut::new(&mut t_all);
         let mut scratch = if n_tok == 1 {
             Vec::new()
         } else {
@@ -351,7 +460,32 @@ impl Transformer {
             .map(|(w, out)| (*w, SharedMut::new(out)))
             .collect();
         pool.run(tasks.len(), &|i| {
-            let (j, ref rows, at) = tasks[i];
+            let (j, rows, at) = match &tasks[i] {
+                Task::Base { job, rows, at } => (*job, rows, *at),
+                Task::LoraDown { group, toks } => {
+                    let Some(lu) = lora else { return };
+                    let idx = &lu.groups[*group].toks[toks.clone()];
+                    LORA_X.with(|cell| {
+                        let mut xb = cell.borrow_mut();
+                        xb.clear();
+                        for &t in idx {
+                            xb.extend(
+                                x[t * n_in..(t + 1) * n_in]
+                                    .iter()
+                                    .flat_map(|v| v.to_le_bytes()),
+                            );
+                        }
+                        for p in plan.parts.iter().filter(|p| p.group == *group) {
+                            let r = p.m.rank;
+                            let at = p.t_off + toks.start * r;
+                            // SAFETY: each (part, token chunk) owns its own rows of `t_all`.
+                            let t = unsafe { shared_t.slice(at..at + toks.len() * r) };
+                            p.m.down(&xb, idx.len(), t);
+                        }
+                    });
+                    return;
+                }
+            };
             let (w, ref out) = outs[j];
             let xq = acts.find(k::vec_dot_type(w.ty));
             let wb = self.weights(w);
@@ -371,6 +505,56 @@ impl Transformer {
                 let dst = unsafe { out.slice(base + rows.start..base + rows.end) };
                 dst.copy_from_slice(&y[t * len..(t + 1) * len]);
             }
+        });
+        if let Some(lu) = lora {
+            if !plan.parts.is_empty() {
+                self.lora_up(pool, &plan, lu, &t_all, &outs);
+            }
+        }
+    }
+
+    /// The second LoRA pass: `out[t][o] += s · B[o] · T[t]` for each part's
+    /// tokens, split over output rows.
+    fn lora_up(
+        &self,
+        pool: &ThreadPool,
+        plan: &LoraPlan,
+        lu: LoraUse,
+        t_all: &[f32],
+        outs: &[(&Matrix, SharedMut<f32>)],
+    ) {
+        let t_bytes: Vec<u8> = t_all.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let threads = pool.n_threads();
+        let mut tasks = Vec::new();
+        for (pi, p) in plan.parts.iter().enumerate() {
+            let chunk = crate::pool::chunk_size(p.m.n_out, threads, 32, 8);
+            for start in (0..p.m.n_out).step_by(chunk) {
+                tasks.push((pi, start..(start + chunk).min(p.m.n_out)));
+            }
+        }
+        pool.run(tasks.len(), &|i| {
+            let (pi, ref rows) = tasks[i];
+            let p = &plan.parts[pi];
+            let toks = &lu.groups[p.group].toks;
+            let (r, n_out, len) = (p.m.rank, p.m.n_out, rows.len());
+            let t = &t_bytes[p.t_off * 4..(p.t_off + toks.len() * r) * 4];
+            LORA_U.with(|cell| {
+                let mut u = cell.borrow_mut();
+                u.clear();
+                u.resize(len * toks.len(), 0.0);
+                p.m.up(rows.clone(), t, toks.len(), &mut u);
+                let out = &outs[p.job].1;
+                for (c, &tok) in toks.iter().enumerate() {
+                    let base = tok * n_out;
+                    // SAFETY: these rows of token `tok`'s output belong to
+                    // this task alone: groups hold disjoint tokens and a
+                    // part's row chunks do not overlap.
+                    let dst = unsafe { out.slice(base + rows.start..base + rows.end) };
+                    for (d, v) in dst.iter_mut().zip(&u[c * len..(c + 1) * len]) {
+                        *d += p.m.scale * v;
+                    }
+                }
+            });
         });
     }
 
@@ -483,6 +667,63 @@ impl Transformer {
 
 thread_local! {
     static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// A LoRA task's gathered input rows, as the F32 GEMM's bytes.
+    static LORA_X: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// A LoRA task's `T·Bᵀ` block before it is scaled into the output.
+    static LORA_U: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// One task of a matmul pass.
+enum Task {
+    /// Rows `rows` of job `job`'s base matmul (scratch block at `at`).
+    Base {
+        job: usize,
+        rows: std::ops::Range<usize>,
+        at: usize,
+    },
+    /// `T = X·Aᵀ` for positions `toks` of adapter group `group`, every job.
+    LoraDown {
+        group: usize,
+        toks: std::ops::Range<usize>,
+    },
+}
+
+/// One (adapter group, job) whose adapter adapts that job's matrix.
+struct LoraPart<'a> {
+    group: usize,
+    job: usize,
+    m: &'a LoraMatrix,
+    /// Where its `T` (group tokens × rank) starts in the pass's buffer.
+    t_off: usize,
+}
+
+struct LoraPlan<'a> {
+    parts: Vec<LoraPart<'a>>,
+    t_len: usize,
+}
+
+impl<'a> LoraPlan<'a> {
+    fn new(lora: Option<LoraUse<'a>>, n_jobs: usize) -> LoraPlan<'a> {
+        let mut parts = Vec::new();
+        let mut t_len = 0;
+        if let Some(lu) = lora {
+            debug_assert_eq!(lu.roles.len(), n_jobs);
+            for (g, grp) in lu.groups.iter().enumerate() {
+                for (j, &role) in lu.roles.iter().enumerate() {
+                    if let Some(m) = grp.adapter.matrix(lu.layer, role) {
+                        parts.push(LoraPart {
+                            group: g,
+                            job: j,
+                            m,
+                            t_off: t_len,
+                        });
+                        t_len += grp.toks.len() * m.rank;
+                    }
+                }
+            }
+        }
+        LoraPlan { parts, t_len }
+    }
 }
 
 /// Activations quantised for the matrices that read them, kept per format so

@@ -22,6 +22,7 @@ fn run_all(model: &Model, tokens: &[u32]) -> Vec<f32> {
         cache: &mut cache,
         tokens,
         want: Want::All,
+        adapter: None,
     }];
     model.forward(&mut items).unwrap().remove(0)
 }
@@ -48,6 +49,7 @@ fn check_arch(arch: Arch) {
                 cache: &mut cache,
                 tokens: std::slice::from_ref(tok),
                 want: Want::Last,
+                adapter: None,
             }];
             let got = model.forward(&mut items).unwrap().remove(0);
             let err = max_rel_err(&got, &reference[p]);
@@ -117,6 +119,7 @@ fn batching_never_changes_an_answer() {
                 cache: c,
                 tokens: s,
                 want: Want::All,
+                adapter: None,
             })
             .collect();
         let together = model.forward(&mut items).unwrap();
@@ -132,6 +135,7 @@ fn batching_never_changes_an_answer() {
             cache: &mut c0,
             tokens: &TOKENS[..8],
             want: Want::None,
+            adapter: None,
         }];
         model.forward(&mut first).unwrap();
         let mut c1 = model.new_cache(64);
@@ -140,11 +144,13 @@ fn batching_never_changes_an_answer() {
                 cache: &mut c0,
                 tokens: &TOKENS[8..],
                 want: Want::Last,
+                adapter: None,
             },
             BatchItem {
                 cache: &mut c1,
                 tokens: &[5, 6, 7, 8, 9],
                 want: Want::Last,
+                adapter: None,
             },
         ];
         let out = model.forward(&mut mixed).unwrap();
@@ -173,6 +179,7 @@ fn context_overflow_is_an_error() {
         cache: &mut cache,
         tokens: &TOKENS,
         want: Want::Last,
+        adapter: None,
     }];
     match model.forward(&mut items) {
         Err(EngineError::ContextFull {
@@ -192,6 +199,7 @@ fn bad_tokens_and_empty_items_are_errors() {
         cache: &mut cache,
         tokens: &[N_VOCAB as u32],
         want: Want::Last,
+        adapter: None,
     }];
     assert!(matches!(
         model.forward(&mut items),
@@ -201,6 +209,7 @@ fn bad_tokens_and_empty_items_are_errors() {
         cache: &mut cache,
         tokens: &[],
         want: Want::Last,
+        adapter: None,
     }];
     assert!(matches!(
         model.forward(&mut items),

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use hearth_engine::{BatchItem, Want};
+use hearth_engine::{Adapter, BatchItem, Want};
 use serde::Serialize;
 
 use crate::error::Result;
@@ -21,6 +21,18 @@ pub struct BenchResult {
 /// Median over `reps` runs of `n_prompt` tokens of prefill and `n_gen`
 /// tokens of decode (each from a fresh cache, like llama-bench).
 pub fn bench(rt: &Runtime, n_prompt: usize, n_gen: usize, reps: usize) -> Result<BenchResult> {
+    bench_with_adapter(rt, None, n_prompt, n_gen, reps)
+}
+
+/// [`bench`] with every pass running under `adapter` (the cost of the
+/// unmerged LoRA path).
+pub fn bench_with_adapter(
+    rt: &Runtime,
+    adapter: Option<&Adapter>,
+    n_prompt: usize,
+    n_gen: usize,
+    reps: usize,
+) -> Result<BenchResult> {
     let n_vocab = rt.model.hyper().n_vocab as u64;
     // A fixed pseudo-random prompt: bench numbers must not depend on a seed.
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
@@ -37,7 +49,7 @@ pub fn bench(rt: &Runtime, n_prompt: usize, n_gen: usize, reps: usize) -> Result
     let mut tg = Vec::new();
     // One untimed warm-up pass touches every weight page.
     let mut warm = rt.model.new_cache(16);
-    rt.step(&mut warm, warm_up)?;
+    rt.step(&mut warm, warm_up, adapter)?;
     for _ in 0..reps {
         if n_prompt > 0 {
             let mut cache = rt.model.new_cache(n_prompt);
@@ -46,6 +58,7 @@ pub fn bench(rt: &Runtime, n_prompt: usize, n_gen: usize, reps: usize) -> Result
                 cache: &mut cache,
                 tokens: prompt,
                 want: Want::Last,
+                adapter,
             }];
             rt.model.forward(&mut items)?;
             pp.push(n_prompt as f64 / t.elapsed().as_secs_f64());
@@ -55,7 +68,7 @@ pub fn bench(rt: &Runtime, n_prompt: usize, n_gen: usize, reps: usize) -> Result
             let mut tok = warm_up[0];
             let t = Instant::now();
             for _ in 0..n_gen {
-                let logits = rt.step(&mut cache, &[tok])?;
+                let logits = rt.step(&mut cache, &[tok], adapter)?;
                 tok = argmax(&logits);
             }
             tg.push(n_gen as f64 / t.elapsed().as_secs_f64());

@@ -17,6 +17,11 @@ pub enum RuntimeError {
     PromptTooLong { n_prompt: usize, n_ctx: usize },
     #[error("{0}")]
     Invalid(String),
+    #[error("adapter {}: {source}", path.display())]
+    Adapter {
+        path: std::path::PathBuf,
+        source: hearth_engine::LoraError,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, RuntimeError>;

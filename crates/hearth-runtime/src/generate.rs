@@ -2,7 +2,10 @@
 //! a single [`Sequence`](crate::Sequence).
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
 use std::time::Instant;
+
+use hearth_engine::Adapter;
 
 use hearth_sample::SamplerConfig;
 
@@ -52,6 +55,20 @@ impl Runtime {
         &self,
         prompt_ids: &[u32],
         opts: &GenOptions,
+        on_text: impl FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<GenOutput> {
+        self.generate_with_adapter(prompt_ids, opts, None, on_text)
+    }
+
+    /// [`Runtime::generate`] with a LoRA adapter applied (unmerged).
+    ///
+    /// The adapter is an argument rather than a field of [`GenOptions`] so
+    /// that callers building `GenOptions` field by field keep compiling.
+    pub fn generate_with_adapter(
+        &self,
+        prompt_ids: &[u32],
+        opts: &GenOptions,
+        adapter: Option<Arc<Adapter>>,
         mut on_text: impl FnMut(&str) -> ControlFlow<()>,
     ) -> Result<GenOutput> {
         let params = SeqParams {
@@ -59,6 +76,7 @@ impl Runtime {
             sampler: opts.sampler.clone(),
             ignore_eos: opts.ignore_eos,
             top_logprobs: opts.top_logprobs,
+            adapter,
             ..SeqParams::default()
         };
         let mut seq = self.start(prompt_ids.to_vec(), params, opts.n_ctx)?;
@@ -95,11 +113,13 @@ impl Runtime {
         &self,
         cache: &mut hearth_engine::KvCache,
         tokens: &[u32],
+        adapter: Option<&Adapter>,
     ) -> Result<Vec<f32>> {
         let mut items = [hearth_engine::BatchItem {
             cache,
             tokens,
             want: hearth_engine::Want::Last,
+            adapter,
         }];
         Ok(self.model.forward(&mut items)?.remove(0))
     }

@@ -15,15 +15,17 @@ mod prefix;
 mod sequence;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use hearth_engine::Model;
 use hearth_text::{ChatTemplate, Tokenizer};
 
-pub use bench::{bench, bench_contended, BenchResult};
+pub use bench::{bench, bench_contended, bench_with_adapter, BenchResult};
 pub use embed::{Embedder, Embeddings};
 pub use error::{Result, RuntimeError};
 pub use generate::{GenOptions, GenOutput};
+pub use hearth_engine::{Adapter, AdapterFormat};
 pub use hearth_text::Message;
 pub use perplexity::{perplexity, Perplexity};
 pub use prefix::PrefixCache;
@@ -69,6 +71,30 @@ impl Runtime {
             path: path.to_path_buf(),
             load_ms: t0.elapsed().as_secs_f64() * 1e3,
         })
+    }
+
+    /// Load a LoRA adapter for this model and check it against it: a
+    /// llama.cpp GGUF adapter file, or a PEFT directory holding
+    /// `adapter_config.json` and `adapter_model.safetensors`.
+    pub fn load_adapter(&self, path: &Path) -> Result<Arc<Adapter>> {
+        let hp = self.model.hyper();
+        let wrap = |source| RuntimeError::Adapter {
+            path: path.to_path_buf(),
+            source,
+        };
+        let adapter = if path.is_dir() {
+            let config_path = path.join("adapter_config.json");
+            let config = std::fs::read_to_string(&config_path).map_err(|e| {
+                RuntimeError::Invalid(format!("cannot read {}: {e}", config_path.display()))
+            })?;
+            let st_path = path.join("adapter_model.safetensors");
+            let st = hearth_safetensors::SafeTensors::open(&st_path).map_err(|e| wrap(e.into()))?;
+            Adapter::from_peft(&config, &st, hp)
+        } else {
+            let file = hearth_gguf::GgufFile::open(path).map_err(|e| wrap(e.into()))?;
+            Adapter::from_gguf(&file, hp)
+        };
+        Ok(Arc::new(adapter.map_err(wrap)?))
     }
 
     /// The context a request gets: what it asked for, capped by what the

@@ -47,6 +47,7 @@ pub fn perplexity(rt: &Runtime, text: &str, n_ctx: usize) -> Result<Perplexity> 
             cache: &mut cache,
             tokens: &chunk,
             want: Want::From(first - 1),
+            adapter: None,
         }];
         let logits = rt.model.forward(&mut items)?.remove(0);
         for (r, row) in logits.chunks_exact(n_vocab).enumerate() {

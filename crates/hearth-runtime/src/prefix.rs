@@ -8,9 +8,10 @@
 //! [`KvCache::copy_prefix`](hearth_engine::KvCache::copy_prefix). Reuse never
 //! changes an answer: a position's keys and values depend only on the tokens
 //! up to it, and the engine computes them bit-identically in any batch.
-//! Entries are told apart by a key the caller chooses (what else shapes the
-//! keys and values, such as a LoRA adapter), so a prefix computed under one
-//! adapter never serves another.
+//! Entries are told apart by the sequence's LoRA adapter (its id; none is
+//! its own class) and by a key the caller chooses for anything else that
+//! shapes the keys and values, so a prefix computed under one adapter never
+//! serves another.
 
 use hearth_engine::KvCache;
 
@@ -19,6 +20,8 @@ use crate::sequence::Sequence;
 
 struct Entry {
     key: u64,
+    /// Id of the adapter the keys and values were computed under.
+    adapter: Option<u64>,
     tokens: Vec<u32>,
     cache: KvCache,
     last_used: u64,
@@ -31,6 +34,10 @@ pub struct PrefixCache {
     /// Shorter shared prefixes are cheaper to recompute than to look after.
     min_tokens: usize,
     clock: u64,
+}
+
+fn adapter_id(seq: &Sequence) -> Option<u64> {
+    seq.adapter().map(|a| a.id())
 }
 
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {
@@ -51,11 +58,12 @@ impl PrefixCache {
     /// Seed a fresh sequence with the longest kept prefix of its prompt;
     /// returns how many prompt tokens it will not have to compute.
     pub fn seed(&mut self, seq: &mut Sequence, key: u64) -> Result<usize> {
+        let adapter = adapter_id(seq);
         let prompt = seq.prompt();
         let best = self
             .entries
             .iter_mut()
-            .filter(|e| e.key == key)
+            .filter(|e| e.key == key && e.adapter == adapter)
             .map(|e| {
                 let n = common_prefix(&e.tokens, prompt).min(prompt.len() - 1);
                 (n, e)
@@ -79,17 +87,19 @@ impl PrefixCache {
             return;
         }
         self.clock += 1;
+        let adapter = adapter_id(seq);
+        let same = |e: &Entry| e.key == key && e.adapter == adapter;
         if let Some(e) = self
             .entries
             .iter_mut()
-            .find(|e| e.key == key && common_prefix(&e.tokens, tokens) == tokens.len())
+            .find(|e| same(e) && common_prefix(&e.tokens, tokens) == tokens.len())
         {
             e.last_used = self.clock;
             return;
         }
         // A longer prompt replaces the entries it extends.
         self.entries
-            .retain(|e| !(e.key == key && common_prefix(&e.tokens, tokens) == e.tokens.len()));
+            .retain(|e| !(same(e) && common_prefix(&e.tokens, tokens) == e.tokens.len()));
         let src = seq.cache();
         let mut cache = KvCache::like(src, tokens.len());
         if cache.copy_prefix(src, tokens.len()).is_err() {
@@ -97,6 +107,7 @@ impl PrefixCache {
         }
         self.entries.push(Entry {
             key,
+            adapter,
             tokens: tokens.to_vec(),
             cache,
             last_used: self.clock,

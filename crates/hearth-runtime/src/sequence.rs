@@ -12,7 +12,9 @@
 //! chunk's keys and values to the cache before attending, so a prompt fed in
 //! pieces gives exactly the logits of a prompt fed whole.
 
-use hearth_engine::{BatchItem, KvCache, Want};
+use std::sync::Arc;
+
+use hearth_engine::{Adapter, BatchItem, KvCache, Want};
 use hearth_sample::{Sampler, SamplerConfig};
 use hearth_text::Detokenizer;
 use serde::Serialize;
@@ -34,6 +36,10 @@ pub struct SeqParams {
     pub top_logprobs: usize,
     /// Text that ends the generation; it is not part of the output.
     pub stop: Vec<String>,
+    /// The LoRA adapter to run with (applied unmerged, so sequences with
+    /// different adapters share a batch). It must have been loaded for this
+    /// runtime's model ([`Runtime::load_adapter`]).
+    pub adapter: Option<Arc<Adapter>>,
 }
 
 impl Default for SeqParams {
@@ -45,6 +51,7 @@ impl Default for SeqParams {
             logprobs: false,
             top_logprobs: 0,
             stop: Vec::new(),
+            adapter: None,
         }
     }
 }
@@ -135,6 +142,11 @@ impl Sequence {
 
     pub fn params(&self) -> &SeqParams {
         &self.params
+    }
+
+    /// The adapter it runs with, if any.
+    pub fn adapter(&self) -> Option<&Arc<Adapter>> {
+        self.params.adapter.as_ref()
     }
 
     /// Why the sequence ended; `None` while it runs.
@@ -420,6 +432,7 @@ impl Runtime {
                     cache: &mut seq.cache,
                     tokens: toks,
                     want,
+                    adapter: seq.params.adapter.as_deref(),
                 });
             }
             self.model.forward(&mut items)?
