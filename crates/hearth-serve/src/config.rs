@@ -38,6 +38,8 @@ pub struct ServeConfig {
     pub shutdown_grace_secs: u64,
     /// Models the anonymous app may use (all when empty).
     pub anonymous_models: Vec<String>,
+    /// The model that serves `"model": "auto"` when no expert fits.
+    pub auto_base: String,
 }
 
 /// The file's form: every key optional.
@@ -55,6 +57,7 @@ struct FileConfig {
     default_ctx: Option<usize>,
     shutdown_grace_secs: Option<u64>,
     anonymous_models: Option<Vec<String>>,
+    auto_base: Option<String>,
 }
 
 /// What the command line said; `None` leaves the setting to the layers below.
@@ -84,6 +87,7 @@ impl ServeConfig {
             default_ctx: 4096,
             shutdown_grace_secs: 30,
             anonymous_models: Vec::new(),
+            auto_base: "smollm2".to_string(),
         }
     }
 
@@ -177,7 +181,8 @@ impl ServeConfig {
             prefill_chunk,
             default_ctx,
             shutdown_grace_secs,
-            anonymous_models
+            anonymous_models,
+            auto_base
         );
         Ok(())
     }

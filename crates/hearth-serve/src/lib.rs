@@ -7,7 +7,9 @@
 //! - [`api`]: routes and handlers, per API family;
 //! - [`auth`] and [`limits`]: who is calling and what it may still do;
 //! - [`audit`]: the per-request record (never the prompt);
-//! - [`models`]: models loaded on demand;
+//! - [`experts`]: what a request's `model` names (a model, an expert, `auto`)
+//!   and the defaults an expert lends it;
+//! - [`models`]: models and adapters loaded on demand;
 //! - [`router`]: which expert serves a request for `"model": "auto"`;
 //! - [`scheduler`]: continuous batching over the engine's batched forward pass;
 //! - [`metrics`]: the Prometheus exposition;
@@ -23,6 +25,7 @@ pub mod auth;
 pub mod bench;
 pub mod client;
 pub mod config;
+pub mod experts;
 pub mod limits;
 pub mod metrics;
 pub mod models;

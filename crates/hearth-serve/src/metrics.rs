@@ -22,6 +22,9 @@ pub enum Metric {
     ModelBytes,
     ModelLoadSeconds,
     PrefixReused,
+    ExpertLoads,
+    ExpertLoadSeconds,
+    AdapterBytes,
 }
 
 enum Kind {
@@ -92,6 +95,21 @@ impl Metric {
                 "hearth_model_load_seconds",
                 Kind::Histogram(LATENCY_BUCKETS),
                 "Time to load a model.",
+            ),
+            Metric::ExpertLoads => (
+                "hearth_expert_loads_total",
+                Kind::Counter,
+                "Experts' adapters loaded into memory, by expert.",
+            ),
+            Metric::ExpertLoadSeconds => (
+                "hearth_expert_load_seconds",
+                Kind::Histogram(LATENCY_BUCKETS),
+                "Time to load an expert's adapter and check it against its base.",
+            ),
+            Metric::AdapterBytes => (
+                "hearth_adapter_bytes",
+                Kind::Gauge,
+                "Bytes of a loaded expert's adapter, by expert.",
             ),
         }
     }

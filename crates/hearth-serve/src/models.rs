@@ -14,8 +14,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
 use hearth_gguf::GgufFile;
-use hearth_runtime::{Embedder, Runtime};
-use hearth_store::{Error as StoreError, Store};
+use hearth_runtime::{Adapter, Embedder, Runtime};
+use hearth_store::{Error as StoreError, Expert, Store};
 use serde::Serialize;
 
 use crate::api::error::ApiError;
@@ -54,8 +54,19 @@ pub struct EmbedModel {
     pub loaded_at: SystemTime,
 }
 
+/// An expert's adapter in memory, for the base it was checked against.
+pub struct LoadedAdapter {
+    pub expert: String,
+    pub base: String,
+    /// The expert's creation time: a re-created expert loads anew.
+    pub created: String,
+    pub adapter: Arc<Adapter>,
+    pub loaded_at: SystemTime,
+}
+
 pub struct Models {
     chat: Mutex<BTreeMap<String, Arc<ChatModel>>>,
+    adapters: Mutex<BTreeMap<String, Arc<LoadedAdapter>>>,
     embed: Mutex<BTreeMap<String, Arc<EmbedModel>>>,
     /// Held while a model loads, so concurrent first requests load it once.
     loading: tokio::sync::Mutex<()>,
@@ -83,6 +94,7 @@ impl Models {
     pub fn new(metrics: Arc<Metrics>) -> Models {
         Models {
             chat: Mutex::new(BTreeMap::new()),
+            adapters: Mutex::new(BTreeMap::new()),
             embed: Mutex::new(BTreeMap::new()),
             loading: tokio::sync::Mutex::new(()),
             metrics,
@@ -161,6 +173,62 @@ impl Models {
         Ok(m)
     }
 
+    /// Expert `e`'s adapter, loaded for (and checked against) `rt`, its
+    /// base, on first use.
+    pub async fn adapter(&self, e: &Expert, rt: &Arc<Runtime>) -> Result<Arc<Adapter>, ApiError> {
+        let get = || {
+            let a = self.adapters.lock().unwrap_or_else(|p| p.into_inner());
+            a.get(&e.name)
+                .filter(|l| l.created == e.created && l.base == e.spec.base)
+                .map(|l| l.adapter.clone())
+        };
+        if let Some(a) = get() {
+            return Ok(a);
+        }
+        let Some(path) = e.adapter_path.clone() else {
+            return Err(ApiError::internal(format!(
+                "expert {:?} has no adapter",
+                e.name
+            )));
+        };
+        let _guard = self.loading.lock().await;
+        if let Some(a) = get() {
+            return Ok(a);
+        }
+        let t0 = Instant::now();
+        let rt = rt.clone();
+        let adapter = tokio::task::spawn_blocking(move || rt.load_adapter(&path))
+            .await
+            .map_err(|err| ApiError::internal(format!("loading expert {}: {err}", e.name)))?
+            .map_err(|err| ApiError::internal(format!("expert {:?}: {err}", e.name)))?;
+        let labels = [("expert", e.name.as_str())];
+        self.metrics.add(Metric::ExpertLoads, &labels, 1.0);
+        self.metrics.observe(
+            Metric::ExpertLoadSeconds,
+            &labels,
+            t0.elapsed().as_secs_f64(),
+        );
+        self.metrics
+            .set(Metric::AdapterBytes, &labels, adapter.bytes() as f64);
+        let mut a = self.adapters.lock().unwrap_or_else(|p| p.into_inner());
+        a.insert(
+            e.name.clone(),
+            Arc::new(LoadedAdapter {
+                expert: e.name.clone(),
+                base: e.spec.base.clone(),
+                created: e.created.clone(),
+                adapter: adapter.clone(),
+                loaded_at: SystemTime::now(),
+            }),
+        );
+        Ok(adapter)
+    }
+
+    pub fn loaded_adapters(&self) -> Vec<Arc<LoadedAdapter>> {
+        let a = self.adapters.lock().unwrap_or_else(|p| p.into_inner());
+        a.values().cloned().collect()
+    }
+
     pub fn loaded_embedders(&self) -> Vec<Arc<EmbedModel>> {
         let embed = self.embed.lock().unwrap_or_else(|p| p.into_inner());
         embed.values().cloned().collect()
@@ -172,8 +240,19 @@ impl Models {
             let mut embed = self.embed.lock().unwrap_or_else(|p| p.into_inner());
             embed.remove(name).is_some()
         };
+        let gone_adapter = {
+            let mut a = self.adapters.lock().unwrap_or_else(|p| p.into_inner());
+            // An expert's adapter, and the adapters of experts over this base.
+            let before = a.len();
+            a.retain(|k, l| k != name && l.base != name);
+            before != a.len()
+        };
+        if gone_adapter {
+            self.metrics
+                .remove(Metric::AdapterBytes, &[("expert", name)]);
+        }
         let mut chat = self.chat.lock().unwrap_or_else(|p| p.into_inner());
-        let gone = chat.remove(name).is_some() || gone_embed;
+        let gone = chat.remove(name).is_some() || gone_embed || gone_adapter;
         if gone {
             self.metrics.remove(Metric::ModelBytes, &[("model", name)]);
         }

@@ -12,6 +12,7 @@ use crate::config::ServeConfig;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::models::Models;
+use crate::router::Router;
 
 pub struct AppState {
     pub config: ServeConfig,
@@ -22,7 +23,11 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     pub admin_token: String,
     pub started: Instant,
+    /// The router of `auto`, with the experts (name, created) it was built on.
+    pub router: RouterCache,
 }
+
+pub type RouterCache = tokio::sync::Mutex<Option<(Vec<(String, String)>, Arc<Router>)>>;
 
 impl AppState {
     pub fn new(config: ServeConfig, store: Store, db: StateDb, admin_token: String) -> AppState {
@@ -36,6 +41,7 @@ impl AppState {
             limits: Arc::new(Limits::default()),
             admin_token,
             started: Instant::now(),
+            router: tokio::sync::Mutex::new(None),
         }
     }
 

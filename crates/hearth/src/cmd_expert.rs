@@ -138,27 +138,10 @@ fn check_adapter(base: &Path, adapter: &Path) -> Result<AdapterFormat> {
     } else {
         bail!("adapter {} does not exist", adapter.display());
     };
-    let base = hearth_gguf::GgufFile::open(base)
-        .with_context(|| format!("opening the base {}", base.display()))?;
-    if format == AdapterFormat::Gguf {
-        let f = hearth_gguf::GgufFile::open(adapter)
-            .with_context(|| format!("reading the adapter {}", adapter.display()))?;
-        let kind = f.get_str("general.type").unwrap_or("");
-        let lora = f.get_str("adapter.type").unwrap_or("");
-        if kind != "adapter" || lora != "lora" {
-            bail!(
-                "{} is not a LoRA adapter (general.type {kind:?}, adapter.type {lora:?})",
-                adapter.display()
-            );
-        }
-        let (a, b) = (
-            f.get_str("general.architecture")?,
-            base.get_str("general.architecture")?,
-        );
-        if a != b {
-            bail!("the adapter is for architecture {a}, its base is {b}");
-        }
-    }
+    let rt = hearth_runtime::Runtime::load(base, 1)
+        .with_context(|| format!("loading the base {}", base.display()))?;
+    rt.load_adapter(adapter)
+        .with_context(|| format!("the adapter {} does not fit its base", adapter.display()))?;
     Ok(format)
 }
 

@@ -75,13 +75,14 @@ struct ModelArgs {
 
 #[derive(Args, Clone)]
 struct SampleArgs {
-    /// Temperature; 0 is greedy.
-    #[arg(long = "temp", default_value_t = 0.8)]
-    temp: f32,
+    /// Temperature; 0 is greedy (default 0.8, or the expert's).
+    #[arg(long = "temp")]
+    temp: Option<f32>,
     #[arg(long = "top-k", default_value_t = 40)]
     top_k: usize,
-    #[arg(long = "top-p", default_value_t = 0.95)]
-    top_p: f32,
+    /// Nucleus sampling (default 0.95, or the expert's).
+    #[arg(long = "top-p")]
+    top_p: Option<f32>,
     #[arg(long = "min-p", default_value_t = 0.05)]
     min_p: f32,
     #[arg(long = "repeat-penalty", default_value_t = 1.0)]
@@ -226,29 +227,51 @@ fn dispatch(cli: Cli) -> Result<()> {
     }
 }
 
-fn load(m: &ModelArgs) -> Result<Runtime> {
+/// A model ready to run, with what an expert adds to it.
+struct Loaded {
+    rt: Runtime,
+    expert: Option<hearth_store::Expert>,
+    adapter: Option<std::sync::Arc<hearth_runtime::Adapter>>,
+}
+
+fn load(m: &ModelArgs) -> Result<Loaded> {
     let threads = match m.threads {
         Some(0) => bail!("-t 0: the thread count must be at least 1"),
         Some(t) => t,
         None => hearth_engine::physical_cores(),
     };
     let store = Store::open_default()?;
-    let path = store.ensure(&m.model, Progress::Bar)?;
+    let expert = store.expert(&m.model)?;
+    let name = expert
+        .as_ref()
+        .map_or(m.model.as_str(), |e| e.spec.base.as_str());
+    let path = store.ensure(name, Progress::Bar)?;
     if path.is_dir() {
-        bail!(
-            "{} is an embedding model; use `hearth embed -m {}`",
-            m.model,
-            m.model
-        );
+        bail!("{name} is an embedding model; use `hearth embed -m {name}`");
     }
-    Runtime::load(&path, threads).with_context(|| format!("loading {}", path.display()))
+    let rt =
+        Runtime::load(&path, threads).with_context(|| format!("loading {}", path.display()))?;
+    let adapter = match expert.as_ref().and_then(|e| e.adapter_path.as_ref()) {
+        Some(p) => Some(
+            rt.load_adapter(p)
+                .with_context(|| format!("loading the adapter of expert {}", m.model))?,
+        ),
+        None => None,
+    };
+    Ok(Loaded {
+        rt,
+        expert,
+        adapter,
+    })
 }
 
-fn sampler(s: &SampleArgs) -> SamplerConfig {
+/// The sampling settings: the flags, else the expert's defaults, else ours.
+fn sampler(s: &SampleArgs, expert: Option<&hearth_store::Expert>) -> SamplerConfig {
+    let spec = expert.map(|e| &e.spec);
     SamplerConfig {
-        temperature: s.temp,
+        temperature: s.temp.or(spec.and_then(|e| e.temperature)).unwrap_or(0.8),
         top_k: s.top_k,
-        top_p: s.top_p,
+        top_p: s.top_p.or(spec.and_then(|e| e.top_p)).unwrap_or(0.95),
         min_p: s.min_p,
         repeat_penalty: s.repeat_penalty,
         presence_penalty: s.presence_penalty,
@@ -275,20 +298,21 @@ fn run(a: RunArgs) -> Result<()> {
     if a.prompt.trim().is_empty() {
         bail!("the prompt is empty");
     }
-    let rt = load(&a.model)?;
+    let l = load(&a.model)?;
     let mut messages = Vec::new();
-    if let Some(s) = a.system {
+    let expert_system = l.expert.as_ref().and_then(|e| e.spec.system.clone());
+    if let Some(s) = a.system.or(expert_system) {
         messages.push(Message::new("system", &s));
     }
     messages.push(Message::new("user", &a.prompt));
-    let ids = rt.chat_prompt(&messages)?;
+    let ids = l.rt.chat_prompt(&messages)?;
     let opts = GenOptions {
         max_tokens: a.max_tokens,
-        sampler: sampler(&a.sample),
+        sampler: sampler(&a.sample, l.expert.as_ref()),
         n_ctx: a.ctx,
         ..GenOptions::default()
     };
-    rt.generate(&ids, &opts, stream_to_stdout)?;
+    l.rt.generate_with_adapter(&ids, &opts, l.adapter.clone(), stream_to_stdout)?;
     println!();
     Ok(())
 }
@@ -297,21 +321,33 @@ fn generate(a: GenerateArgs) -> Result<()> {
     if a.prompt.is_empty() {
         bail!("the prompt is empty");
     }
-    let rt = load(&a.model)?;
+    let l = load(&a.model)?;
+    let rt = &l.rt;
     let ids = if a.raw {
         rt.tokenize(&a.prompt, true, true)?
     } else {
-        rt.chat_prompt(&[Message::new("user", &a.prompt)])?
+        let mut messages = Vec::new();
+        if let Some(s) = l.expert.as_ref().and_then(|e| e.spec.system.as_ref()) {
+            messages.push(Message::new("system", s));
+        }
+        messages.push(Message::new("user", &a.prompt));
+        rt.chat_prompt(&messages)?
     };
     let opts = GenOptions {
         max_tokens: a.max_tokens,
-        sampler: sampler(&a.sample),
+        sampler: sampler(&a.sample, l.expert.as_ref()),
         ignore_eos: a.ignore_eos,
         top_logprobs: a.top_logprobs,
         n_ctx: a.ctx,
     };
     if a.json {
-        let out = rt.generate(&ids, &opts, |_| ControlFlow::Continue(()))?;
+        let out =
+            rt.generate_with_adapter(
+                &ids,
+                &opts,
+                l.adapter.clone(),
+                |_| ControlFlow::Continue(()),
+            )?;
         let v = serde_json::json!({
             "prompt_ids": out.prompt_ids,
             "completion_ids": out.completion_ids,
@@ -321,14 +357,14 @@ fn generate(a: GenerateArgs) -> Result<()> {
         });
         println!("{v}");
     } else {
-        rt.generate(&ids, &opts, stream_to_stdout)?;
+        rt.generate_with_adapter(&ids, &opts, l.adapter.clone(), stream_to_stdout)?;
         println!();
     }
     Ok(())
 }
 
 fn tokenize(a: TokenizeArgs) -> Result<()> {
-    let rt = load(&a.model)?;
+    let rt = load(&a.model)?.rt;
     let ids = rt.tokenize(&a.text, a.bos, a.special)?;
     if a.json {
         println!("{}", serde_json::to_string(&ids)?);
@@ -343,8 +379,11 @@ fn tokenize(a: TokenizeArgs) -> Result<()> {
 fn perplexity(a: PerplexityArgs) -> Result<()> {
     let text = std::fs::read_to_string(&a.file)
         .with_context(|| format!("reading {}", a.file.display()))?;
-    let rt = load(&a.model)?;
-    let p = hearth_runtime::perplexity(&rt, &text, a.ctx)?;
+    let l = load(&a.model)?;
+    if l.adapter.is_some() {
+        bail!("perplexity with an expert's adapter is not supported yet; use its base model");
+    }
+    let p = hearth_runtime::perplexity(&l.rt, &text, a.ctx)?;
     if a.json {
         println!("{}", serde_json::to_string(&p)?);
     } else {
@@ -360,11 +399,13 @@ fn bench(a: BenchArgs) -> Result<()> {
     if let Some(BenchCmd::Serve(s)) = a.cmd {
         return cmd_serve::bench_serve(s);
     }
-    let rt = load(&a.model)?;
-    let r = hearth_runtime::bench(&rt, a.n_prompt, a.n_gen, a.reps)?;
+    let l = load(&a.model)?;
+    let rt = &l.rt;
+    let r =
+        hearth_runtime::bench_with_adapter(rt, l.adapter.as_deref(), a.n_prompt, a.n_gen, a.reps)?;
     let mut v = serde_json::to_value(&r)?;
     if a.contended {
-        let c = hearth_runtime::bench_contended(&rt, a.n_gen, a.reps)?;
+        let c = hearth_runtime::bench_contended(rt, a.n_gen, a.reps)?;
         v["contended_tg_tps"] = c.into();
         v["contended_ratio"] = (c / r.tg_tps.max(1e-9)).into();
     }

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use super::error::ApiError;
 use crate::audit::Audit;
 use crate::auth::Caller;
+use crate::experts::{self, Defaults};
 use crate::models::{canonical, ChatModel};
 use crate::scheduler::{Event, Job, SubmitError, Summary};
 use crate::state::AppState;
@@ -28,6 +29,8 @@ pub enum Prompt {
 
 pub struct Begun {
     pub model: Arc<ChatModel>,
+    /// The name responses carry: the expert that served, or the model.
+    pub served: String,
     pub events: mpsc::UnboundedReceiver<Event>,
     pub prompt_tokens: usize,
 }
@@ -47,23 +50,41 @@ pub fn permit_model(caller: &Caller, model: &str) -> Result<String, ApiError> {
     Ok(name)
 }
 
+/// Start a generation. `params` builds the request's settings over the
+/// defaults of the expert that serves it (none for a plain model).
 pub async fn begin(
     st: &Arc<AppState>,
     caller: &Caller,
     audit: &Audit,
     model: &str,
     prompt: Prompt,
-    params: SeqParams,
+    params: impl FnOnce(&Defaults) -> Result<SeqParams, ApiError>,
     n_ctx: Option<usize>,
 ) -> Result<Begun, ApiError> {
-    let name = permit_model(caller, model)?;
-    audit.model(&name);
+    let request = match &prompt {
+        Prompt::Chat(ms) => ms
+            .iter()
+            .rev()
+            .find(|m| m.role == "user")
+            .map(|m| m.content.clone()),
+        Prompt::Text(t) => Some(t.clone()),
+        Prompt::Tokens(_) => None,
+    };
+    let served = experts::resolve(st, caller, model, request.as_deref()).await?;
+    audit.model(&served.name);
     audit.hold(st.limits.acquire(caller)?);
-    let m = st.models.chat(&st.store, &st.config, &name).await?;
+    let m = st.models.chat(&st.store, &st.config, &served.base).await?;
+    let mut params = params(&served.defaults)?;
+    params.adapter = experts::adapter(st, &served, &m.rt).await?;
     let ids = match prompt {
-        Prompt::Chat(messages) => {
+        Prompt::Chat(mut messages) => {
             if messages.is_empty() {
                 return Err(ApiError::field("messages", "`messages` is empty"));
+            }
+            if let Some(system) = &served.defaults.system {
+                if !messages.iter().any(|m| m.role == "system") {
+                    messages.insert(0, Message::new("system", system));
+                }
             }
             m.rt.chat_prompt(&messages)?
         }
@@ -82,7 +103,7 @@ pub async fn begin(
         events: tx,
         arrived: std::time::Instant::now(),
     };
-    m.sched.submit(job, &name).map_err(|e| match e {
+    m.sched.submit(job, &served.base).map_err(|e| match e {
         SubmitError::QueueFull { .. } => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry_after(1)
         }
@@ -90,6 +111,7 @@ pub async fn begin(
     })?;
     Ok(Begun {
         model: m,
+        served: served.name,
         events: rx,
         prompt_tokens,
     })

@@ -26,6 +26,7 @@ use super::generation::{begin, collect, permit_model, Begun, Prompt};
 use super::Call;
 use crate::audit::Audit;
 use crate::auth::Caller;
+use crate::experts::Defaults;
 use crate::models::{canonical, details_of, store_error};
 use crate::scheduler::{Event, Summary};
 use crate::state::AppState;
@@ -47,9 +48,10 @@ pub struct Options {
 }
 
 impl Options {
-    fn params(&self) -> Result<(SeqParams, Option<usize>), ApiError> {
+    fn params(&self, expert: &Defaults) -> Result<(SeqParams, Option<usize>), ApiError> {
         let max_tokens = match self.num_predict {
-            None | Some(-1) | Some(-2) => usize::MAX,
+            None => expert.max_tokens.map_or(usize::MAX, |m| m as usize),
+            Some(-1) | Some(-2) => usize::MAX,
             Some(n) if n >= 0 => n as usize,
             Some(n) => {
                 return Err(ApiError::field(
@@ -82,9 +84,9 @@ impl Options {
             SeqParams {
                 max_tokens,
                 sampler: SamplerConfig {
-                    temperature: self.temperature.unwrap_or(0.8),
+                    temperature: self.temperature.or(expert.temperature).unwrap_or(0.8),
                     top_k: nonneg("options.top_k", self.top_k)?.unwrap_or(40),
-                    top_p: self.top_p.unwrap_or(0.9),
+                    top_p: self.top_p.or(expert.top_p).unwrap_or(0.9),
                     min_p: self.min_p.unwrap_or(0.0),
                     repeat_penalty: self.repeat_penalty.unwrap_or(1.1),
                     repeat_last_n: nonneg("options.repeat_last_n", self.repeat_last_n)?
@@ -195,7 +197,10 @@ async fn chat_inner(
         // Ollama loads the model and answers at once.
         return load_only(st, caller, audit, &req.model, true).await;
     }
-    let (params, n_ctx) = req.options.params()?;
+    // Checked here so a bad option is a 400 before any model loads.
+    let (_, n_ctx) = req.options.params(&Defaults::default())?;
+    let options = &req.options;
+    let params = |d: &Defaults| options.params(d).map(|p| p.0);
     let msgs = req
         .messages
         .into_iter()
@@ -236,7 +241,9 @@ async fn generate_inner(
     if req.prompt.is_empty() {
         return load_only(st, caller, audit, &req.model, false).await;
     }
-    let (params, n_ctx) = req.options.params()?;
+    let (_, n_ctx) = req.options.params(&Defaults::default())?;
+    let options = &req.options;
+    let params = |d: &Defaults| options.params(d).map(|p| p.0);
     let prompt = if req.raw {
         Prompt::Text(req.prompt)
     } else {
@@ -301,7 +308,7 @@ async fn respond(
     stream_it: bool,
     chat: bool,
 ) -> Result<Response, ApiError> {
-    let model = b.model.name.clone();
+    let model = b.served.clone();
     if !stream_it {
         let out = collect(&mut b, &audit).await?;
         audit.ok();
@@ -468,6 +475,21 @@ pub async fn ps(State(st): State<Arc<AppState>>, caller: Caller) -> Json<Value> 
                         "expires_at": Value::Null, "size_vram": 0,
                         "loaded_at": hearth_store::manifest::rfc3339_utc(crate::models::unix_secs(m.loaded_at)),
                         "running": 0, "waiting": 0, "path": m.dir,
+                    })
+                }),
+        )
+        .chain(
+            st.models
+                .loaded_adapters()
+                .iter()
+                .filter(|a| caller.may_use(&a.expert))
+                .map(|a| {
+                    json!({
+                        "name": a.expert, "model": a.expert, "size": a.adapter.bytes(), "digest": "",
+                        "details": {"parent_model": a.base, "format": "lora", "kind": "expert"},
+                        "expires_at": Value::Null, "size_vram": 0,
+                        "loaded_at": hearth_store::manifest::rfc3339_utc(crate::models::unix_secs(a.loaded_at)),
+                        "running": 0, "waiting": 0,
                     })
                 }),
         )

@@ -24,6 +24,7 @@ use super::generation::{begin, collect, token_text, Begun, Prompt};
 use super::Call;
 use crate::audit::Audit;
 use crate::auth::Caller;
+use crate::experts::Defaults;
 use crate::models::{store_error, unix_secs, ChatModel};
 use crate::scheduler::Event;
 use crate::state::AppState;
@@ -71,7 +72,12 @@ struct Common {
 }
 
 impl Common {
-    fn params(&self, logprobs: bool, top_logprobs: usize) -> Result<SeqParams, ApiError> {
+    fn params(
+        &self,
+        logprobs: bool,
+        top_logprobs: usize,
+        d: &Defaults,
+    ) -> Result<SeqParams, ApiError> {
         if let Some(n) = self.n {
             if n != 1 {
                 return Err(ApiError::field("n", "only n = 1 is supported"));
@@ -109,13 +115,16 @@ impl Common {
                 ));
             }
         }
-        let max = self.max_completion_tokens.or(self.max_tokens);
+        let max = self
+            .max_completion_tokens
+            .or(self.max_tokens)
+            .or(d.max_tokens);
         Ok(SeqParams {
             max_tokens: max.map_or(usize::MAX, |m| m as usize),
             sampler: SamplerConfig {
-                temperature: self.temperature.unwrap_or(1.0),
+                temperature: self.temperature.or(d.temperature).unwrap_or(1.0),
                 top_k: self.top_k.unwrap_or(0) as usize,
-                top_p: self.top_p.unwrap_or(1.0),
+                top_p: self.top_p.or(d.top_p).unwrap_or(1.0),
                 min_p: self.min_p.unwrap_or(0.0),
                 repeat_penalty: self.repeat_penalty.unwrap_or(1.0),
                 presence_penalty: self.presence_penalty.unwrap_or(0.0),
@@ -127,6 +136,7 @@ impl Common {
             top_logprobs,
             stop,
             ignore_eos: self.ignore_eos,
+            ..SeqParams::default()
         })
     }
 
@@ -273,7 +283,6 @@ async fn chat_inner(
             "top_logprobs needs logprobs: true",
         ));
     }
-    let params = common.params(req.logprobs, top)?;
     let msgs = messages(req.messages)?;
     let b = begin(
         st,
@@ -281,7 +290,7 @@ async fn chat_inner(
         audit,
         &common.model,
         Prompt::Chat(msgs),
-        params,
+        |d| common.params(req.logprobs, top, d),
         None,
     )
     .await?;
@@ -323,7 +332,8 @@ async fn completions_inner(
         }
     };
     let top = top_logprobs_arg(req.logprobs, "logprobs")?;
-    let params = common.params(req.logprobs.is_some(), top)?;
+    let logprobs = req.logprobs.is_some();
+    let params = |d: &Defaults| common.params(logprobs, top, d);
     let b = begin(st, caller, audit, &common.model, prompt, params, None).await?;
     answer(b, audit, &common, Kind::Text, req.logprobs.is_some(), top).await
 }
@@ -344,7 +354,7 @@ async fn answer(
     let ctx = Ctx {
         id: format!("{prefix}-{}", audit_id()),
         created: unix_secs(std::time::SystemTime::now()),
-        model: b.model.name.clone(),
+        model: b.served.clone(),
         logprobs,
         top,
     };
