@@ -141,7 +141,7 @@ fn check_adapter(base: &Path, adapter: &Path) -> Result<AdapterFormat> {
     let rt = hearth_runtime::Runtime::load(base, 1)
         .with_context(|| format!("loading the base {}", base.display()))?;
     rt.load_adapter(adapter)
-        .with_context(|| format!("the adapter {} does not fit its base", adapter.display()))?;
+        .context("the adapter does not fit its base")?;
     Ok(format)
 }
 

@@ -896,3 +896,192 @@ fn bench_serve_measures_each_level() {
         assert!(p50 > 0.0 && p50 <= max, "{l}");
     }
 }
+
+fn shared_dir() -> std::path::PathBuf {
+    let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
+    assert!(p.is_dir(), "shared/ is missing: {}", p.display());
+    p
+}
+
+/// `hearth expert create NAME` over SmolLM2 with one of shared/adapters'
+/// adapters, its description from shared/routing and 32 example requests
+/// from its training data.
+fn create_expert(home: &Home, name: &str, format: &str) {
+    let shared = shared_dir();
+    let adapter = match format {
+        "gguf" => shared.join(format!("adapters/{name}/{name}.gguf")),
+        _ => shared.join(format!("adapters/{name}/peft")),
+    };
+    let experts: Value = serde_json::from_str(
+        &std::fs::read_to_string(shared.join("routing/experts.json")).expect("experts.json"),
+    )
+    .expect("JSON");
+    let description = experts
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|e| e["name"] == name)
+        .expect("described")["description"]
+        .as_str()
+        .expect("text")
+        .to_string();
+    let train = std::fs::read_to_string(shared.join(format!("adapters/data/{name}-train.jsonl")))
+        .expect("training data");
+    let examples: Vec<String> = train
+        .lines()
+        .take(32)
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("JSON line");
+            v["messages"][0]["content"]
+                .as_str()
+                .expect("text")
+                .replace('\n', " ")
+        })
+        .collect();
+    let file = home.path().join(format!("{name}-examples.txt"));
+    std::fs::write(&file, examples.join("\n")).expect("examples");
+    let out = home.hearth(&[
+        "expert",
+        "create",
+        name,
+        "--base",
+        "smollm2",
+        "--adapter",
+        adapter.to_str().expect("path"),
+        "--description",
+        &description,
+        "--temperature",
+        "0",
+        "--examples",
+        file.to_str().expect("path"),
+    ]);
+    assert!(
+        out.status.success(),
+        "expert create {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Experts by name (both adapter formats) and through `auto`, with the
+/// app's permissions applied to them, `/api/ps` showing them, and an
+/// expert deleted under a running daemon gone for new requests.
+#[test]
+fn experts_by_name_and_by_router() {
+    let home = Home::with_models(&["smollm2", "minilm"]);
+    create_expert(&home, "sentiment", "gguf");
+    create_expert(&home, "shout", "peft");
+    let token = home.add_app("notes", &[]);
+    let narrow = home.add_app("narrow", &["--models", "smollm2"]);
+    let d = Daemon::start(&home, &[]);
+
+    // The golden prompt of the sentiment adapter: the expert answers as
+    // llama.cpp did with the adapter applied (temperature 0 is the expert's
+    // default; the request does not say).
+    let golden: Value = serde_json::from_str(
+        &std::fs::read_to_string(shared_dir().join("adapters/golden-sentiment.json"))
+            .expect("golden"),
+    )
+    .expect("JSON");
+    let case = &golden["greedy"][0];
+    let r = post(
+        &d,
+        &token,
+        "/v1/chat/completions",
+        json!({"model": "sentiment", "messages": case["messages"], "max_tokens": 8}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["model"], "sentiment");
+    assert_eq!(content(&r).trim(), case["expected"].as_str().unwrap());
+
+    // The PEFT-format expert, through Ollama's API (greedy, no penalty).
+    let golden: Value = serde_json::from_str(
+        &std::fs::read_to_string(shared_dir().join("adapters/golden-shout.json")).expect("golden"),
+    )
+    .expect("JSON");
+    let case = &golden["greedy"][0];
+    let r = post(
+        &d,
+        &token,
+        "/api/chat",
+        json!({"model": "shout", "stream": false, "messages": case["messages"],
+               "options": {"num_predict": 24, "repeat_penalty": 1.0}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["model"], "shout");
+    let text = r.body["message"]["content"].as_str().unwrap().to_string();
+    assert_eq!(text.trim(), case["expected"].as_str().unwrap(), "{text:?}");
+
+    // The router.
+    let auto = |tok: &str, prompt: &str| {
+        post(
+            &d,
+            tok,
+            "/v1/chat/completions",
+            json!({"model": "auto", "max_tokens": 4,
+                   "messages": [{"role": "user", "content": prompt}]}),
+        )
+    };
+    let r = auto(
+        &token,
+        "Is this review positive or negative? The pasta was cold and the service slow.",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["model"], "sentiment");
+    let r = auto(&token, "Rewrite in all caps: please close the door");
+    assert_eq!(r.body["model"], "shout", "{}", r.body);
+    let r = auto(&token, "What is the capital of Italy?");
+    assert_eq!(r.body["model"], "smollm2", "{}", r.body);
+    // An app that may not use the experts gets the base from the router,
+    // and a 403 by name.
+    let r = auto(
+        &narrow,
+        "Is this review positive or negative? The pasta was cold.",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["model"], "smollm2");
+    let r = post(
+        &d,
+        &narrow,
+        "/v1/chat/completions",
+        json!({"model": "sentiment", "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    // Token prompts cannot be routed.
+    let r = post(
+        &d,
+        &token,
+        "/v1/completions",
+        json!({"model": "auto", "prompt": [1, 2, 3]}),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+
+    // What is loaded.
+    let ps = call("GET", &d.url("/api/ps"), Some(&token), None);
+    let names: Vec<&str> = ps.body["models"]
+        .as_array()
+        .expect("models")
+        .iter()
+        .filter(|m| m["details"]["format"] == "lora")
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"sentiment") && names.contains(&"shout"),
+        "{}",
+        ps.body
+    );
+
+    // Deleted while the daemon runs: new requests get 404.
+    let out = home.hearth(&["expert", "rm", "shout"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = post(
+        &d,
+        &token,
+        "/v1/chat/completions",
+        json!({"model": "shout", "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+}
