@@ -18,6 +18,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -51,6 +52,10 @@ pub struct Level {
     pub ttft_ms_max: f64,
     /// Mean over streams of (tokens after the first) / (time after the first).
     pub stream_tps: f64,
+    /// Time to first token of one more short request sent while the
+    /// streams decode (the median of a few, one after another): what a new
+    /// caller waits under this load.
+    pub probe_ttft_ms_p50: Option<f64>,
     pub completion_tokens: usize,
 }
 
@@ -163,7 +168,7 @@ pub fn run(target: &Target, b: &ServeBench) -> Result<ServeBenchResult> {
         bail!("the token count, repetitions and stream counts must each be at least 1");
     }
     // One short request first, so the model is loaded before any clock runs.
-    stream_one(target, &b.model, &prompt(0), 4, Instant::now())
+    stream_one(target, &b.model, &prompt(0), 4, Instant::now(), None)
         .context("the warm-up request failed")?;
     let mut levels = Vec::new();
     for &n in &b.streams {
@@ -183,17 +188,32 @@ pub fn run(target: &Target, b: &ServeBench) -> Result<ServeBenchResult> {
 
 fn level_once(target: &Target, b: &ServeBench, n: usize) -> Result<Level> {
     let barrier = Arc::new(Barrier::new(n + 1));
+    let started = Arc::new(AtomicUsize::new(0));
+    let finished = Arc::new(AtomicUsize::new(0));
     let mut handles = Vec::new();
     for i in 0..n {
-        let (url, token, model) = (target.url.clone(), target.token.clone(), b.model.clone());
-        let barrier = barrier.clone();
+        let (t, model) = (target.clone(), b.model.clone());
+        let (barrier, started, finished) = (barrier.clone(), started.clone(), finished.clone());
         let n_gen = b.n_gen;
         handles.push(std::thread::spawn(move || {
             barrier.wait();
-            let t = Target { url, token };
-            stream_one(&t, &model, &prompt(i), n_gen, Instant::now())
+            let r = stream_one(
+                &t,
+                &model,
+                &prompt(i),
+                n_gen,
+                Instant::now(),
+                Some(&started),
+            );
+            finished.fetch_add(1, Ordering::SeqCst);
+            r
         }));
     }
+    let probe = {
+        let (t, model) = (target.clone(), b.model.clone());
+        let (started, finished) = (started.clone(), finished.clone());
+        std::thread::spawn(move || probes(&t, &model, n, &started, &finished))
+    };
     barrier.wait();
     let t0 = Instant::now();
     let mut timed = Vec::new();
@@ -204,7 +224,46 @@ fn level_once(target: &Target, b: &ServeBench, n: usize) -> Result<Level> {
         timed.push(r?);
     }
     let wall = t0.elapsed().as_secs_f64();
-    Ok(summarise(n, &timed, wall))
+    let mut level = summarise(n, &timed, wall);
+    let mut probe = probe
+        .join()
+        .map_err(|_| anyhow::anyhow!("the probe thread panicked"))??;
+    probe.sort_by(f64::total_cmp);
+    level.probe_ttft_ms_p50 = (!probe.is_empty()).then(|| median(&probe));
+    Ok(level)
+}
+
+/// Once every stream has its first token, send one-token requests one
+/// after another while the streams still run (at most `MAX_PROBES`);
+/// their times to first token, in ms.
+fn probes(
+    t: &Target,
+    model: &str,
+    n: usize,
+    started: &AtomicUsize,
+    finished: &AtomicUsize,
+) -> Result<Vec<f64>> {
+    const MAX_PROBES: usize = 5;
+    let t0 = Instant::now();
+    while started.load(Ordering::SeqCst) < n {
+        if finished.load(Ordering::SeqCst) > 0 || t0.elapsed() > Duration::from_secs(600) {
+            return Ok(Vec::new());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let mut out = Vec::new();
+    for k in 0..MAX_PROBES {
+        if finished.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        let p = format!("{} probe {k}", prompt(n + k));
+        let r = stream_one(t, model, &p, 1, Instant::now(), None)?;
+        // A probe that outlived the load measured something else.
+        if finished.load(Ordering::SeqCst) == 0 {
+            out.push(r.ttft * 1e3);
+        }
+    }
+    Ok(out)
 }
 
 fn summarise(n: usize, timed: &[Timed], wall: f64) -> Level {
@@ -222,6 +281,7 @@ fn summarise(n: usize, timed: &[Timed], wall: f64) -> Level {
         ttft_ms_p50: median(&ttft),
         ttft_ms_max: ttft.last().copied().unwrap_or(0.0),
         stream_tps,
+        probe_ttft_ms_p50: None,
         completion_tokens: tokens,
     }
 }
@@ -236,13 +296,14 @@ fn median(sorted: &[f64]) -> f64 {
 }
 
 /// Stream one greedy completion of exactly `n_gen` tokens; times are
-/// seconds from `start`.
+/// seconds from `start`. `started` counts streams that have their first token.
 fn stream_one(
     t: &Target,
     model: &str,
     prompt: &str,
     n_gen: usize,
     start: Instant,
+    started: Option<&AtomicUsize>,
 ) -> Result<Timed> {
     let body = json!({
         "model": model,
@@ -279,6 +340,9 @@ fn stream_one(
         }
         if first.is_none() && v["choices"].as_array().is_some_and(|c| !c.is_empty()) {
             first = Some(start.elapsed().as_secs_f64());
+            if let Some(s) = started {
+                s.fetch_add(1, Ordering::SeqCst);
+            }
         }
         if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
             tokens = Some(n as usize);

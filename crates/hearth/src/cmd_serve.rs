@@ -141,14 +141,17 @@ pub fn bench_serve(a: BenchServeArgs) -> Result<()> {
         .find(|l| l.streams == 1)
         .map(|l| l.aggregate_tps);
     println!(
-        "{:>7} {:>12} {:>10} {:>10} {:>10} {:>8}",
-        "streams", "total t/s", "t/s each", "ttft p50", "ttft max", "vs 1"
+        "{:>7} {:>12} {:>10} {:>10} {:>10} {:>12} {:>8}",
+        "streams", "total t/s", "t/s each", "ttft p50", "ttft max", "new req ttft", "vs 1"
     );
     for l in &r.levels {
         let ratio = single.map_or(String::new(), |s| format!("{:.2}x", l.aggregate_tps / s));
+        let probe = l
+            .probe_ttft_ms_p50
+            .map_or("-".to_string(), |p| format!("{p:.0}ms"));
         println!(
-            "{:>7} {:>12.1} {:>10.1} {:>8.0}ms {:>8.0}ms {:>8}",
-            l.streams, l.aggregate_tps, l.stream_tps, l.ttft_ms_p50, l.ttft_ms_max, ratio
+            "{:>7} {:>12.1} {:>10.1} {:>8.0}ms {:>8.0}ms {:>12} {:>8}",
+            l.streams, l.aggregate_tps, l.stream_tps, l.ttft_ms_p50, l.ttft_ms_max, probe, ratio
         );
     }
     Ok(())
