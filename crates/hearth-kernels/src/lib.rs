@@ -29,7 +29,9 @@
 //! # Layout
 //! - `formats/`: one module per block format (layout, scalar reference
 //!   dequantise / quantise / dot product).
-//! - `simd/`: per-ISA kernels (`avx2` today; `neon`, `wasm` slot in beside it).
+//! - `simd/`: per-ISA kernels (`avx2` today, with AVX-512 VNNI prefill
+//!   kernels for the 32-element formats inside it, taken where the CPU has
+//!   them; `neon`, `wasm` slot in beside it).
 //! - `ops`: element-wise ops.
 
 // Block-layout code walks several arrays by the same element or sub-block
@@ -143,17 +145,48 @@ pub fn gemm(
     ncols: usize,
     y: &mut [f32],
 ) {
+    gemm_with(t, n, w, rows, x, ncols, y, true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_with(
+    t: GgmlType,
+    n: usize,
+    w: &[u8],
+    rows: Range<usize>,
+    x: &[u8],
+    ncols: usize,
+    y: &mut [f32],
+    wide: bool,
+) {
     match simd::isa() {
         Isa::Avx2 => {
             reference::check_gemm(t, n, w, &rows, x, ncols, y);
             // SAFETY: Avx2 is only selected when the CPU has avx2, fma and f16c;
             // the operand sizes were checked just above.
-            if !unsafe { simd::avx2::gemm(t, n, w, rows.clone(), x, ncols, y) } {
+            if !unsafe { simd::avx2::gemm(t, n, w, rows.clone(), x, ncols, y, wide) } {
                 reference::gemm(t, n, w, rows, x, ncols, y)
             }
         }
         Isa::Scalar => reference::gemm(t, n, w, rows, x, ncols, y),
     }
+}
+
+/// [`gemm`] restricted to the AVX2 kernels on CPUs that also have AVX-512
+/// (where [`gemm`] takes the AVX-512 prefill kernels for the 32-element
+/// formats), so tests can hold both to the reference on one machine. The
+/// same results as [`gemm`], bit for bit.
+#[doc(hidden)]
+pub fn gemm_avx2_only(
+    t: GgmlType,
+    n: usize,
+    w: &[u8],
+    rows: Range<usize>,
+    x: &[u8],
+    ncols: usize,
+    y: &mut [f32],
+) {
+    gemm_with(t, n, w, rows, x, ncols, y, false)
 }
 
 macro_rules! dispatch_op {

@@ -143,7 +143,7 @@ pub mod scalar {
     /// `i in 0..n_rot/2` (ggml's angle arithmetic; see the module docs).
     pub fn rope_cache(pos: usize, n_rot: usize, freq_base: f32, out_cos_sin: &mut [f32]) {
         assert!(
-            n_rot % 2 == 0 && out_cos_sin.len() >= n_rot,
+            n_rot.is_multiple_of(2) && out_cos_sin.len() >= n_rot,
             "rope_cache: bad n_rot/out"
         );
         let theta_scale = freq_base.powf(-2.0 / n_rot as f32);
@@ -158,7 +158,7 @@ pub mod scalar {
     /// Rotates the first `cos_sin.len()` dims of `x` by a [`rope_cache`] table.
     pub fn rope_apply(x: &mut [f32], cos_sin: &[f32], neox: bool) {
         let n_rot = cos_sin.len();
-        assert!(n_rot % 2 == 0 && n_rot <= x.len(), "rope_apply: bad n_rot");
+        assert!(n_rot.is_multiple_of(2) && n_rot <= x.len(), "rope_apply: bad n_rot");
         let half = n_rot / 2;
         for i in 0..half {
             let (c, s) = (cos_sin[2 * i], cos_sin[2 * i + 1]);
@@ -176,7 +176,7 @@ pub mod scalar {
     /// Rotary embedding of one head vector; same numbers as
     /// `rope_cache` + `rope_apply`, without a table.
     pub fn rope_inplace(x: &mut [f32], pos: usize, n_rot: usize, freq_base: f32, neox: bool) {
-        assert!(n_rot % 2 == 0 && n_rot <= x.len(), "rope: bad n_rot");
+        assert!(n_rot.is_multiple_of(2) && n_rot <= x.len(), "rope: bad n_rot");
         let theta_scale = freq_base.powf(-2.0 / n_rot as f32);
         let mut theta = pos as f32;
         let half = n_rot / 2;

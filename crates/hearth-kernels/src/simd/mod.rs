@@ -30,6 +30,7 @@ pub(crate) mod avx2 {
         _: &[u8],
         _: usize,
         _: &mut [f32],
+        _: bool,
     ) -> bool {
         false
     }
