@@ -454,16 +454,14 @@ impl Transformer {
             let keys = cache.keys(li);
             let values = cache.values(li);
             let heads = kvh * group..(kvh + 1) * group;
-            let q_of = |h: usize| &q[ti * hp.n_head * hdk + h * hdk..][..hdk];
+            // The group's query heads, one after another.
+            let q_group = &q[ti * hp.n_head * hdk + heads.start * hdk..][..group * hdk];
             SCORES.with(|cell| {
                 let mut scores = cell.borrow_mut();
                 scores.clear();
                 scores.resize(group * n_keys, 0.0);
                 let key_rows = &keys[first * k_dim + kvh * hdk..];
-                for (g, h) in heads.clone().enumerate() {
-                    let row = &mut scores[g * n_keys..(g + 1) * n_keys];
-                    k::attn_scores_f16(q_of(h), key_rows, k_dim, hp.kq_scale, row);
-                }
+                k::attn_scores_f16_heads(q_group, group, key_rows, k_dim, hp.kq_scale, &mut scores);
                 for row in scores.chunks_exact_mut(n_keys) {
                     k::softmax_inplace(row);
                 }
@@ -473,9 +471,7 @@ impl Transformer {
                 let out = unsafe { shared_att.slice(start..start + group * hdv) };
                 out.fill(0.0);
                 let value_rows = &values[first * v_dim + kvh * hdv..];
-                for (g, o) in out.chunks_exact_mut(hdv).enumerate() {
-                    k::attn_values_f16(o, &scores[g * n_keys..(g + 1) * n_keys], value_rows, v_dim);
-                }
+                k::attn_values_f16_heads(out, group, &scores, value_rows, v_dim);
             });
         });
     }

@@ -254,6 +254,21 @@ dispatch_op!(
     fn attn_values_f16(y: &mut [f32], w: &[f32], rows: &[f16], stride: usize)
 );
 dispatch_op!(
+    /// [`attn_scores_f16`] for `heads` query heads stored one after another
+    /// in `q` that share the key rows (one KV head of grouped-query
+    /// attention): `out` holds `heads` rows of `out.len() / heads` scores.
+    /// Bit-identical to one [`attn_scores_f16`] call per head; faster where
+    /// a key row converted once can serve every head.
+    fn attn_scores_f16_heads(q: &[f32], heads: usize, rows: &[f16], stride: usize, scale: f32, out: &mut [f32])
+);
+dispatch_op!(
+    /// [`attn_values_f16`] for `heads` output heads stored one after another
+    /// in `y` that share the value rows, head `h` weighted by row `h` of `w`
+    /// (`w.len() / heads` weights each). Bit-identical to one
+    /// [`attn_values_f16`] call per head.
+    fn attn_values_f16_heads(y: &mut [f32], heads: usize, w: &[f32], rows: &[f16], stride: usize)
+);
+dispatch_op!(
     /// f32 -> f16 (round to nearest even) into the first `src.len()` elements of `dst`.
     fn f32_to_f16_row(src: &[f32], dst: &mut [f16])
 );

@@ -16,6 +16,7 @@
 //! the pointer-taking kernels additionally need their operands in bounds
 //! (the public wrappers check slice lengths first).
 
+mod attn512;
 mod avx512;
 mod blocks;
 mod float;
