@@ -324,8 +324,12 @@ impl Transformer {
         }
         let acts = &*acts;
         let threads = pool.n_threads();
-        // Decode writes straight into the output row; prefill writes each
-        // chunk's `[column][row]` block to scratch, then scatters it.
+        if n_tok >= 16 * threads {
+            self.matmuls_by_columns(pool, jobs, n_tok, acts);
+            return;
+        }
+        // Decode writes straight into the output row; small batches write
+        // each chunk's `[column][row]` block to scratch, then scatter it.
         let min_chunk = if n_tok == 1 { 16 } else { 4 };
         let mut tasks = Vec::new();
         let mut scratch_len = 0;
@@ -371,6 +375,41 @@ impl Transformer {
                 let dst = unsafe { out.slice(base + rows.start..base + rows.end) };
                 dst.copy_from_slice(&y[t * len..(t + 1) * len]);
             }
+        });
+    }
+
+    /// Prefill-sized [`Self::matmuls`]: each task takes every row of one
+    /// matrix for a run of tokens. gemm's `[column][row]` output for tokens
+    /// `c0..c1` is exactly those tokens' output rows, so it is written in
+    /// place (no scratch, no scatter), and each token's activations are
+    /// prepared by one task only.
+    fn matmuls_by_columns(
+        &self,
+        pool: &ThreadPool,
+        jobs: &mut [(&Matrix, &mut [f32])],
+        n_tok: usize,
+        acts: &ActCache,
+    ) {
+        let chunk = crate::pool::chunk_size(n_tok, pool.n_threads(), 4, 4);
+        let mut tasks = Vec::new();
+        for j in 0..jobs.len() {
+            for c0 in (0..n_tok).step_by(chunk) {
+                tasks.push((j, c0..(c0 + chunk).min(n_tok)));
+            }
+        }
+        let outs: Vec<(&Matrix, SharedMut<f32>)> = jobs
+            .iter_mut()
+            .map(|(w, out)| (*w, SharedMut::new(out)))
+            .collect();
+        pool.run(tasks.len(), &|i| {
+            let (j, ref cols) = tasks[i];
+            let (w, ref out) = outs[j];
+            let xb = k::row_bytes(k::vec_dot_type(w.ty), w.n_in);
+            let xq = &acts.find(k::vec_dot_type(w.ty))[cols.start * xb..cols.end * xb];
+            // SAFETY: the tasks of matrix j cover disjoint token ranges, so
+            // disjoint output rows.
+            let y = unsafe { out.slice(cols.start * w.n_out..cols.end * w.n_out) };
+            k::gemm(w.ty, w.n_in, self.weights(w), 0..w.n_out, xq, cols.len(), y);
         });
     }
 
