@@ -33,7 +33,7 @@
 //! by four columns: sixteen accumulators, each weight register used for four
 //! columns and each activation register for four rows.
 
-use super::gemm_tiles::{decode, layout, min_sums};
+use super::gemm_tiles::{decode, layout};
 use super::{f16x2_at, hsum8, load256};
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -72,14 +72,15 @@ struct Scratch {
     wc: Vec<__m512i>,
     /// `[d_w; 8] ++ [d_w'; 8]` per (row, pair).
     wd: Vec<__m512>,
-    /// `[m_w; 4]` per block of each row of the tile (formats with a minimum).
-    mw: Vec<f32>,
+    /// `[m_w; 4] ++ [m_w'; 4]` per (row, pair) (formats with a minimum).
+    mw: Vec<__m256>,
     /// Activation quants per (group, pair, column).
     xq: Vec<__m512i>,
     /// `[d_x; 8] ++ [d_x'; 8]` per (group, pair, column).
     xd: Vec<__m512>,
-    /// `s_x` per (group, block, column) (formats with a minimum).
-    sx: Vec<f32>,
+    /// `s_x` of the group's four columns for the pair's two blocks, per
+    /// (group, pair) (formats with a minimum).
+    sx: Vec<__m256>,
 }
 
 thread_local! {
@@ -141,8 +142,8 @@ pub(crate) unsafe fn gemm<const F: u8>(
         grow(&mut s.xq, groups * np * C, _mm512_setzero_si512());
         grow(&mut s.xd, groups * np * C, _mm512_setzero_ps());
         if min {
-            grow(&mut s.mw, tr * nb * C, 0.0);
-            grow(&mut s.sx, groups * nb * C, 0.0);
+            grow(&mut s.mw, tr * np, _mm256_setzero_ps());
+            grow(&mut s.sx, groups * np, _mm256_setzero_ps());
         }
         // SAFETY: every column `c < ncols` is inside `x` (caller); the
         // scratch holds `groups * C` columns of `np` pairs (grown above).
@@ -152,62 +153,82 @@ pub(crate) unsafe fn gemm<const F: u8>(
                 prepare_column::<F>(nb, col, c, s);
             }
         }
-        let (w, y) = (w.as_ptr(), y.as_mut_ptr());
-        let mut r0 = rows.start;
-        while r0 < rows.end {
-            let r1 = (r0 + tr).min(rows.end);
-            for r in r0..r1 {
-                // SAFETY: row `r` is inside `w` (caller); the scratch holds
-                // `tr` rows (grown above).
-                unsafe { decode_row::<F>(nb, w.add(r * wb), r - r0, s) };
-            }
-            for g in 0..groups {
-                let mut r = r0;
-                while r < r1 {
-                    let k = r - r0;
-                    let xo = g * np * C;
-                    // SAFETY: the offsets are inside the scratch sizes above.
-                    let out: [[f32; C]; R] = unsafe {
-                        let wq = s.wq.as_ptr().add(k * np);
-                        let wc = s.wc.as_ptr().add(k * np);
-                        let wd = s.wd.as_ptr().add(k * np);
-                        let (xq, xd) = (s.xq.as_ptr().add(xo), s.xd.as_ptr().add(xo));
-                        if r + R <= r1 {
-                            tile::<F, R>(np, wq, wc, wd, xq, xd)
-                        } else {
-                            let mut o = [[0f32; C]; R];
-                            o[0] = tile::<F, 1>(np, wq, wc, wd, xq, xd)[0];
-                            o
-                        }
-                    };
-                    let rn = if r + R <= r1 { R } else { 1 };
-                    for (i, row) in out.iter().enumerate().take(rn) {
-                        let m = if min {
-                            // SAFETY: row `k + i` of the tile and group `g`
-                            // are inside the scratch (grown above).
-                            unsafe {
-                                min_sums(
-                                    nb,
-                                    s.mw.as_ptr().add((k + i) * nb * C),
-                                    s.sx.as_ptr().add(g * nb * C),
-                                )
-                            }
-                        } else {
-                            [0.0; C]
-                        };
-                        for c in 0..C.min(ncols - g * C) {
-                            let v = if min { row[c] + m[c] } else { row[c] };
-                            // SAFETY: column `g * C + c < ncols` and row
-                            // `r + i < rows.end`: inside `y` (caller).
-                            unsafe { *y.add((g * C + c) * nr + (r + i - rows.start)) = v };
-                        }
-                    }
-                    r += rn;
+        // SAFETY: as documented for this function; the scratch was grown
+        // for `tr` rows and `groups` column groups above.
+        unsafe { rows_and_groups::<F>(nb, w, rows, ncols, y, tr, s) };
+    });
+}
+
+/// The row tiles of [`gemm`]: decode a tile, then run every column group
+/// over it four rows at a time (one row at a time for the last few).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
+unsafe fn rows_and_groups<const F: u8>(
+    nb: usize,
+    w: &[u8],
+    rows: std::ops::Range<usize>,
+    ncols: usize,
+    y: &mut [f32],
+    tr: usize,
+    s: &mut Scratch,
+) {
+    let (wbk, _, _, _, _) = layout(F);
+    let wb = nb * wbk;
+    let np = nb.div_ceil(2);
+    let nr = rows.len();
+    let groups = ncols.div_ceil(C);
+    let (w, y) = (w.as_ptr(), y.as_mut_ptr());
+    let mut r0 = rows.start;
+    while r0 < rows.end {
+        let r1 = (r0 + tr).min(rows.end);
+        for r in r0..r1 {
+            decode_row::<F>(nb, w.add(r * wb), r - r0, s);
+        }
+        for g in 0..groups {
+            let cn = C.min(ncols - g * C);
+            let (xq, xd) = (s.xq.as_ptr().add(g * np * C), s.xd.as_ptr().add(g * np * C));
+            let sx = s.sx.as_ptr().add(if layout(F).4 { g * np } else { 0 });
+            let mut r = r0;
+            while r < r1 {
+                let k = r - r0;
+                let a = Rows {
+                    wq: s.wq.as_ptr().add(k * np),
+                    wc: s.wc.as_ptr().add(k * np),
+                    wd: s.wd.as_ptr().add(k * np),
+                    mw: s.mw.as_ptr().add(if layout(F).4 { k * np } else { 0 }),
+                };
+                let out = y.add(g * C * nr + (r - rows.start));
+                if r + R <= r1 {
+                    let v = tile::<F, R>(np, &a, xq, xd, sx);
+                    store::<R>(out, nr, cn, &v);
+                    r += R;
+                } else {
+                    let v = tile::<F, 1>(np, &a, xq, xd, sx);
+                    store::<1>(out, nr, cn, &v);
+                    r += 1;
                 }
             }
-            r0 = r1;
         }
-    });
+        r0 = r1;
+    }
+}
+
+/// Decoded rows in the tile scratch (stride `np` pairs per row).
+struct Rows {
+    wq: *const __m512i,
+    wc: *const __m512i,
+    wd: *const __m512,
+    mw: *const __m256,
+}
+
+/// Writes `N` rows by `cn` columns of results (`y` stride `nr` per column).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
+unsafe fn store<const N: usize>(y: *mut f32, nr: usize, cn: usize, v: &[[f32; C]; N]) {
+    for (i, row) in v.iter().enumerate() {
+        for (c, &x) in row.iter().enumerate().take(cn) {
+            *y.add(c * nr + i) = x;
+        }
+    }
 }
 
 /// Rewrites activation column `c` (`None`: a padding column, all zeros)
@@ -230,11 +251,9 @@ unsafe fn prepare_column<const F: u8>(
             s.xq[at] = _mm512_setzero_si512();
             s.xd[at] = _mm512_setzero_ps();
             if min {
-                for i in [2 * j, 2 * j + 1] {
-                    if i < nb {
-                        s.sx[(g * nb + i) * C + cc] = 0.0;
-                    }
-                }
+                let v = &mut *(s.sx.as_mut_ptr().add(g * np + j) as *mut [f32; 8]);
+                v[cc] = 0.0;
+                v[C + cc] = 0.0;
             }
             continue;
         };
@@ -243,6 +262,9 @@ unsafe fn prepare_column<const F: u8>(
         for h in 0..2 {
             let i = 2 * j + h;
             if i >= nb {
+                if min {
+                    (*(s.sx.as_mut_ptr().add(g * np + j) as *mut [f32; 8]))[C * h + cc] = 0.0;
+                }
                 continue;
             }
             let b = p.add(i * xbk);
@@ -251,7 +273,8 @@ unsafe fn prepare_column<const F: u8>(
             let ds = f16x2_at(b);
             d[h] = _mm_cvtss_f32(ds);
             if min {
-                s.sx[(g * nb + i) * C + cc] = _mm_cvtss_f32(_mm_movehdup_ps(ds));
+                let v = &mut *(s.sx.as_mut_ptr().add(g * np + j) as *mut [f32; 8]);
+                v[C * h + cc] = _mm_cvtss_f32(_mm_movehdup_ps(ds));
             }
         }
         s.xq[at] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q[0]), q[1]);
@@ -278,6 +301,7 @@ unsafe fn decode_row<const F: u8>(nb: usize, w: *const u8, k: usize, s: &mut Scr
     for j in 0..np {
         let mut q = [_mm256_setzero_si256(); 2];
         let mut d = [0f32; 2];
+        let mut m = [0f32; 2];
         for h in 0..2 {
             let i = 2 * j + h;
             if i >= nb {
@@ -287,12 +311,10 @@ unsafe fn decode_row<const F: u8>(nb: usize, w: *const u8, k: usize, s: &mut Scr
             q[h] = decode::<F>(p);
             let dm = f16x2_at(p);
             d[h] = _mm_cvtss_f32(dm);
-            if min {
-                let m = _mm_cvtss_f32(_mm_movehdup_ps(dm));
-                for c in 0..C {
-                    s.mw[(k * nb + i) * C + c] = m;
-                }
-            }
+            m[h] = _mm_cvtss_f32(_mm_movehdup_ps(dm));
+        }
+        if min {
+            s.mw[k * np + j] = _mm256_setr_ps(m[0], m[0], m[0], m[0], m[1], m[1], m[1], m[1]);
         }
         let q = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q[0]), q[1]);
         s.wq[k * np + j] = q;
@@ -306,33 +328,35 @@ unsafe fn decode_row<const F: u8>(nb: usize, w: *const u8, k: usize, s: &mut Scr
 }
 
 /// `N` decoded rows (stride `np` pairs in the scratch) against one group of
-/// four prepared columns: per (row, column) `fold8(bank0 + bank1)`, without
-/// the minimum terms.
+/// four prepared columns: per (row, column) `fold8(bank0 + bank1)`, plus,
+/// for formats with a minimum, `min0 + min1` where bank `b`'s minimum is
+/// the block-order sum of `m_w * s_x` over its blocks (one register per
+/// row: lanes 0..4 the even block's four columns, 4..8 the odd block's).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
 unsafe fn tile<const F: u8, const N: usize>(
     np: usize,
-    wq: *const __m512i,
-    wc: *const __m512i,
-    wd: *const __m512,
+    a: &Rows,
     xq: *const __m512i,
     xd: *const __m512,
+    sx: *const __m256,
 ) -> [[f32; C]; N] {
-    let (_, _, _, signed, _) = layout(F);
+    let (_, _, _, signed, min) = layout(F);
     let mut acc = [[_mm512_setzero_ps(); C]; N];
+    let mut macc = [_mm256_setzero_ps(); N];
     for j in 0..np {
         let mut w = [_mm512_setzero_si512(); N];
         let mut dw = [_mm512_setzero_ps(); N];
         for r in 0..N {
-            w[r] = _mm512_load_si512(wq.add(r * np + j) as *const _);
-            dw[r] = _mm512_load_ps(wd.add(r * np + j) as *const f32);
+            w[r] = _mm512_load_si512(a.wq.add(r * np + j) as *const _);
+            dw[r] = _mm512_load_ps(a.wd.add(r * np + j) as *const f32);
         }
         for c in 0..C {
             let xv = _mm512_load_si512(xq.add(j * C + c) as *const _);
             let dx = _mm512_load_ps(xd.add(j * C + c) as *const f32);
             for r in 0..N {
                 let p = if signed {
-                    let start = _mm512_load_si512(wc.add(r * np + j) as *const _);
+                    let start = _mm512_load_si512(a.wc.add(r * np + j) as *const _);
                     _mm512_dpbusd_epi32(start, xv, w[r])
                 } else {
                     _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[r], xv)
@@ -341,14 +365,30 @@ unsafe fn tile<const F: u8, const N: usize>(
                 acc[r][c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(p), acc[r][c]);
             }
         }
+        if min {
+            let sv = _mm256_load_ps(sx.add(j) as *const f32);
+            for r in 0..N {
+                let mv = _mm256_load_ps(a.mw.add(r * np + j) as *const f32);
+                macc[r] = _mm256_add_ps(macc[r], _mm256_mul_ps(mv, sv));
+            }
+        }
     }
     let mut out = [[0f32; C]; N];
     for r in 0..N {
+        let mut m = [0f32; C];
+        if min {
+            let banks = _mm_add_ps(
+                _mm256_castps256_ps128(macc[r]),
+                _mm256_extractf128_ps::<1>(macc[r]),
+            );
+            _mm_storeu_ps(m.as_mut_ptr(), banks);
+        }
         for c in 0..C {
-            let a = acc[r][c];
-            let lo = _mm512_castps512_ps256(a);
-            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(a)));
-            out[r][c] = hsum8(_mm256_add_ps(lo, hi));
+            let v = acc[r][c];
+            let lo = _mm512_castps512_ps256(v);
+            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+            let sum = hsum8(_mm256_add_ps(lo, hi));
+            out[r][c] = if min { sum + m[c] } else { sum };
         }
     }
     out

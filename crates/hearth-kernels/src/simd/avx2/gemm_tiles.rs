@@ -333,7 +333,7 @@ unsafe fn scale_products(nb: usize, dw: *const f32, dx: *const f32, d: *mut f32)
 /// `m_w * s_x` over the blocks of bank `b`. Two blocks per vector: lanes
 /// 0..4 hold the even block (bank 0), lanes 4..8 the odd one (bank 1).
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn min_sums(nb: usize, mw: *const f32, sx: *const f32) -> [f32; C] {
+unsafe fn min_sums(nb: usize, mw: *const f32, sx: *const f32) -> [f32; C] {
     let mut acc = _mm256_setzero_ps();
     let mut i = 0;
     while i + 2 <= nb {
