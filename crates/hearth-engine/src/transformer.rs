@@ -390,7 +390,9 @@ impl Transformer {
         n_tok: usize,
         acts: &ActCache,
     ) {
-        let chunk = crate::pool::chunk_size(n_tok, pool.n_threads(), 4, 4);
+        // At most 256 tokens a task: the kernels' per-thread scratch for the
+        // prepared activations grows with the tokens of one call.
+        let chunk = crate::pool::chunk_size(n_tok, pool.n_threads(), 4, 4).min(256);
         let mut tasks = Vec::new();
         for j in 0..jobs.len() {
             for c0 in (0..n_tok).step_by(chunk) {
