@@ -414,8 +414,12 @@ impl Transformer {
         }
         let acts = &*acts;
         let threads = pool.n_threads();
-        // Decode writes straight into the output row; prefill writes each
-        // chunk's `[column][row]` block to scratch, then scatters it.
+        if n_tok >= 16 * threads {
+            self.matmuls_by_columns(pool, jobs, n_tok, acts);
+            return;
+        }
+        // Decode writes straight into the output row; small batches write
+        // each chunk's `[column][row]` block to scratch, then scatter it.
         let min_chunk = if n_tok == 1 { 16 } else { 4 };
         let mut tasks = Vec::new();
         let mut scratch_len = 0;
@@ -558,6 +562,43 @@ impl Transformer {
         });
     }
 
+    /// Prefill-sized [`Self::matmuls`]: each task takes every row of one
+    /// matrix for a run of tokens. gemm's `[column][row]` output for tokens
+    /// `c0..c1` is exactly those tokens' output rows, so it is written in
+    /// place (no scratch, no scatter), and each token's activations are
+    /// prepared by one task only.
+    fn matmuls_by_columns(
+        &self,
+        pool: &ThreadPool,
+        jobs: &mut [(&Matrix, &mut [f32])],
+        n_tok: usize,
+        acts: &ActCache,
+    ) {
+        // At most 256 tokens a task: the kernels' per-thread scratch for the
+        // prepared activations grows with the tokens of one call.
+        let chunk = crate::pool::chunk_size(n_tok, pool.n_threads(), 4, 4).min(256);
+        let mut tasks = Vec::new();
+        for j in 0..jobs.len() {
+            for c0 in (0..n_tok).step_by(chunk) {
+                tasks.push((j, c0..(c0 + chunk).min(n_tok)));
+            }
+        }
+        let outs: Vec<(&Matrix, SharedMut<f32>)> = jobs
+            .iter_mut()
+            .map(|(w, out)| (*w, SharedMut::new(out)))
+            .collect();
+        pool.run(tasks.len(), &|i| {
+            let (j, ref cols) = tasks[i];
+            let (w, ref out) = outs[j];
+            let xb = k::row_bytes(k::vec_dot_type(w.ty), w.n_in);
+            let xq = &acts.find(k::vec_dot_type(w.ty))[cols.start * xb..cols.end * xb];
+            // SAFETY: the tasks of matrix j cover disjoint token ranges, so
+            // disjoint output rows.
+            let y = unsafe { out.slice(cols.start * w.n_out..cols.end * w.n_out) };
+            k::gemm(w.ty, w.n_in, self.weights(w), 0..w.n_out, xq, cols.len(), y);
+        });
+    }
+
     /// Per-token work on the fresh queries and keys: QK norms, RoPE (one
     /// angle table per token, shared by its heads), query scaling and the
     /// F16 rounding of queries. Tokens are independent, so they are spread
@@ -638,16 +679,14 @@ impl Transformer {
             let keys = cache.keys(li);
             let values = cache.values(li);
             let heads = kvh * group..(kvh + 1) * group;
-            let q_of = |h: usize| &q[ti * hp.n_head * hdk + h * hdk..][..hdk];
+            // The group's query heads, one after another.
+            let q_group = &q[ti * hp.n_head * hdk + heads.start * hdk..][..group * hdk];
             SCORES.with(|cell| {
                 let mut scores = cell.borrow_mut();
                 scores.clear();
                 scores.resize(group * n_keys, 0.0);
                 let key_rows = &keys[first * k_dim + kvh * hdk..];
-                for (g, h) in heads.clone().enumerate() {
-                    let row = &mut scores[g * n_keys..(g + 1) * n_keys];
-                    k::attn_scores_f16(q_of(h), key_rows, k_dim, hp.kq_scale, row);
-                }
+                k::attn_scores_f16_heads(q_group, group, key_rows, k_dim, hp.kq_scale, &mut scores);
                 for row in scores.chunks_exact_mut(n_keys) {
                     k::softmax_inplace(row);
                 }
@@ -657,9 +696,7 @@ impl Transformer {
                 let out = unsafe { shared_att.slice(start..start + group * hdv) };
                 out.fill(0.0);
                 let value_rows = &values[first * v_dim + kvh * hdv..];
-                for (g, o) in out.chunks_exact_mut(hdv).enumerate() {
-                    k::attn_values_f16(o, &scores[g * n_keys..(g + 1) * n_keys], value_rows, v_dim);
-                }
+                k::attn_values_f16_heads(out, group, &scores, value_rows, v_dim);
             });
         });
     }

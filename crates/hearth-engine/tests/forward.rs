@@ -162,6 +162,44 @@ fn batching_never_changes_an_answer() {
     }
 }
 
+/// Prompts long enough for the prefill matmuls to split by token runs
+/// (32 tokens and more on two threads; the runs cut through sequences):
+/// each sequence's logits are the same alone (short ones split by rows)
+/// or batched, for the quantised formats with their own prefill kernels.
+#[test]
+fn long_prompts_batch_like_short_ones() {
+    let long: Vec<u32> = (0..61).map(|i| (i * 7 + 3) % N_VOCAB as u32).collect();
+    let mid: Vec<u32> = (0..37).map(|i| (i * 5 + 1) % N_VOCAB as u32).collect();
+    let short: Vec<u32> = (0..11).map(|i| (i * 3 + 2) % N_VOCAB as u32).collect();
+    for (arch, ty) in [
+        (Arch::Llama, GgmlType::Q4_1),
+        (Arch::Gemma3, GgmlType::Q5_0),
+        (Arch::Llama, GgmlType::Q8_0),
+    ] {
+        let m = common::tiny(arch, 4);
+        let model = common::load(&m, ty, 2);
+        let seqs: [&[u32]; 3] = [&long, &mid, &short];
+        let alone: Vec<Vec<f32>> = seqs.iter().map(|s| run_all(&model, s)).collect();
+        let mut caches: Vec<_> = (0..3).map(|_| model.new_cache(64)).collect();
+        let mut items: Vec<BatchItem> = caches
+            .iter_mut()
+            .zip(seqs)
+            .map(|(c, s)| BatchItem {
+                cache: c,
+                tokens: s,
+                want: Want::All,
+            })
+            .collect();
+        let together = model.forward(&mut items).unwrap();
+        for i in 0..3 {
+            assert!(
+                alone[i] == together[i],
+                "{arch:?} {ty}: sequence {i} changed when batched"
+            );
+        }
+    }
+}
+
 #[test]
 fn threads_do_not_change_results() {
     let m = common::tiny(Arch::Qwen2, 5);

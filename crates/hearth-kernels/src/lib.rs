@@ -29,7 +29,9 @@
 //! # Layout
 //! - `formats/`: one module per block format (layout, scalar reference
 //!   dequantise / quantise / dot product).
-//! - `simd/`: per-ISA kernels (`avx2` today; `neon`, `wasm` slot in beside it).
+//! - `simd/`: per-ISA kernels (`avx2` today, with AVX-512 VNNI prefill
+//!   kernels for the 32-element formats inside it, taken where the CPU has
+//!   them; `neon`, `wasm` slot in beside it).
 //! - `ops`: element-wise ops.
 
 // Block-layout code walks several arrays by the same element or sub-block
@@ -143,17 +145,48 @@ pub fn gemm(
     ncols: usize,
     y: &mut [f32],
 ) {
+    gemm_with(t, n, w, rows, x, ncols, y, true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_with(
+    t: GgmlType,
+    n: usize,
+    w: &[u8],
+    rows: Range<usize>,
+    x: &[u8],
+    ncols: usize,
+    y: &mut [f32],
+    wide: bool,
+) {
     match simd::isa() {
         Isa::Avx2 => {
             reference::check_gemm(t, n, w, &rows, x, ncols, y);
             // SAFETY: Avx2 is only selected when the CPU has avx2, fma and f16c;
             // the operand sizes were checked just above.
-            if !unsafe { simd::avx2::gemm(t, n, w, rows.clone(), x, ncols, y) } {
+            if !unsafe { simd::avx2::gemm(t, n, w, rows.clone(), x, ncols, y, wide) } {
                 reference::gemm(t, n, w, rows, x, ncols, y)
             }
         }
         Isa::Scalar => reference::gemm(t, n, w, rows, x, ncols, y),
     }
+}
+
+/// [`gemm`] restricted to the AVX2 kernels on CPUs that also have AVX-512
+/// (where [`gemm`] takes the AVX-512 prefill kernels for the 32-element
+/// formats), so tests can hold both to the reference on one machine. The
+/// same results as [`gemm`], bit for bit.
+#[doc(hidden)]
+pub fn gemm_avx2_only(
+    t: GgmlType,
+    n: usize,
+    w: &[u8],
+    rows: Range<usize>,
+    x: &[u8],
+    ncols: usize,
+    y: &mut [f32],
+) {
+    gemm_with(t, n, w, rows, x, ncols, y, false)
 }
 
 macro_rules! dispatch_op {
@@ -219,6 +252,21 @@ dispatch_op!(
     /// `y += Σ_i w[i] · value_i` over f16 value rows `stride` elements apart,
     /// bit-identical to calling [`axpy_f16`] for each row in order.
     fn attn_values_f16(y: &mut [f32], w: &[f32], rows: &[f16], stride: usize)
+);
+dispatch_op!(
+    /// [`attn_scores_f16`] for `heads` query heads stored one after another
+    /// in `q` that share the key rows (one KV head of grouped-query
+    /// attention): `out` holds `heads` rows of `out.len() / heads` scores.
+    /// Bit-identical to one [`attn_scores_f16`] call per head; faster where
+    /// a key row converted once can serve every head.
+    fn attn_scores_f16_heads(q: &[f32], heads: usize, rows: &[f16], stride: usize, scale: f32, out: &mut [f32])
+);
+dispatch_op!(
+    /// [`attn_values_f16`] for `heads` output heads stored one after another
+    /// in `y` that share the value rows, head `h` weighted by row `h` of `w`
+    /// (`w.len() / heads` weights each). Bit-identical to one
+    /// [`attn_values_f16`] call per head.
+    fn attn_values_f16_heads(y: &mut [f32], heads: usize, w: &[f32], rows: &[f16], stride: usize)
 );
 dispatch_op!(
     /// f32 -> f16 (round to nearest even) into the first `src.len()` elements of `dst`.

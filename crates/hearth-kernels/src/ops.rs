@@ -143,7 +143,7 @@ pub mod scalar {
     /// `i in 0..n_rot/2` (ggml's angle arithmetic; see the module docs).
     pub fn rope_cache(pos: usize, n_rot: usize, freq_base: f32, out_cos_sin: &mut [f32]) {
         assert!(
-            n_rot % 2 == 0 && out_cos_sin.len() >= n_rot,
+            n_rot.is_multiple_of(2) && out_cos_sin.len() >= n_rot,
             "rope_cache: bad n_rot/out"
         );
         let theta_scale = freq_base.powf(-2.0 / n_rot as f32);
@@ -158,7 +158,10 @@ pub mod scalar {
     /// Rotates the first `cos_sin.len()` dims of `x` by a [`rope_cache`] table.
     pub fn rope_apply(x: &mut [f32], cos_sin: &[f32], neox: bool) {
         let n_rot = cos_sin.len();
-        assert!(n_rot % 2 == 0 && n_rot <= x.len(), "rope_apply: bad n_rot");
+        assert!(
+            n_rot.is_multiple_of(2) && n_rot <= x.len(),
+            "rope_apply: bad n_rot"
+        );
         let half = n_rot / 2;
         for i in 0..half {
             let (c, s) = (cos_sin[2 * i], cos_sin[2 * i + 1]);
@@ -176,7 +179,10 @@ pub mod scalar {
     /// Rotary embedding of one head vector; same numbers as
     /// `rope_cache` + `rope_apply`, without a table.
     pub fn rope_inplace(x: &mut [f32], pos: usize, n_rot: usize, freq_base: f32, neox: bool) {
-        assert!(n_rot % 2 == 0 && n_rot <= x.len(), "rope: bad n_rot");
+        assert!(
+            n_rot.is_multiple_of(2) && n_rot <= x.len(),
+            "rope: bad n_rot"
+        );
         let theta_scale = freq_base.powf(-2.0 / n_rot as f32);
         let mut theta = pos as f32;
         let half = n_rot / 2;
@@ -246,6 +252,48 @@ pub mod scalar {
         for (i, &a) in w.iter().enumerate() {
             let n = y.len();
             axpy_f16(y, a, &rows[i * stride..][..n]);
+        }
+    }
+
+    /// [`attn_scores_f16`] for `heads` query heads stored one after another
+    /// in `q` (all against the same key rows), into `out` as `heads` rows
+    /// of `out.len() / heads` scores.
+    pub fn attn_scores_f16_heads(
+        q: &[f32],
+        heads: usize,
+        rows: &[f16],
+        stride: usize,
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        assert!(
+            heads > 0 && q.len().is_multiple_of(heads) && out.len().is_multiple_of(heads),
+            "attn_scores_f16_heads: lengths are not whole heads"
+        );
+        let (hd, nk) = (q.len() / heads, out.len() / heads);
+        for h in 0..heads {
+            let o = &mut out[h * nk..(h + 1) * nk];
+            attn_scores_f16(&q[h * hd..(h + 1) * hd], rows, stride, scale, o);
+        }
+    }
+
+    /// [`attn_values_f16`] for `heads` output heads stored one after another
+    /// in `y`, head `h` weighted by row `h` of `w` (`w.len() / heads` keys).
+    pub fn attn_values_f16_heads(
+        y: &mut [f32],
+        heads: usize,
+        w: &[f32],
+        rows: &[f16],
+        stride: usize,
+    ) {
+        assert!(
+            heads > 0 && y.len().is_multiple_of(heads) && w.len().is_multiple_of(heads),
+            "attn_values_f16_heads: lengths are not whole heads"
+        );
+        let (hd, nk) = (y.len() / heads, w.len() / heads);
+        for h in 0..heads {
+            let wh = &w[h * nk..(h + 1) * nk];
+            attn_values_f16(&mut y[h * hd..(h + 1) * hd], wh, rows, stride);
         }
     }
 

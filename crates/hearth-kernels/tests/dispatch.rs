@@ -185,6 +185,13 @@ fn check_gemm_with(
                 bits(&expect),
                 "{t} n={n} ncols={ncols} rows={rows:?}"
             );
+            let mut ya = vec![f32::NAN; ncols * nr];
+            hearth_kernels::gemm_avx2_only(t, n, &w, rows.clone(), &x, ncols, &mut ya);
+            assert_eq!(
+                bits(&ya),
+                bits(&expect),
+                "AVX2 kernels {t} n={n} ncols={ncols} rows={rows:?}"
+            );
             let mut yr = vec![f32::NAN; ncols * nr];
             reference::gemm(t, n, &w, rows.clone(), &x, ncols, &mut yr);
             assert_eq!(
@@ -227,7 +234,9 @@ fn gemm_tiled_prefill_shapes() {
     // The prefill kernels work in groups of four columns over row tiles of
     // up to 64 rows (fewer for long rows): column counts around multiples of
     // four, odd block counts (both float banks, and a lone last block), row
-    // ranges that start and end mid-tile and span several tiles.
+    // ranges that start and end mid-tile and span several tiles. The
+    // AVX-512 kernels pair blocks (odd counts leave a lone last block) and
+    // work in tiles of four rows (row counts that leave one to three over).
     let mut r = rng(17);
     let ranges = [0..150, 5..143, 67..131, 63..65, 149..150, 7..7];
     for t in [
@@ -282,6 +291,13 @@ fn gemm_tiled_extreme_activations() {
         }
         let mut y = vec![f32::NAN; ncols * nrows];
         hearth_kernels::gemm(t, n, &w, 0..nrows, &x, ncols, &mut y);
+        let mut ya = vec![f32::NAN; ncols * nrows];
+        hearth_kernels::gemm_avx2_only(t, n, &w, 0..nrows, &x, ncols, &mut ya);
+        assert_eq!(
+            y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            ya.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{t}: AVX2 kernels"
+        );
         for c in 0..ncols {
             for row in 0..nrows {
                 let d = hearth_kernels::vec_dot(

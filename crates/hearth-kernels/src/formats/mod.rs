@@ -151,7 +151,7 @@ pub(crate) fn nearest_int(x: f32) -> i32 {
 #[inline(always)]
 pub(crate) fn blocks(n: usize, qk: usize) -> usize {
     assert!(
-        n % qk == 0,
+        n.is_multiple_of(qk),
         "row length {n} is not a multiple of the block size {qk}"
     );
     n / qk

@@ -55,7 +55,7 @@ const C: usize = 4;
 
 /// `(weight block bytes, activation block bytes, offset of the activation
 /// quants, signed weights, has a minimum)`.
-const fn layout(f: u8) -> (usize, usize, usize, bool, bool) {
+pub(super) const fn layout(f: u8) -> (usize, usize, usize, bool, bool) {
     match f {
         Q4_0 => (18, 34, 2, true, false),
         Q4_1 => (20, 36, 4, false, true),
@@ -81,7 +81,7 @@ const fn offset(f: u8) -> bool {
 /// for signed formats), as `blocks::dot_*` decode them.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn decode<const F: u8>(p: *const u8) -> __m256i {
+pub(super) unsafe fn decode<const F: u8>(p: *const u8) -> __m256i {
     match F {
         Q4_0 => _mm256_sub_epi8(nibbles(p.add(2)), _mm256_set1_epi8(8)),
         Q4_1 => nibbles(p.add(4)),

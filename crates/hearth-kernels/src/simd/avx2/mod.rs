@@ -16,6 +16,8 @@
 //! the pointer-taking kernels additionally need their operands in bounds
 //! (the public wrappers check slice lengths first).
 
+mod attn512;
+mod avx512;
 mod blocks;
 mod float;
 mod gemm_tiles;
@@ -136,7 +138,9 @@ pub(crate) unsafe fn vec_dot(t: GgmlType, n: usize, w: &[u8], x: &[u8]) -> Optio
 }
 
 /// `false` if there is no SIMD kernel for `t`. Operand sizes must have been
-/// checked by the caller (`reference::check_gemm`).
+/// checked by the caller (`reference::check_gemm`). `wide: false` keeps to
+/// the AVX2 kernels even where the AVX-512 ones could run (tests use it so
+/// both stay covered on CPUs that have AVX-512).
 ///
 /// The 32-element formats take whole groups of four columns through
 /// `gemm_tiles` (rows unpacked once per tile, see there); the remaining
@@ -144,7 +148,9 @@ pub(crate) unsafe fn vec_dot(t: GgmlType, n: usize, w: &[u8], x: &[u8]) -> Optio
 /// small enough to stay in L1/L2 while each group of up to four activation
 /// columns sweeps over them (K-quants do their per-super-block float update
 /// for four columns in one vector). Every (row, column) result comes from
-/// the same per-column arithmetic as `vec_dot`.
+/// the same per-column arithmetic as `vec_dot`. On CPUs with AVX-512 VNNI
+/// the 32-element formats' prefill goes to `avx512` instead.
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm(
     t: GgmlType,
     n: usize,
@@ -153,6 +159,7 @@ pub(crate) unsafe fn gemm(
     x: &[u8],
     ncols: usize,
     y: &mut [f32],
+    wide: bool,
 ) -> bool {
     let Some(k) = kernel_for(t) else { return false };
     let wb = row_bytes(t, n);
@@ -178,6 +185,24 @@ pub(crate) unsafe fn gemm(
     // Prefill: the tiled kernels take whole groups of four columns; the
     // rest (and decode, ncols < MIN_TILED) go through the per-row kernels.
     const MIN_TILED: usize = 4;
+    if ncols >= MIN_TILED && wide && avx512::available() {
+        let wide: Option<TiledFn> = match t {
+            GgmlType::Q4_0 => Some(avx512::gemm::<{ gemm_tiles::Q4_0 }>),
+            GgmlType::Q4_1 => Some(avx512::gemm::<{ gemm_tiles::Q4_1 }>),
+            GgmlType::Q5_0 => Some(avx512::gemm::<{ gemm_tiles::Q5_0 }>),
+            GgmlType::Q5_1 => Some(avx512::gemm::<{ gemm_tiles::Q5_1 }>),
+            GgmlType::Q8_0 => Some(avx512::gemm::<{ gemm_tiles::Q8_0 }>),
+            GgmlType::Q8_1 => Some(avx512::gemm::<{ gemm_tiles::Q8_1 }>),
+            _ => None,
+        };
+        if let Some(f) = wide {
+            // SAFETY: `available()` checked avx512f/bw/vnni (our caller
+            // guarantees avx2/fma/f16c) and the operand sizes were checked
+            // (`reference::check_gemm`); this kernel takes every column.
+            f(nb, w, rows, x, ncols, y);
+            return true;
+        }
+    }
     let mut c_start = 0;
     if ncols >= MIN_TILED {
         let tiled: Option<TiledFn> = match t {

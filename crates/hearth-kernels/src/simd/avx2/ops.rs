@@ -297,6 +297,99 @@ pub(crate) unsafe fn attn_values_f16(y: &mut [f32], w: &[f32], rows: &[f16], str
     }
 }
 
+/// Checks the shapes of a grouped scores or values call; returns
+/// (floats per head, keys).
+fn group_shape(what: &str, heads: usize, per_head: usize, keys: usize) -> (usize, usize) {
+    assert!(heads > 0, "{what}: no heads");
+    assert!(
+        per_head.is_multiple_of(heads) && keys.is_multiple_of(heads),
+        "{what}: lengths are not whole heads"
+    );
+    (per_head / heads, keys / heads)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn attn_scores_f16_heads(
+    q: &[f32],
+    heads: usize,
+    rows: &[f16],
+    stride: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let (hd, nk) = group_shape("attn_scores_f16_heads", heads, q.len(), out.len());
+    if hd % 32 != 0 || !super::avx512::available() {
+        for (qh, oh) in q
+            .chunks_exact(hd.max(1))
+            .zip(out.chunks_exact_mut(nk.max(1)))
+        {
+            attn_scores_f16(qh, rows, stride, scale, oh);
+        }
+        return;
+    }
+    if nk == 0 {
+        return;
+    }
+    assert!(
+        (nk - 1) * stride + hd <= rows.len(),
+        "attn_scores_f16_heads: rows too short"
+    );
+    let mut h = 0;
+    while h < heads {
+        let g = (heads - h).min(super::attn512::MAX_G);
+        let (qp, op) = (q.as_ptr().add(h * hd), out.as_mut_ptr().add(h * nk));
+        // SAFETY: `available()` checked the AVX-512 features; heads
+        // `h..h + g` of `q` and `out` are in bounds and the rows were
+        // checked just above.
+        let r = rows.as_ptr();
+        match g {
+            4 => super::attn512::scores::<4>(qp, hd, r, stride, scale, nk, op, nk),
+            3 => super::attn512::scores::<3>(qp, hd, r, stride, scale, nk, op, nk),
+            2 => super::attn512::scores::<2>(qp, hd, r, stride, scale, nk, op, nk),
+            _ => super::attn512::scores::<1>(qp, hd, r, stride, scale, nk, op, nk),
+        }
+        h += g;
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn attn_values_f16_heads(
+    y: &mut [f32],
+    heads: usize,
+    w: &[f32],
+    rows: &[f16],
+    stride: usize,
+) {
+    let (hd, nk) = group_shape("attn_values_f16_heads", heads, y.len(), w.len());
+    if hd % 64 != 0 || !super::avx512::available() {
+        for (yh, wh) in y.chunks_exact_mut(hd.max(1)).zip(w.chunks_exact(nk.max(1))) {
+            attn_values_f16(yh, wh, rows, stride);
+        }
+        return;
+    }
+    if nk == 0 {
+        return;
+    }
+    assert!(
+        (nk - 1) * stride + hd <= rows.len(),
+        "attn_values_f16_heads: rows too short"
+    );
+    let mut h = 0;
+    while h < heads {
+        let g = (heads - h).min(super::attn512::MAX_G);
+        let (yp, wp) = (y.as_mut_ptr().add(h * hd), w.as_ptr().add(h * nk));
+        let r = rows.as_ptr();
+        // SAFETY: as in `attn_scores_f16_heads`.
+        match g {
+            4 => super::attn512::values::<4>(yp, hd, wp, nk, nk, r, stride),
+            3 => super::attn512::values::<3>(yp, hd, wp, nk, nk, r, stride),
+            2 => super::attn512::values::<2>(yp, hd, wp, nk, nk, r, stride),
+            _ => super::attn512::values::<1>(yp, hd, wp, nk, nk, r, stride),
+        }
+        h += g;
+    }
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn f32_to_f16_row(src: &[f32], dst: &mut [f16]) {
     assert!(

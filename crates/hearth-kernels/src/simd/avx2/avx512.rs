@@ -1,0 +1,395 @@
+//! Prefill GEMM for the 32-element formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+//! Q8_1 weights) on CPUs with AVX-512 F/BW and VNNI, chosen at run time
+//! over the AVX2 tiles (`gemm_tiles`) when those features are present.
+//!
+//! It computes exactly the reference's `Lanes8` arithmetic, bit for bit:
+//!
+//! - Two consecutive blocks share one 512-bit register: the even block in
+//!   the low 256 bits, the odd one in the high 256 bits. The reference sends
+//!   even blocks to float bank 0 and odd blocks to bank 1, so one `zmm`
+//!   accumulator holds both banks (low half bank 0, high half bank 1) and
+//!   the final `low + high`, folded as `fold8`, is the reference's sum.
+//! - `vpdpbusd` sums four `u8 x i8` products into each 32-bit lane: lane
+//!   `k` of a block is the exact integer sum over elements `4k..4k+4`, the
+//!   reference's partial sum, in one instruction instead of
+//!   `maddubs` + `madd` (and without `maddubs`' 16-bit saturation).
+//!   Signed weights meet the activations as `x + 128` (unsigned); the
+//!   accumulator starts at `-128 * (w0 + w1 + w2 + w3)` per lane, computed
+//!   once per weight block, so the lane ends at the exact `sum(w * x)`.
+//!   Unsigned weights (Q4_1, Q5_1) meet the signed activations directly.
+//! - Per block the lanes are converted, multiplied (fused) by
+//!   `d_w * d_x` (one rounding, as in the reference) and added into the
+//!   bank. A lone last block (odd block count) is paired with zero quants
+//!   and a zero scale, which adds `+0` to bank 1: the reference's bank 1
+//!   never holds `-0` (it starts at `+0` and round-to-nearest sums that
+//!   cancel give `+0`), so the bits do not change.
+//! - Formats with a minimum add `m_w * s_x` per block exactly as the AVX2
+//!   tiles do (`gemm_tiles::min_sums`).
+//!
+//! Layout: per call, every activation column is rewritten once into
+//! per-pair registers (quants, possibly offset, and `[d_x; 8] ++ [d_x'; 8]`
+//! scales); per row tile, every weight row is decoded once into per-pair
+//! quants, correction start values and scales. The inner tile is four rows
+//! by four columns: sixteen accumulators, each weight register used for four
+//! columns and each activation register for four rows.
+
+use super::gemm_tiles::{decode, layout};
+use super::{f16x2_at, hsum8, load256};
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// Columns per group and rows per inner tile.
+const C: usize = 4;
+const R: usize = 4;
+
+static AVAILABLE: AtomicU8 = AtomicU8::new(0);
+
+/// Whether this CPU has what these kernels need (AVX-512 F, BW, VNNI) and
+/// `HEARTH_KERNELS=avx2` did not ask for the AVX2 kernels only.
+pub(crate) fn available() -> bool {
+    match AVAILABLE.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            let forced_avx2 =
+                std::env::var("HEARTH_KERNELS").is_ok_and(|v| v.eq_ignore_ascii_case("avx2"));
+            let yes = !forced_avx2
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vnni");
+            AVAILABLE.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
+            yes
+        }
+    }
+}
+
+/// Per-thread buffers, grown on first use and then reused.
+struct Scratch {
+    /// Weight quants of the row tile, one register per (row, pair).
+    wq: Vec<__m512i>,
+    /// `vpdpbusd` start values per (row, pair) (signed formats).
+    wc: Vec<__m512i>,
+    /// `[d_w; 8] ++ [d_w'; 8]` per (row, pair).
+    wd: Vec<__m512>,
+    /// `[m_w; 4] ++ [m_w'; 4]` per (row, pair) (formats with a minimum).
+    mw: Vec<__m256>,
+    /// Activation quants per (group, pair, column).
+    xq: Vec<__m512i>,
+    /// `[d_x; 8] ++ [d_x'; 8]` per (group, pair, column).
+    xd: Vec<__m512>,
+    /// `s_x` of the group's four columns for the pair's two blocks, per
+    /// (group, pair) (formats with a minimum).
+    sx: Vec<__m256>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = const {
+        RefCell::new(Scratch {
+            wq: Vec::new(),
+            wc: Vec::new(),
+            wd: Vec::new(),
+            mw: Vec::new(),
+            xq: Vec::new(),
+            xd: Vec::new(),
+            sx: Vec::new(),
+        })
+    };
+}
+
+fn grow<T: Copy>(v: &mut Vec<T>, len: usize, zero: T) {
+    if v.len() < len {
+        v.resize(len, zero);
+    }
+}
+
+/// Rows decoded per tile: about 40 KiB of decoded weights (L1-resident
+/// while the column groups stream over it), a multiple of four, 4..=64.
+fn tile_rows(np: usize) -> usize {
+    ((40 * 1024 / (192 * np.max(1))) & !(R - 1)).clamp(R, 64)
+}
+
+/// All `ncols` columns of `gemm` for format `F` (`nb` blocks per row).
+///
+/// # Safety
+/// avx2, fma, f16c, avx512f, avx512bw and avx512vnni must be available
+/// ([`available`]); `w` must hold rows up to `rows.end`, `x` `ncols`
+/// activation rows and `y` `ncols * rows.len()` floats (the caller checked).
+pub(crate) unsafe fn gemm<const F: u8>(
+    nb: usize,
+    w: &[u8],
+    rows: std::ops::Range<usize>,
+    x: &[u8],
+    ncols: usize,
+    y: &mut [f32],
+) {
+    let (wbk, xbk, _, _, min) = layout(F);
+    let (wb, xb) = (nb * wbk, nb * xbk);
+    debug_assert!(w.len() >= rows.end * wb && x.len() >= ncols * xb);
+    debug_assert!(y.len() >= ncols * rows.len());
+    let nr = rows.len();
+    if nr == 0 || ncols == 0 || nb == 0 {
+        return;
+    }
+    let np = nb.div_ceil(2);
+    let groups = ncols.div_ceil(C);
+    let tr = tile_rows(np).min(nr.next_multiple_of(R));
+    SCRATCH.with(|s| {
+        let s = &mut *s.borrow_mut();
+        grow(&mut s.wq, tr * np, _mm512_setzero_si512());
+        grow(&mut s.wc, tr * np, _mm512_setzero_si512());
+        grow(&mut s.wd, tr * np, _mm512_setzero_ps());
+        grow(&mut s.xq, groups * np * C, _mm512_setzero_si512());
+        grow(&mut s.xd, groups * np * C, _mm512_setzero_ps());
+        if min {
+            grow(&mut s.mw, tr * np, _mm256_setzero_ps());
+            grow(&mut s.sx, groups * np, _mm256_setzero_ps());
+        }
+        // SAFETY: every column `c < ncols` is inside `x` (caller); the
+        // scratch holds `groups * C` columns of `np` pairs (grown above).
+        unsafe {
+            for c in 0..groups * C {
+                let col = (c < ncols).then(|| x.as_ptr().add(c * xb));
+                prepare_column::<F>(nb, col, c, s);
+            }
+        }
+        // SAFETY: as documented for this function; the scratch was grown
+        // for `tr` rows and `groups` column groups above.
+        unsafe { rows_and_groups::<F>(nb, w, rows, ncols, y, tr, s) };
+    });
+}
+
+/// The row tiles of [`gemm`]: decode a tile, then run every column group
+/// over it four rows at a time (one row at a time for the last few).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
+unsafe fn rows_and_groups<const F: u8>(
+    nb: usize,
+    w: &[u8],
+    rows: std::ops::Range<usize>,
+    ncols: usize,
+    y: &mut [f32],
+    tr: usize,
+    s: &mut Scratch,
+) {
+    let (wbk, _, _, _, _) = layout(F);
+    let wb = nb * wbk;
+    let np = nb.div_ceil(2);
+    let nr = rows.len();
+    let groups = ncols.div_ceil(C);
+    let (w, y) = (w.as_ptr(), y.as_mut_ptr());
+    let mut r0 = rows.start;
+    while r0 < rows.end {
+        let r1 = (r0 + tr).min(rows.end);
+        for r in r0..r1 {
+            decode_row::<F>(nb, w.add(r * wb), r - r0, s);
+        }
+        for g in 0..groups {
+            let cn = C.min(ncols - g * C);
+            let (xq, xd) = (s.xq.as_ptr().add(g * np * C), s.xd.as_ptr().add(g * np * C));
+            let sx = s.sx.as_ptr().add(if layout(F).4 { g * np } else { 0 });
+            let mut r = r0;
+            while r < r1 {
+                let k = r - r0;
+                let a = Rows {
+                    wq: s.wq.as_ptr().add(k * np),
+                    wc: s.wc.as_ptr().add(k * np),
+                    wd: s.wd.as_ptr().add(k * np),
+                    mw: s.mw.as_ptr().add(if layout(F).4 { k * np } else { 0 }),
+                };
+                let out = y.add(g * C * nr + (r - rows.start));
+                if r + R <= r1 {
+                    let v = tile::<F, R>(np, &a, xq, xd, sx);
+                    store::<R>(out, nr, cn, &v);
+                    r += R;
+                } else {
+                    let v = tile::<F, 1>(np, &a, xq, xd, sx);
+                    store::<1>(out, nr, cn, &v);
+                    r += 1;
+                }
+            }
+        }
+        r0 = r1;
+    }
+}
+
+/// Decoded rows in the tile scratch (stride `np` pairs per row).
+struct Rows {
+    wq: *const __m512i,
+    wc: *const __m512i,
+    wd: *const __m512,
+    mw: *const __m256,
+}
+
+/// Writes `N` rows by `cn` columns of results (`y` stride `nr` per column).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
+unsafe fn store<const N: usize>(y: *mut f32, nr: usize, cn: usize, v: &[[f32; C]; N]) {
+    for (i, row) in v.iter().enumerate() {
+        for (c, &x) in row.iter().enumerate().take(cn) {
+            *y.add(c * nr + i) = x;
+        }
+    }
+}
+
+/// Rewrites activation column `c` (`None`: a padding column, all zeros)
+/// into the scratch: per pair its quants (plus 128 for signed-weight
+/// formats) and its two blocks' `d_x` widened over eight lanes each.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
+unsafe fn prepare_column<const F: u8>(
+    nb: usize,
+    col: Option<*const u8>,
+    c: usize,
+    s: &mut Scratch,
+) {
+    let (_, xbk, xq, signed, min) = layout(F);
+    let np = nb.div_ceil(2);
+    let (g, cc) = (c / C, c % C);
+    let bias = _mm256_set1_epi8(-128);
+    for j in 0..np {
+        let at = (g * np + j) * C + cc;
+        let Some(p) = col else {
+            s.xq[at] = _mm512_setzero_si512();
+            s.xd[at] = _mm512_setzero_ps();
+            if min {
+                let v = &mut *(s.sx.as_mut_ptr().add(g * np + j) as *mut [f32; 8]);
+                v[cc] = 0.0;
+                v[C + cc] = 0.0;
+            }
+            continue;
+        };
+        let mut q = [_mm256_setzero_si256(); 2];
+        let mut d = [0f32; 2];
+        for h in 0..2 {
+            let i = 2 * j + h;
+            if i >= nb {
+                if min {
+                    (*(s.sx.as_mut_ptr().add(g * np + j) as *mut [f32; 8]))[C * h + cc] = 0.0;
+                }
+                continue;
+            }
+            let b = p.add(i * xbk);
+            let v = load256(b.add(xq));
+            q[h] = if signed { _mm256_xor_si256(v, bias) } else { v };
+            let ds = f16x2_at(b);
+            d[h] = _mm_cvtss_f32(ds);
+            if min {
+                let v = &mut *(s.sx.as_mut_ptr().add(g * np + j) as *mut [f32; 8]);
+                v[C * h + cc] = _mm_cvtss_f32(_mm_movehdup_ps(ds));
+            }
+        }
+        s.xq[at] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q[0]), q[1]);
+        s.xd[at] = halves(d[0], d[1]);
+    }
+}
+
+/// `[a; 8] ++ [b; 8]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
+unsafe fn halves(a: f32, b: f32) -> __m512 {
+    let lo = _mm512_castps256_ps512(_mm256_set1_ps(a));
+    _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+        _mm512_castps_pd(lo),
+        _mm256_castps_pd(_mm256_set1_ps(b)),
+    ))
+}
+
+/// Decodes one weight row into slot `k` of the tile scratch.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
+unsafe fn decode_row<const F: u8>(nb: usize, w: *const u8, k: usize, s: &mut Scratch) {
+    let (wbk, _, _, signed, min) = layout(F);
+    let np = nb.div_ceil(2);
+    for j in 0..np {
+        let mut q = [_mm256_setzero_si256(); 2];
+        let mut d = [0f32; 2];
+        let mut m = [0f32; 2];
+        for h in 0..2 {
+            let i = 2 * j + h;
+            if i >= nb {
+                continue;
+            }
+            let p = w.add(i * wbk);
+            q[h] = decode::<F>(p);
+            let dm = f16x2_at(p);
+            d[h] = _mm_cvtss_f32(dm);
+            m[h] = _mm_cvtss_f32(_mm_movehdup_ps(dm));
+        }
+        if min {
+            s.mw[k * np + j] = _mm256_setr_ps(m[0], m[0], m[0], m[0], m[1], m[1], m[1], m[1]);
+        }
+        let q = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q[0]), q[1]);
+        s.wq[k * np + j] = q;
+        if signed {
+            // -128 * (w0 + w1 + w2 + w3) per lane: exact in i32.
+            let c = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(-128), q);
+            s.wc[k * np + j] = _mm512_sub_epi32(_mm512_setzero_si512(), c);
+        }
+        s.wd[k * np + j] = halves(d[0], d[1]);
+    }
+}
+
+/// `N` decoded rows (stride `np` pairs in the scratch) against one group of
+/// four prepared columns: per (row, column) `fold8(bank0 + bank1)`, plus,
+/// for formats with a minimum, `min0 + min1` where bank `b`'s minimum is
+/// the block-order sum of `m_w * s_x` over its blocks (one register per
+/// row: lanes 0..4 the even block's four columns, 4..8 the odd block's).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
+unsafe fn tile<const F: u8, const N: usize>(
+    np: usize,
+    a: &Rows,
+    xq: *const __m512i,
+    xd: *const __m512,
+    sx: *const __m256,
+) -> [[f32; C]; N] {
+    let (_, _, _, signed, min) = layout(F);
+    let mut acc = [[_mm512_setzero_ps(); C]; N];
+    let mut macc = [_mm256_setzero_ps(); N];
+    for j in 0..np {
+        let mut w = [_mm512_setzero_si512(); N];
+        let mut dw = [_mm512_setzero_ps(); N];
+        for r in 0..N {
+            w[r] = _mm512_load_si512(a.wq.add(r * np + j) as *const _);
+            dw[r] = _mm512_load_ps(a.wd.add(r * np + j) as *const f32);
+        }
+        for c in 0..C {
+            let xv = _mm512_load_si512(xq.add(j * C + c) as *const _);
+            let dx = _mm512_load_ps(xd.add(j * C + c) as *const f32);
+            for r in 0..N {
+                let p = if signed {
+                    let start = _mm512_load_si512(a.wc.add(r * np + j) as *const _);
+                    _mm512_dpbusd_epi32(start, xv, w[r])
+                } else {
+                    _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[r], xv)
+                };
+                let d = _mm512_mul_ps(dw[r], dx);
+                acc[r][c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(p), acc[r][c]);
+            }
+        }
+        if min {
+            let sv = _mm256_load_ps(sx.add(j) as *const f32);
+            for r in 0..N {
+                let mv = _mm256_load_ps(a.mw.add(r * np + j) as *const f32);
+                macc[r] = _mm256_add_ps(macc[r], _mm256_mul_ps(mv, sv));
+            }
+        }
+    }
+    let mut out = [[0f32; C]; N];
+    for r in 0..N {
+        let mut m = [0f32; C];
+        if min {
+            let banks = _mm_add_ps(
+                _mm256_castps256_ps128(macc[r]),
+                _mm256_extractf128_ps::<1>(macc[r]),
+            );
+            _mm_storeu_ps(m.as_mut_ptr(), banks);
+        }
+        for c in 0..C {
+            let v = acc[r][c];
+            let lo = _mm512_castps512_ps256(v);
+            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+            let sum = hsum8(_mm256_add_ps(lo, hi));
+            out[r][c] = if min { sum + m[c] } else { sum };
+        }
+    }
+    out
+}
