@@ -277,11 +277,10 @@ impl Transformer {
             acts.clear();
             self.matmul(
                 pool,
-                &layer.wo,
+                (&layer.wo, &mut o),
                 &att,
                 n_tok,
                 &mut acts,
-                &mut o,
                 lora(li, &[Role::O]),
             );
             if let Some(w) = &layer.post_attn_norm {
@@ -307,11 +306,10 @@ impl Transformer {
             acts.clear();
             self.matmul(
                 pool,
-                &layer.w_down,
+                (&layer.w_down, &mut o),
                 &gate,
                 n_tok,
                 &mut acts,
-                &mut o,
                 lora(li, &[Role::Down]),
             );
             if let Some(w) = &layer.post_ffn_norm {
@@ -362,11 +360,10 @@ impl Transformer {
         acts.clear();
         self.matmul(
             pool,
-            &self.output,
+            (&self.output, &mut logits),
             &xs,
             rows.len(),
             &mut acts,
-            &mut logits,
             None,
         );
         let mut r = 0;
@@ -381,11 +378,10 @@ impl Transformer {
     fn matmul(
         &self,
         pool: &ThreadPool,
-        w: &Matrix,
+        (w, out): (&Matrix, &mut [f32]),
         x: &[f32],
         n_tok: usize,
         acts: &mut ActCache,
-        out: &mut [f32],
         lora: Option<LoraUse>,
     ) {
         self.matmuls(pool, &mut [(w, out)], x, n_tok, acts, lora);
