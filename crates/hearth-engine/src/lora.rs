@@ -153,16 +153,18 @@ impl Role {
     }
 }
 
-/// One adapted matrix: `A` (`rank` rows of `n_in`) and `B` (`n_out` rows of
-/// `rank`), kept as little-endian f32 rows so the kernels' F32 GEMM reads
-/// them directly.
+/// One adapted matrix: `A` (`rank` rows of `n_in`), kept as little-endian
+/// f32 rows so the kernels' F32 GEMM reads them directly (long dot
+/// products), and `B` kept transposed (`rank` rows of `n_out`): its dot
+/// products are only `rank` long, too short for a GEMM, so the second
+/// product runs as `rank` row updates over contiguous outputs instead.
 pub struct LoraMatrix {
     pub rank: usize,
     pub n_in: usize,
     pub n_out: usize,
     pub scale: f32,
     a: Vec<u8>,
-    b: Vec<u8>,
+    bt: Vec<f32>,
 }
 
 impl LoraMatrix {
@@ -171,10 +173,17 @@ impl LoraMatrix {
         k::gemm(GgmlType::F32, self.n_in, &self.a, 0..self.rank, x, ncols, t);
     }
 
-    /// `u[c·rows.len() + (o - rows.start)] = B[o] · t[c]` for `o` in `rows`
-    /// and `ncols` rows of `t` (f32 bytes, `rank` each).
-    pub(crate) fn up(&self, rows: Range<usize>, t: &[u8], ncols: usize, u: &mut [f32]) {
-        k::gemm(GgmlType::F32, self.rank, &self.b, rows, t, ncols, u);
+    /// `u[o - rows.start] = Σ_j t[j] · B[o][j]` for `o` in `rows`, one row `t`
+    /// of `rank` values. The sum runs over `j` in order for every output, so
+    /// the result does not depend on `rows` or on how it is vectorised.
+    pub(crate) fn up(&self, rows: Range<usize>, t: &[f32], u: &mut [f32]) {
+        u.fill(0.0);
+        for (j, &tj) in t[..self.rank].iter().enumerate() {
+            let b = &self.bt[j * self.n_out + rows.start..j * self.n_out + rows.end];
+            for (y, &bv) in u.iter_mut().zip(b) {
+                *y += tj * bv;
+            }
+        }
     }
 
     /// `A` as f32 values, row-major (`rank × n_in`).
@@ -184,7 +193,13 @@ impl LoraMatrix {
 
     /// `B` as f32 values, row-major (`n_out × rank`), in GGUF's row order.
     pub fn b(&self) -> Vec<f32> {
-        from_le(&self.b)
+        let mut b = vec![0f32; self.n_out * self.rank];
+        for j in 0..self.rank {
+            for o in 0..self.n_out {
+                b[o * self.rank + j] = self.bt[j * self.n_out + o];
+            }
+        }
+        b
     }
 }
 
@@ -640,15 +655,21 @@ fn build(
             });
         }
         let scale = scale_of(key, rank)?;
+        let mut bt = vec![0f32; n_out * rank];
+        for o in 0..n_out {
+            for j in 0..rank {
+                bt[j * n_out + o] = b.data[o * rank + j];
+            }
+        }
         let m = LoraMatrix {
             rank,
             n_in,
             n_out,
             scale,
             a: to_le(&a.data),
-            b: to_le(&b.data),
+            bt,
         };
-        bytes += m.a.len() + m.b.len();
+        bytes += m.a.len() + 4 * m.bt.len();
         layers[layer][role.slot()] = Some(m);
     }
     Ok(Adapter {

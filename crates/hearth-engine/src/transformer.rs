@@ -277,11 +277,10 @@ impl Transformer {
             acts.clear();
             self.matmul(
                 pool,
-                &layer.wo,
+                (&layer.wo, &mut o),
                 &att,
                 n_tok,
                 &mut acts,
-                &mut o,
                 lora(li, &[Role::O]),
             );
             if let Some(w) = &layer.post_attn_norm {
@@ -307,11 +306,10 @@ impl Transformer {
             acts.clear();
             self.matmul(
                 pool,
-                &layer.w_down,
+                (&layer.w_down, &mut o),
                 &gate,
                 n_tok,
                 &mut acts,
-                &mut o,
                 lora(li, &[Role::Down]),
             );
             if let Some(w) = &layer.post_ffn_norm {
@@ -362,11 +360,10 @@ impl Transformer {
         acts.clear();
         self.matmul(
             pool,
-            &self.output,
+            (&self.output, &mut logits),
             &xs,
             rows.len(),
             &mut acts,
-            &mut logits,
             None,
         );
         let mut r = 0;
@@ -381,11 +378,10 @@ impl Transformer {
     fn matmul(
         &self,
         pool: &ThreadPool,
-        w: &Matrix,
+        (w, out): (&Matrix, &mut [f32]),
         x: &[f32],
         n_tok: usize,
         acts: &mut ActCache,
-        out: &mut [f32],
         lora: Option<LoraUse>,
     ) {
         self.matmuls(pool, &mut [(w, out)], x, n_tok, acts, lora);
@@ -527,11 +523,10 @@ impl Transformer {
         t_all: &[f32],
         outs: &[(&Matrix, SharedMut<f32>)],
     ) {
-        let t_bytes: Vec<u8> = t_all.iter().flat_map(|v| v.to_le_bytes()).collect();
         let threads = pool.n_threads();
         let mut tasks = Vec::new();
         for (pi, p) in plan.parts.iter().enumerate() {
-            let chunk = crate::pool::chunk_size(p.m.n_out, threads, 32, 8);
+            let chunk = crate::pool::chunk_size(p.m.n_out, threads, 64, 8);
             for start in (0..p.m.n_out).step_by(chunk) {
                 tasks.push((pi, start..(start + chunk).min(p.m.n_out)));
             }
@@ -540,21 +535,20 @@ impl Transformer {
             let (pi, ref rows) = tasks[i];
             let p = &plan.parts[pi];
             let toks = &lu.groups[p.group].toks;
-            let (r, n_out, len) = (p.m.rank, p.m.n_out, rows.len());
-            let t = &t_bytes[p.t_off * 4..(p.t_off + toks.len() * r) * 4];
+            let (r, n_out) = (p.m.rank, p.m.n_out);
+            let out = &outs[p.job].1;
             LORA_U.with(|cell| {
                 let mut u = cell.borrow_mut();
-                u.clear();
-                u.resize(len * toks.len(), 0.0);
-                p.m.up(rows.clone(), t, toks.len(), &mut u);
-                let out = &outs[p.job].1;
+                u.resize(rows.len(), 0.0);
                 for (c, &tok) in toks.iter().enumerate() {
+                    let t = &t_all[p.t_off + c * r..p.t_off + (c + 1) * r];
+                    p.m.up(rows.clone(), t, &mut u);
                     let base = tok * n_out;
                     // SAFETY: these rows of token `tok`'s output belong to
                     // this task alone: groups hold disjoint tokens and a
                     // part's row chunks do not overlap.
                     let dst = unsafe { out.slice(base + rows.start..base + rows.end) };
-                    for (d, v) in dst.iter_mut().zip(&u[c * len..(c + 1) * len]) {
+                    for (d, v) in dst.iter_mut().zip(u.iter()) {
                         *d += p.m.scale * v;
                     }
                 }
@@ -706,7 +700,7 @@ thread_local! {
     static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// A LoRA task's gathered input rows, as the F32 GEMM's bytes.
     static LORA_X: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    /// A LoRA task's `T·Bᵀ` block before it is scaled into the output.
+    /// A LoRA task's `B·t` rows for one token before they are scaled into the output.
     static LORA_U: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 

@@ -485,6 +485,13 @@ fn rewrite(
     w
 }
 
+/// A tensor rewrite for [`rewrite`]: name, dims, type, bytes in; the
+/// replacement (or nothing, to drop it) out.
+type TensorEdit =
+    dyn Fn(&str, &[u64], GgmlType, &[u8]) -> Option<(String, Vec<u64>, GgmlType, Vec<u8>)>;
+/// Named f32 tensors with their shapes, as a PEFT file holds them.
+type Named = Vec<(String, Vec<usize>, Vec<f32>)>;
+
 fn keep(
     n: &str,
     d: &[u64],
@@ -583,8 +590,7 @@ fn gguf_tensor_errors_name_the_tensor() {
     let q_a = "blk.0.attn_q.weight.lora_a";
     let q_b = "blk.0.attn_q.weight.lora_b";
     let f32_bytes = |n: usize| vec![0u8; 4 * n];
-    type T = Option<(String, Vec<u64>, GgmlType, Vec<u8>)>;
-    let cases: Vec<(Box<dyn Fn(&str, &[u64], GgmlType, &[u8]) -> T>, Vec<&str>)> = vec![
+    let cases: Vec<(Box<TensorEdit>, Vec<&str>)> = vec![
         // An unknown name.
         (
             Box::new(move |n, d, ty, b| {
@@ -695,7 +701,7 @@ fn peft_errors_name_the_tensor_or_field() {
     };
     let q_a = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight";
     let q_b = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight";
-    let with = |f: &dyn Fn(&mut Vec<(String, Vec<usize>, Vec<f32>)>)| {
+    let with = |f: &dyn Fn(&mut Named)| {
         let mut t = good.clone();
         f(&mut t);
         t
