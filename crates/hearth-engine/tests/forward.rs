@@ -188,6 +188,7 @@ fn long_prompts_batch_like_short_ones() {
                 cache: c,
                 tokens: s,
                 want: Want::All,
+                adapter: None,
             })
             .collect();
         let together = model.forward(&mut items).unwrap();

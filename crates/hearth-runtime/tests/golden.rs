@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{check_mean, check_steps, golden, ids, runtime, shared, GOLDEN};
+use common::{check_mean, check_steps, golden, ids, runtime, shared, GOLDEN, STEPS};
 use hearth_runtime::{GenOptions, Message};
 use hearth_sample::SamplerConfig;
 
@@ -77,6 +77,65 @@ fn check_perplexity(model: &str, key: &str) {
         got.ppl,
         rel * 100.0
     );
+}
+
+/// The reference's log-probabilities against ours on the reference's own
+/// tokens (teacher forcing: the prompt in one batch, then one token a step,
+/// as llama-server decodes), over the first [`STEPS`] steps of every case:
+/// every |ours - reference| of the reference's top 5, looked up by id.
+fn forced_errors(model: &str, file: &str) -> Vec<f64> {
+    let rt = runtime(model);
+    let g = golden(file);
+    let mut errors = Vec::new();
+    for case in g["greedy"].as_array().unwrap() {
+        let completion = ids(&case["completion_ids"]);
+        let mut cache = rt.model.new_cache(512);
+        let mut feed = ids(&case["prompt_ids"]);
+        for (i, step) in case["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .take(STEPS)
+            .enumerate()
+        {
+            let mut items = [hearth_engine::BatchItem {
+                cache: &mut cache,
+                tokens: &feed,
+                want: hearth_engine::Want::Last,
+                adapter: None,
+            }];
+            let logits = rt.model.forward(&mut items).unwrap().remove(0);
+            let lp = hearth_sample::log_softmax(&logits);
+            for t in step["top"].as_array().unwrap() {
+                let id = t["id"].as_u64().unwrap() as usize;
+                errors.push((lp[id] as f64 - t["logprob"].as_f64().unwrap()).abs());
+            }
+            feed = vec![completion[i]];
+        }
+    }
+    errors
+}
+
+fn check_forced(model: &str, file: &str) {
+    let e = forced_errors(model, file);
+    assert_eq!(
+        e.len(),
+        5 * STEPS * 5,
+        "{model}: every case, step and candidate"
+    );
+    let (mean, max) = check_mean(model, &e, GOLDEN, e.len());
+    eprintln!("{model}: teacher-forced top-5 log-probability error: mean {mean:.4}, max {max:.4}");
+    assert!(max <= GOLDEN.max, "{model}: worst error {max:.4}");
+}
+
+#[test]
+fn smollm2_forced_logprobs_match_llama_cpp() {
+    check_forced("smollm2", "smollm2-135m-instruct-q4_1");
+}
+
+#[test]
+fn gemma3_forced_logprobs_match_llama_cpp() {
+    check_forced("gemma3", "gemma3-270m-q4_k_m");
 }
 
 #[test]
