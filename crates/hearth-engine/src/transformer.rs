@@ -412,6 +412,9 @@ impl Transformer {
         let threads = pool.n_threads();
         if n_tok >= 16 * threads {
             self.matmuls_by_columns(pool, jobs, n_tok, acts);
+            if let Some(lu) = lora {
+                self.lora_after(pool, jobs, x, lu);
+            }
             return;
         }
         // Decode writes straight into the output row; small batches write
@@ -463,26 +466,9 @@ impl Transformer {
             let (j, rows, at) = match &tasks[i] {
                 Task::Base { job, rows, at } => (*job, rows, *at),
                 Task::LoraDown { group, toks } => {
-                    let Some(lu) = lora else { return };
-                    let idx = &lu.groups[*group].toks[toks.clone()];
-                    LORA_X.with(|cell| {
-                        let mut xb = cell.borrow_mut();
-                        xb.clear();
-                        for &t in idx {
-                            xb.extend(
-                                x[t * n_in..(t + 1) * n_in]
-                                    .iter()
-                                    .flat_map(|v| v.to_le_bytes()),
-                            );
-                        }
-                        for p in plan.parts.iter().filter(|p| p.group == *group) {
-                            let r = p.m.rank;
-                            let at = p.t_off + toks.start * r;
-                            // SAFETY: each (part, token chunk) owns its own rows of `t_all`.
-                            let t = unsafe { shared_t.slice(at..at + toks.len() * r) };
-                            p.m.down(&xb, idx.len(), t);
-                        }
-                    });
+                    if let Some(lu) = lora {
+                        lora_down(&plan, lu, x, n_in, *group, toks.clone(), &shared_t);
+                    }
                     return;
                 }
             };
@@ -511,6 +497,48 @@ impl Transformer {
                 self.lora_up(pool, &plan, lu, &t_all, &outs);
             }
         }
+    }
+
+    /// Both LoRA passes after a base product that ran on its own (the
+    /// prefill split by tokens): `T = X_g·Aᵀ` per group and token chunk,
+    /// then [`Self::lora_up`]. The arithmetic per token is the same as when
+    /// the first pass shares the base's pool pass, so results do not depend
+    /// on which split a batch took.
+    fn lora_after(
+        &self,
+        pool: &ThreadPool,
+        jobs: &mut [(&Matrix, &mut [f32])],
+        x: &[f32],
+        lu: LoraUse,
+    ) {
+        let plan = LoraPlan::new(Some(lu), jobs.len());
+        if plan.parts.is_empty() {
+            return;
+        }
+        let n_in = jobs.first().map_or(0, |(w, _)| w.n_in);
+        let threads = pool.n_threads();
+        let mut tasks = Vec::new();
+        for (g, grp) in lu.groups.iter().enumerate() {
+            if !plan.parts.iter().any(|p| p.group == g) {
+                continue;
+            }
+            let n = grp.toks.len();
+            let chunk = crate::pool::chunk_size(n, threads, 4, 1);
+            for start in (0..n).step_by(chunk) {
+                tasks.push((g, start..(start + chunk).min(n)));
+            }
+        }
+        let mut t_all = vec![0f32; plan.t_len];
+        let shared_t = SharedMut::new(&mut t_all);
+        pool.run(tasks.len(), &|i| {
+            let (g, ref toks) = tasks[i];
+            lora_down(&plan, lu, x, n_in, g, toks.clone(), &shared_t);
+        });
+        let outs: Vec<(&Matrix, SharedMut<f32>)> = jobs
+            .iter_mut()
+            .map(|(w, out)| (*w, SharedMut::new(out)))
+            .collect();
+        self.lora_up(pool, &plan, lu, &t_all, &outs);
     }
 
     /// The second LoRA pass: `out[t][o] += s · B[o] · T[t]` for each part's
@@ -726,6 +754,39 @@ struct LoraPart<'a> {
     m: &'a LoraMatrix,
     /// Where its `T` (group tokens × rank) starts in the pass's buffer.
     t_off: usize,
+}
+
+/// The first LoRA product for tokens `toks` (indices into group `group`'s
+/// tokens): `T = X·Aᵀ` for every part of the plan in that group, written to
+/// that part's rows of the pass's `T` buffer.
+fn lora_down(
+    plan: &LoraPlan,
+    lu: LoraUse,
+    x: &[f32],
+    n_in: usize,
+    group: usize,
+    toks: std::ops::Range<usize>,
+    shared_t: &SharedMut<f32>,
+) {
+    let idx = &lu.groups[group].toks[toks.clone()];
+    LORA_X.with(|cell| {
+        let mut xb = cell.borrow_mut();
+        xb.clear();
+        for &t in idx {
+            xb.extend(
+                x[t * n_in..(t + 1) * n_in]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes()),
+            );
+        }
+        for p in plan.parts.iter().filter(|p| p.group == group) {
+            let r = p.m.rank;
+            let at = p.t_off + toks.start * r;
+            // SAFETY: each (part, token chunk) owns its own rows of `t_all`.
+            let t = unsafe { shared_t.slice(at..at + toks.len() * r) };
+            p.m.down(&xb, idx.len(), t);
+        }
+    });
 }
 
 struct LoraPlan<'a> {
