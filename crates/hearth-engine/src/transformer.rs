@@ -436,19 +436,10 @@ impl Transformer {
         let n_in = jobs.first().map_or(0, |(w, _)| w.n_in);
         let plan = LoraPlan::new(lora, jobs.len());
         if let Some(lu) = lora {
-            for (g, grp) in lu.groups.iter().enumerate() {
-                if !plan.parts.iter().any(|p| p.group == g) {
-                    continue;
-                }
-                let n = grp.toks.len();
-                let chunk = crate::pool::chunk_size(n, threads, 4, 1);
-                for start in (0..n).step_by(chunk) {
-                    tasks.push(Task::LoraDown {
-                        group: g,
-                        toks: start..(start + chunk).min(n),
-                    });
-                }
-            }
+            tasks.extend(
+                plan.down_chunks(lu, threads)
+                    .map(|(group, toks)| Task::LoraDown { group, toks }),
+            );
         }
         let mut t_all = vec![0f32; plan.t_len];
         let shared_t = SharedMut::new(&mut t_all);
@@ -516,18 +507,7 @@ impl Transformer {
             return;
         }
         let n_in = jobs.first().map_or(0, |(w, _)| w.n_in);
-        let threads = pool.n_threads();
-        let mut tasks = Vec::new();
-        for (g, grp) in lu.groups.iter().enumerate() {
-            if !plan.parts.iter().any(|p| p.group == g) {
-                continue;
-            }
-            let n = grp.toks.len();
-            let chunk = crate::pool::chunk_size(n, threads, 4, 1);
-            for start in (0..n).step_by(chunk) {
-                tasks.push((g, start..(start + chunk).min(n)));
-            }
-        }
+        let tasks: Vec<_> = plan.down_chunks(lu, pool.n_threads()).collect();
         let mut t_all = vec![0f32; plan.t_len];
         let shared_t = SharedMut::new(&mut t_all);
         pool.run(tasks.len(), &|i| {
@@ -815,6 +795,26 @@ impl<'a> LoraPlan<'a> {
             }
         }
         LoraPlan { parts, t_len }
+    }
+
+    /// The first LoRA product's tasks: (group, chunk of its tokens) for
+    /// every group the plan has parts in.
+    fn down_chunks(
+        &self,
+        lu: LoraUse<'a>,
+        threads: usize,
+    ) -> impl Iterator<Item = (usize, std::ops::Range<usize>)> + '_ {
+        lu.groups
+            .iter()
+            .enumerate()
+            .filter(|(g, _)| self.parts.iter().any(|p| p.group == *g))
+            .flat_map(move |(g, grp)| {
+                let n = grp.toks.len();
+                let chunk = crate::pool::chunk_size(n, threads, 4, 1);
+                (0..n)
+                    .step_by(chunk.max(1))
+                    .map(move |start| (g, start..(start + chunk).min(n)))
+            })
     }
 }
 

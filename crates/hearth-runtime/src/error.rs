@@ -17,10 +17,12 @@ pub enum RuntimeError {
     PromptTooLong { n_prompt: usize, n_ctx: usize },
     #[error("{0}")]
     Invalid(String),
-    #[error("adapter {}: {source}", path.display())]
+    /// The message carries the cause itself, so it is not also a `source`
+    /// (an error chain would print it twice).
+    #[error("adapter {}: {error}", path.display())]
     Adapter {
         path: std::path::PathBuf,
-        source: hearth_engine::LoraError,
+        error: hearth_engine::LoraError,
     },
 }
 

@@ -78,9 +78,9 @@ impl Runtime {
     /// `adapter_config.json` and `adapter_model.safetensors`.
     pub fn load_adapter(&self, path: &Path) -> Result<Arc<Adapter>> {
         let hp = self.model.hyper();
-        let wrap = |source| RuntimeError::Adapter {
+        let wrap = |error| RuntimeError::Adapter {
             path: path.to_path_buf(),
-            source,
+            error,
         };
         let adapter = if path.is_dir() {
             let config_path = path.join("adapter_config.json");
