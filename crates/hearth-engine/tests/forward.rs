@@ -27,6 +27,22 @@ fn run_all(model: &Model, tokens: &[u32]) -> Vec<f32> {
     model.forward(&mut items).unwrap().remove(0)
 }
 
+/// Every sequence's logits at every position, all in one forward pass.
+fn run_together(model: &Model, seqs: &[&[u32]]) -> Vec<Vec<f32>> {
+    let mut caches: Vec<_> = seqs.iter().map(|_| model.new_cache(64)).collect();
+    let mut items: Vec<BatchItem> = caches
+        .iter_mut()
+        .zip(seqs)
+        .map(|(c, s)| BatchItem {
+            cache: c,
+            tokens: s,
+            want: Want::All,
+            adapter: None,
+        })
+        .collect();
+    model.forward(&mut items).unwrap()
+}
+
 fn check_arch(arch: Arch) {
     let m = common::tiny(arch, 7);
     let reference = common::reference_logits(&m, &TOKENS);
@@ -111,18 +127,7 @@ fn batching_never_changes_an_answer() {
         let model = common::load(&m, GgmlType::Q8_0, 2);
         let seqs: [&[u32]; 3] = [&TOKENS, &[1, 2, 3], &[30, 31, 32, 33, 34, 35]];
         let alone: Vec<Vec<f32>> = seqs.iter().map(|s| run_all(&model, s)).collect();
-        let mut caches: Vec<_> = (0..3).map(|_| model.new_cache(64)).collect();
-        let mut items: Vec<BatchItem> = caches
-            .iter_mut()
-            .zip(seqs)
-            .map(|(c, s)| BatchItem {
-                cache: c,
-                tokens: s,
-                want: Want::All,
-                adapter: None,
-            })
-            .collect();
-        let together = model.forward(&mut items).unwrap();
+        let together = run_together(&model, &seqs);
         for i in 0..3 {
             assert!(
                 alone[i] == together[i],
@@ -180,18 +185,7 @@ fn long_prompts_batch_like_short_ones() {
         let model = common::load(&m, ty, 2);
         let seqs: [&[u32]; 3] = [&long, &mid, &short];
         let alone: Vec<Vec<f32>> = seqs.iter().map(|s| run_all(&model, s)).collect();
-        let mut caches: Vec<_> = (0..3).map(|_| model.new_cache(64)).collect();
-        let mut items: Vec<BatchItem> = caches
-            .iter_mut()
-            .zip(seqs)
-            .map(|(c, s)| BatchItem {
-                cache: c,
-                tokens: s,
-                want: Want::All,
-                adapter: None,
-            })
-            .collect();
-        let together = model.forward(&mut items).unwrap();
+        let together = run_together(&model, &seqs);
         for i in 0..3 {
             assert!(
                 alone[i] == together[i],
