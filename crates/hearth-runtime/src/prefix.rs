@@ -1,19 +1,30 @@
 //! Reusing prompt prefixes: the keys and values of prompts recently
 //! prefilled, so a new prompt that starts the same way (the same system
-//! prompt, the same conversation so far) copies them instead of computing
+//! prompt, the same conversation so far) shares them instead of computing
 //! them again.
 //!
 //! This module owns which prefixes are kept (the most recently used, up to a
-//! count and a byte budget) and the match; the copy is the engine's
-//! [`KvCache::copy_prefix`](hearth_engine::KvCache::copy_prefix). Reuse never
-//! changes an answer: a position's keys and values depend only on the tokens
-//! up to it, and the engine computes them bit-identically in any batch.
-//! Entries are told apart by the sequence's LoRA adapter (its id; none is
-//! its own class) and by a key the caller chooses for anything else that
-//! shapes the keys and values, so a prefix computed under one adapter never
-//! serves another.
+//! count and a byte budget) and the match. What is kept is a table of the
+//! engine's KV blocks, held by reference: remembering a prompt copies
+//! nothing, and a sequence seeded from it holds the same full blocks
+//! ([`KvCache::copy_prefix`](hearth_engine::KvCache::copy_prefix)); only the
+//! partial last block is copied, when the sequence first writes into it.
+//! The blocks come from the model's pool and count against its capacity, so
+//! the cache registers with the pool as a [`KvReclaim`] holder: under pool
+//! pressure its least recently used prefixes are released before any
+//! request is refused.
+//!
+//! Reuse never changes an answer: a position's keys and values depend only
+//! on the tokens up to it, and the engine computes them bit-identically in
+//! any batch. Entries are told apart by the sequence's LoRA adapter (its
+//! id; none is its own class) and by a key the caller chooses for anything
+//! else that shapes the keys and values, so a prefix computed under one
+//! adapter never serves another.
 
-use hearth_engine::KvCache;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use hearth_engine::{KvCache, KvReclaim};
 
 use crate::error::Result;
 use crate::sequence::Sequence;
@@ -27,13 +38,77 @@ struct Entry {
     last_used: u64,
 }
 
-pub struct PrefixCache {
+struct State {
     entries: Vec<Entry>,
     max_entries: usize,
     max_bytes: usize,
     /// Shorter shared prefixes are cheaper to recompute than to look after.
     min_tokens: usize,
     clock: u64,
+}
+
+impl State {
+    /// Bytes of the blocks the entries hold, each block counted once.
+    fn bytes(&self) -> usize {
+        let mut seen = HashSet::new();
+        let mut total = 0;
+        for e in &self.entries {
+            let bb = e.cache.geometry().block_bytes();
+            total += e.cache.block_ids().filter(|&id| seen.insert(id)).count() * bb;
+        }
+        total
+    }
+
+    /// Drop the least recently used entry; returns the bytes its pool got
+    /// back (nothing for blocks someone else still holds), or `None` when
+    /// there was none.
+    fn evict_oldest(&mut self) -> Option<usize> {
+        let (i, _) = self
+            .entries
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, e)| e.last_used)?;
+        let pool = self.entries[i].cache.pool().clone();
+        let before = pool.in_use();
+        self.entries.remove(i);
+        Some(before.saturating_sub(pool.in_use()))
+    }
+}
+
+/// The part of the cache the pool may call back into.
+struct Shared {
+    state: Mutex<State>,
+}
+
+impl Shared {
+    /// Drop least recently used entries until about `bytes` bytes of pool
+    /// blocks are free again (blocks also held by running sequences free
+    /// nothing until those end); returns the bytes the pool got back.
+    fn release(state: &mut State, bytes: usize) -> usize {
+        let mut freed = 0;
+        while freed < bytes {
+            match state.evict_oldest() {
+                Some(n) => freed += n,
+                None => break,
+            }
+        }
+        freed
+    }
+}
+
+impl KvReclaim for Shared {
+    fn reclaim(&self, bytes: usize) -> usize {
+        // The caller may be this cache itself, mid-operation: skip then
+        // rather than wait for a lock that thread holds.
+        match self.state.try_lock() {
+            Ok(mut st) => Shared::release(&mut st, bytes),
+            Err(_) => 0,
+        }
+    }
+}
+
+pub struct PrefixCache {
+    shared: Arc<Shared>,
 }
 
 fn adapter_id(seq: &Sequence) -> Option<u64> {
@@ -47,12 +122,22 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 impl PrefixCache {
     pub fn new(max_entries: usize, max_bytes: usize, min_tokens: usize) -> PrefixCache {
         PrefixCache {
-            entries: Vec::new(),
-            max_entries,
-            max_bytes,
-            min_tokens: min_tokens.max(1),
-            clock: 0,
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    entries: Vec::new(),
+                    max_entries,
+                    max_bytes,
+                    min_tokens: min_tokens.max(1),
+                    clock: 0,
+                }),
+            }),
         }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Entries are only pushed or removed whole, so a panic elsewhere
+        // cannot leave them half-written.
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Seed a fresh sequence with the longest kept prefix of its prompt;
@@ -60,7 +145,9 @@ impl PrefixCache {
     pub fn seed(&mut self, seq: &mut Sequence, key: u64) -> Result<usize> {
         let adapter = adapter_id(seq);
         let prompt = seq.prompt();
-        let best = self
+        let mut guard = self.state();
+        let st = &mut *guard;
+        let best = st
             .entries
             .iter_mut()
             .filter(|e| e.key == key && e.adapter == adapter)
@@ -70,72 +157,87 @@ impl PrefixCache {
             })
             .max_by_key(|(n, _)| *n);
         let Some((n, entry)) = best else { return Ok(0) };
-        if n < self.min_tokens {
+        if n < st.min_tokens {
             return Ok(0);
         }
-        self.clock += 1;
-        entry.last_used = self.clock;
-        seq.reuse_prefix(&entry.cache, n)?;
+        // Taking references to the entry's blocks; the lock is released
+        // before the sequence holds them.
+        let mut from = KvCache::like(&entry.cache, n);
+        from.copy_prefix(&entry.cache, n)?;
+        st.clock += 1;
+        entry.last_used = st.clock;
+        drop(guard);
+        seq.reuse_prefix(&from, n)?;
         Ok(n)
     }
 
     /// Keep the prompt of `seq`, whose prefill has just finished (its cache
     /// holds exactly the prompt), unless a kept entry already covers it.
+    /// The entry holds the sequence's blocks by reference.
     pub fn remember(&mut self, seq: &Sequence, key: u64) {
         let tokens = seq.prompt();
-        if tokens.len() < self.min_tokens || seq.cache().len() != tokens.len() {
+        let src = seq.cache();
+        let mut st = self.state();
+        if tokens.len() < st.min_tokens || src.len() != tokens.len() {
             return;
         }
-        self.clock += 1;
+        st.clock += 1;
+        let clock = st.clock;
         let adapter = adapter_id(seq);
         let same = |e: &Entry| e.key == key && e.adapter == adapter;
-        if let Some(e) = self
+        if let Some(e) = st
             .entries
             .iter_mut()
             .find(|e| same(e) && common_prefix(&e.tokens, tokens) == tokens.len())
         {
-            e.last_used = self.clock;
+            e.last_used = clock;
             return;
         }
         // A longer prompt replaces the entries it extends.
-        self.entries
+        st.entries
             .retain(|e| !(same(e) && common_prefix(&e.tokens, tokens) == e.tokens.len()));
-        let src = seq.cache();
         let mut cache = KvCache::like(src, tokens.len());
         if cache.copy_prefix(src, tokens.len()).is_err() {
             return;
         }
-        self.entries.push(Entry {
+        src.pool()
+            .register_reclaim(Arc::downgrade(&self.shared) as Weak<dyn KvReclaim>);
+        st.entries.push(Entry {
             key,
             adapter,
             tokens: tokens.to_vec(),
             cache,
-            last_used: self.clock,
+            last_used: clock,
         });
-        while self.entries.len() > self.max_entries || self.bytes() > self.max_bytes {
-            let Some(oldest) = self
-                .entries
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, e)| e.last_used)
-                .map(|(i, _)| i)
-            else {
+        while st.entries.len() > st.max_entries || st.bytes() > st.max_bytes {
+            if st.evict_oldest().is_none() {
                 break;
-            };
-            self.entries.remove(oldest);
+            }
         }
     }
 
-    /// Bytes of the kept keys and values.
+    /// Let go of least recently used prefixes until about `bytes` bytes of
+    /// KV pool blocks are free again; returns what the pool got back.
+    pub fn release(&mut self, bytes: usize) -> usize {
+        Shared::release(&mut self.state(), bytes)
+    }
+
+    /// Forget every kept prefix.
+    pub fn clear(&mut self) {
+        self.state().entries.clear();
+    }
+
+    /// Bytes of the blocks the kept prefixes hold, each block once (blocks
+    /// running sequences also hold are counted too).
     pub fn bytes(&self) -> usize {
-        self.entries.iter().map(|e| e.cache.bytes()).sum()
+        self.state().bytes()
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.state().entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.state().entries.is_empty()
     }
 }

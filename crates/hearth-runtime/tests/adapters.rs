@@ -287,5 +287,11 @@ fn prefix_cache_keys_on_the_adapter() {
             .unwrap();
         let n = cache.seed(&mut s, 0).unwrap();
         assert_eq!(n > 0, expect_reuse, "reused {n} tokens");
+        // Reuse is by reference to the first sequence's blocks, and only then.
+        assert_eq!(
+            s.cache().same_block(first.cache(), 0),
+            expect_reuse,
+            "block sharing across adapters"
+        );
     }
 }

@@ -62,3 +62,155 @@ fn a_reused_prefix_gives_the_same_answer() {
         assert_eq!(lp(&reused), lp(&whole), "{model}: reuse changed the answer");
     }
 }
+
+/// A system prompt of about 200 tokens and eight questions after it.
+fn eight_chats(rt: &Runtime) -> Vec<Vec<u32>> {
+    let rules = "Answer in one short sentence. Use plain words. Never invent facts; \
+        say you do not know when unsure. Prefer metric units. Spell numbers under ten. \
+        Do not use lists or headings. Keep a friendly, calm tone. ";
+    let system = Message::new(
+        "system",
+        format!(
+            "You are the help desk of a small public library. {}",
+            rules.repeat(4)
+        ),
+    );
+    [
+        "When do you open?",
+        "Can I renew a book?",
+        "Do you have maps?",
+        "Is there wifi?",
+        "Where is the toilet?",
+        "Can kids get a card?",
+        "Do you sell coffee?",
+        "How late is the desk staffed?",
+    ]
+    .iter()
+    .map(|q| {
+        rt.chat_prompt(&[system.clone(), Message::new("user", *q)])
+            .unwrap()
+    })
+    .collect()
+}
+
+/// Eight sequences sharing a system prompt hold its full blocks once: the
+/// pool holds fewer bytes than for eight separate copies, every answer is
+/// the same bits, and the pool is empty once they and the cache are gone.
+#[test]
+fn a_shared_system_prompt_is_held_once() {
+    let rt = runtime("smollm2");
+    let prompts = eight_chats(&rt);
+    let shared_len = prompts
+        .iter()
+        .map(|p| {
+            p.iter()
+                .zip(&prompts[0])
+                .take_while(|(a, b)| a == b)
+                .count()
+        })
+        .min()
+        .unwrap();
+    assert!(shared_len > 150, "the system prompt is {shared_len} tokens");
+
+    let prefill_all = |seqs: &mut Vec<Sequence>| {
+        while seqs.iter().any(|s| s.prefilling()) {
+            let mut refs: Vec<&mut Sequence> = seqs.iter_mut().collect();
+            rt.step_batch(&mut refs, 512).unwrap();
+        }
+    };
+    let finish_all = |seqs: &mut Vec<Sequence>| {
+        while seqs.iter().any(|s| s.finished().is_none()) {
+            let mut refs: Vec<&mut Sequence> = seqs.iter_mut().collect();
+            rt.step_batch(&mut refs, 512).unwrap();
+        }
+    };
+    let lp = |s: &Sequence| serde_json::to_string(s.steps()).unwrap();
+
+    // Without sharing.
+    let mut alone: Vec<Sequence> = prompts
+        .iter()
+        .map(|p| rt.start(p.clone(), params(), Some(512)).unwrap())
+        .collect();
+    prefill_all(&mut alone);
+    let unshared = rt.kv_in_use();
+    finish_all(&mut alone);
+    let alone_steps: Vec<String> = alone.iter().map(lp).collect();
+    drop(alone);
+    assert_eq!(rt.kv_in_use(), 0);
+
+    // With sharing: the first prompt is kept, the other seven seed from it.
+    let mut cache = PrefixCache::new(4, 64 << 20, 16);
+    let mut seqs: Vec<Sequence> = Vec::new();
+    let mut first = rt.start(prompts[0].clone(), params(), Some(512)).unwrap();
+    rt.step_batch(&mut [&mut first], usize::MAX).unwrap();
+    cache.remember(&first, 0);
+    seqs.push(first);
+    for p in &prompts[1..] {
+        let mut s = rt.start(p.clone(), params(), Some(512)).unwrap();
+        assert!(cache.seed(&mut s, 0).unwrap() >= shared_len);
+        seqs.push(s);
+    }
+    prefill_all(&mut seqs);
+    let shared = rt.kv_in_use();
+    let block = rt.kv_stats().block_bytes;
+    eprintln!(
+        "8 prompts of {}..{} tokens sharing {shared_len}: pool {} KiB unshared, {} KiB shared \
+         (blocks of {} KiB)",
+        prompts.iter().map(Vec::len).min().unwrap(),
+        prompts.iter().map(Vec::len).max().unwrap(),
+        unshared / 1024,
+        shared / 1024,
+        block / 1024
+    );
+    // Seven sequences hold the prefix's full blocks instead of their own.
+    let full_blocks = shared_len / rt.kv_stats().block_positions;
+    // (Less one block: the kept prompt's partial block is copied once more
+    // when the first sequence writes past it.)
+    assert!(
+        unshared.saturating_sub(shared) >= (7 * full_blocks - 1) * block,
+        "sharing saved {} of {} bytes",
+        unshared - shared,
+        unshared
+    );
+    finish_all(&mut seqs);
+    let got: Vec<String> = seqs.iter().map(lp).collect();
+    assert_eq!(got, alone_steps, "sharing changed an answer");
+    drop(seqs);
+    assert!(rt.kv_in_use() > 0, "the kept prefix still holds its blocks");
+    assert_eq!(rt.kv_in_use(), cache.bytes());
+    drop(cache);
+    assert_eq!(rt.kv_in_use(), 0, "every block went back to the pool");
+}
+
+/// When the pool runs short, kept prefixes are released before a request
+/// is refused; a request that cannot fit even then is a clear error.
+#[test]
+fn pool_pressure_releases_kept_prefixes_first() {
+    let rt = runtime("smollm2");
+    let prompts = eight_chats(&rt);
+    let mut cache = PrefixCache::new(4, 64 << 20, 16);
+    let mut first = rt.start(prompts[0].clone(), params(), Some(512)).unwrap();
+    rt.step_batch(&mut [&mut first], usize::MAX).unwrap();
+    cache.remember(&first, 0);
+    drop(first);
+    let kept = rt.kv_in_use();
+    assert!(kept > 0 && cache.len() == 1);
+
+    // Room for one whole request, not for it and the kept prefix.
+    let need = rt.kv_bytes_for_request(prompts[1].len(), params().max_tokens, Some(512));
+    rt.set_kv_capacity(need);
+    let mut other = rt.start(prompts[1].clone(), params(), Some(512)).unwrap();
+    // Another key: nothing is reused, every block is new.
+    assert_eq!(cache.seed(&mut other, 7).unwrap(), 0);
+    run(&rt, &mut other);
+    assert!(cache.is_empty(), "the kept prefix was released");
+    drop(other);
+
+    rt.set_kv_capacity(rt.kv_bytes_for(prompts[1].len()) / 2);
+    let mut too_big = rt.start(prompts[1].clone(), params(), Some(512)).unwrap();
+    let err = rt.step_batch(&mut [&mut too_big], usize::MAX).unwrap_err();
+    assert!(err.is_kv_pool_full(), "{err}");
+    assert!(too_big.prefilling(), "the refused step changed nothing");
+    rt.set_kv_capacity(usize::MAX);
+    run(&rt, &mut too_big);
+}

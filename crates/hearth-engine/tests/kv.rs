@@ -1,0 +1,324 @@
+//! The paged KV cache: logits do not depend on the block size (a block as
+//! long as the context is the old contiguous layout), shared prefix blocks
+//! save pool memory without changing an answer, blocks go back to the pool,
+//! and a full pool is a clear error that leaves every cache as it was.
+
+mod common;
+
+use std::sync::{Arc, Mutex, Weak};
+
+use common::{Arch, N_VOCAB};
+use hearth_engine::{BatchItem, EngineError, KvCache, KvReclaim, Model, Want};
+use hearth_gguf::GgmlType;
+
+const N_CTX: usize = 80;
+
+fn prompt(n: usize, seed: u32) -> Vec<u32> {
+    (0..n as u32)
+        .map(|i| (i * 7 + seed * 13 + 3) % N_VOCAB as u32)
+        .collect()
+}
+
+fn model(arch: Arch, block_positions: usize, capacity: usize) -> Model {
+    common::load(&common::tiny(arch, 9), GgmlType::Q8_0, 2)
+        .with_kv_pool(block_positions, capacity)
+        .unwrap()
+}
+
+fn feed(model: &Model, cache: &mut KvCache, tokens: &[u32], want: Want) -> Vec<f32> {
+    let mut items = [BatchItem {
+        cache,
+        tokens,
+        want,
+        adapter: None,
+    }];
+    model.forward(&mut items).unwrap().remove(0)
+}
+
+/// Every position's logits for `tokens`: a prefill in chunks of `chunk`,
+/// then the rest one token at a time, so both the prefill and the decode
+/// paths cross block boundaries.
+fn run(model: &Model, tokens: &[u32], chunk: usize, decode_from: usize) -> Vec<f32> {
+    let mut cache = model.new_cache(N_CTX);
+    let mut out = Vec::new();
+    for part in tokens[..decode_from].chunks(chunk) {
+        out.extend(feed(model, &mut cache, part, Want::All));
+    }
+    for t in &tokens[decode_from..] {
+        out.extend(feed(model, &mut cache, std::slice::from_ref(t), Want::Last));
+    }
+    assert_eq!(cache.len(), tokens.len());
+    out
+}
+
+#[test]
+fn logits_do_not_depend_on_the_block_size() {
+    // Gemma 3's tiny model has sliding-window layers (window 3), so key
+    // runs start inside blocks too.
+    for arch in [Arch::Llama, Arch::Gemma3] {
+        let tokens = prompt(61, 1);
+        // One block holds the whole context: the contiguous layout.
+        let contiguous = model(arch, N_CTX, usize::MAX);
+        let reference = run(&contiguous, &tokens, 61, 61);
+        let decoded = run(&contiguous, &tokens, 13, 40);
+        assert!(
+            reference == decoded,
+            "{arch:?}: chunking changed the logits"
+        );
+        for bs in [1, 2, 3, 5, 16, 32] {
+            let paged = model(arch, bs, usize::MAX);
+            for (chunk, decode_from) in [(61, 61), (13, 40), (4, 9)] {
+                let got = run(&paged, &tokens, chunk, decode_from);
+                assert!(
+                    got == reference,
+                    "{arch:?} blocks of {bs}, chunks of {chunk}: logits differ from contiguous"
+                );
+            }
+            assert_eq!(paged.kv_pool().in_use(), 0, "caches dropped, pool empty");
+        }
+    }
+}
+
+#[test]
+fn small_blocks_still_match_the_f32_reference() {
+    let m = common::tiny(Arch::Gemma3, 7);
+    let tokens = prompt(9, 2);
+    let reference = common::reference_logits(&m, &tokens);
+    let model = common::load(&m, GgmlType::F32, 2)
+        .with_kv_pool(2, usize::MAX)
+        .unwrap();
+    let all = run(&model, &tokens, 9, 9);
+    for (p, want) in reference.iter().enumerate() {
+        let got = &all[p * N_VOCAB..(p + 1) * N_VOCAB];
+        let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+        let err = got
+            .iter()
+            .zip(want)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+            / scale;
+        assert!(err < 5e-4, "pos {p}: relative error {err}");
+    }
+}
+
+/// Two sequences continuing one 10-token prefix in blocks of 4: the second
+/// holds the prefix's two full blocks by reference, copies only the partial
+/// third, and both give the logits they give computed alone.
+#[test]
+fn shared_prefix_blocks_save_memory_and_change_nothing() {
+    for arch in [Arch::Llama, Arch::Gemma3] {
+        let model = model(arch, 4, usize::MAX);
+        let pool = model.kv_pool().clone();
+        let bb = pool.block_bytes();
+        let prefix = prompt(10, 3);
+        let (sa, sb): (Vec<u32>, Vec<u32>) = (prompt(7, 4), prompt(9, 5));
+        let whole = |suffix: &[u32]| {
+            let mut c = model.new_cache(N_CTX);
+            let mut t = prefix.clone();
+            t.extend_from_slice(suffix);
+            feed(&model, &mut c, &t, Want::From(prefix.len()))
+        };
+        let (alone_a, alone_b) = (whole(&sa), whole(&sb));
+        assert_eq!(pool.in_use(), 0);
+
+        let mut a = model.new_cache(N_CTX);
+        feed(&model, &mut a, &prefix, Want::None);
+        assert_eq!(pool.in_use(), 3 * bb);
+        let mut b = KvCache::like(&a, N_CTX);
+        b.copy_prefix(&a, prefix.len()).unwrap();
+        assert_eq!(pool.in_use(), 3 * bb, "sharing takes no block");
+        assert_eq!(b.shared_blocks(), 3);
+
+        let mut items = [
+            BatchItem {
+                cache: &mut a,
+                tokens: &sa,
+                want: Want::All,
+                adapter: None,
+            },
+            BatchItem {
+                cache: &mut b,
+                tokens: &sb,
+                want: Want::All,
+                adapter: None,
+            },
+        ];
+        let out = model.forward(&mut items).unwrap();
+        assert!(out[0] == alone_a, "{arch:?}: the first sequence changed");
+        assert!(
+            out[1] == alone_b,
+            "{arch:?}: the shared-prefix sequence changed"
+        );
+        // a: 17 positions = 5 blocks; b: 19 = 5 blocks, of which the two
+        // full prefix blocks are a's.
+        assert!(a.same_block(&b, 0) && a.same_block(&b, 1));
+        assert!(
+            !a.same_block(&b, 2),
+            "the partial block was copied on write"
+        );
+        let shared = pool.in_use();
+        assert_eq!(shared, 8 * bb);
+        assert_eq!(a.bytes() + b.bytes(), 10 * bb, "without sharing");
+        drop((a, b));
+        assert_eq!(pool.in_use(), 0, "every block went back to the pool");
+    }
+}
+
+#[test]
+fn blocks_return_to_the_pool_and_are_reused() {
+    let model = model(Arch::Llama, 4, usize::MAX);
+    let pool = model.kv_pool().clone();
+    let bb = pool.block_bytes();
+    let tokens = prompt(30, 6);
+    let first = run(&model, &tokens, 7, 20);
+    let stats = pool.stats();
+    assert_eq!(stats.in_use, 0);
+    assert_eq!(stats.reserved, 8 * bb, "freed blocks are kept for reuse");
+    // A second run takes the kept blocks: nothing new is reserved, and the
+    // stale contents of reused blocks never show.
+    let second = run(&model, &tokens, 5, 11);
+    assert!(first == second);
+    assert_eq!(pool.reserved(), 8 * bb);
+    assert_eq!(pool.trim(), 8 * bb);
+    assert_eq!(pool.reserved(), 0);
+
+    // Truncation gives back the blocks past the new end.
+    let mut c = model.new_cache(N_CTX);
+    feed(&model, &mut c, &tokens, Want::None);
+    assert_eq!(pool.in_use(), 8 * bb);
+    c.truncate(9);
+    assert_eq!(pool.in_use(), 3 * bb);
+    c.clear();
+    assert_eq!(pool.in_use(), 0);
+}
+
+#[test]
+fn a_full_pool_is_an_error_that_changes_no_cache() {
+    let unbounded = model(Arch::Llama, 4, usize::MAX);
+    let bb = unbounded.kv_pool().block_bytes();
+    let (p, q) = (prompt(6, 7), prompt(8, 8));
+    let expect = {
+        let (mut c1, mut c2) = (unbounded.new_cache(N_CTX), unbounded.new_cache(N_CTX));
+        let mut items = [
+            BatchItem {
+                cache: &mut c1,
+                tokens: &p,
+                want: Want::Last,
+                adapter: None,
+            },
+            BatchItem {
+                cache: &mut c2,
+                tokens: &q,
+                want: Want::Last,
+                adapter: None,
+            },
+        ];
+        unbounded.forward(&mut items).unwrap()
+    };
+
+    // The two prompts need 2 blocks each; the pool holds 3.
+    let small = model(Arch::Llama, 4, 3 * bb + bb / 2);
+    let pool = small.kv_pool().clone();
+    let (mut c1, mut c2) = (small.new_cache(N_CTX), small.new_cache(N_CTX));
+    let mut items = [
+        BatchItem {
+            cache: &mut c1,
+            tokens: &p,
+            want: Want::Last,
+            adapter: None,
+        },
+        BatchItem {
+            cache: &mut c2,
+            tokens: &q,
+            want: Want::Last,
+            adapter: None,
+        },
+    ];
+    match small.forward(&mut items) {
+        Err(EngineError::KvPoolFull {
+            needed,
+            free,
+            capacity,
+        }) => {
+            assert_eq!(needed, 2 * bb);
+            assert_eq!(free, bb + bb / 2);
+            assert_eq!(capacity, 3 * bb + bb / 2);
+        }
+        other => panic!("expected KvPoolFull, got {:?}", other.map(|_| ())),
+    }
+    assert!(items.iter().all(|it| it.cache.is_empty()));
+    assert_eq!(
+        pool.in_use(),
+        0,
+        "blocks taken for the failed pass went back"
+    );
+
+    // Room made by the owner of the budget: the same pass now runs.
+    assert_eq!(pool.set_capacity(4 * bb), 0);
+    let out = small.forward(&mut items).unwrap();
+    assert!(out == expect);
+    assert_eq!(pool.in_use(), 4 * bb);
+    // Shrinking below what is held takes nothing away but refuses more.
+    assert_eq!(pool.set_capacity(2 * bb), 4 * bb);
+    let mut items = [BatchItem {
+        cache: &mut c1,
+        tokens: &[1, 2, 3],
+        want: Want::Last,
+        adapter: None,
+    }];
+    assert!(matches!(
+        small.forward(&mut items),
+        Err(EngineError::KvPoolFull { free: 0, .. })
+    ));
+    assert_eq!(c1.len(), 6);
+    drop((c1, c2));
+    assert_eq!(pool.in_use(), 0);
+    assert!(
+        pool.reserved() <= 2 * bb,
+        "kept blocks fit the new capacity"
+    );
+}
+
+/// A holder of blocks it does not need (a prefix cache) is asked for them
+/// before the pool refuses anyone.
+#[test]
+fn holders_release_blocks_before_the_pool_refuses() {
+    struct Keeper(Mutex<Vec<KvCache>>);
+    impl KvReclaim for Keeper {
+        fn reclaim(&self, _bytes: usize) -> usize {
+            let mut kept = self.0.lock().unwrap();
+            let n: usize = kept.iter().map(|c| c.bytes()).sum();
+            kept.clear();
+            n
+        }
+    }
+    let model = model(Arch::Llama, 4, usize::MAX);
+    let pool = model.kv_pool().clone();
+    let bb = pool.block_bytes();
+    pool.set_capacity(4 * bb);
+    let mut held = model.new_cache(N_CTX);
+    feed(&model, &mut held, &prompt(12, 9), Want::None);
+    let keeper = Arc::new(Keeper(Mutex::new(vec![held])));
+    pool.register_reclaim(Arc::downgrade(&keeper) as Weak<dyn KvReclaim>);
+    assert_eq!(pool.in_use(), 3 * bb);
+    let mut c = model.new_cache(N_CTX);
+    feed(&model, &mut c, &prompt(8, 10), Want::Last);
+    assert!(keeper.0.lock().unwrap().is_empty(), "the keeper was asked");
+    assert_eq!(pool.in_use(), 2 * bb);
+}
+
+#[test]
+fn a_cache_of_another_shape_is_refused() {
+    let llama = model(Arch::Llama, 4, usize::MAX);
+    let gemma = model(Arch::Gemma3, 4, usize::MAX);
+    let mut cache = gemma.new_cache(N_CTX);
+    let mut items = [BatchItem {
+        cache: &mut cache,
+        tokens: &[1, 2],
+        want: Want::Last,
+        adapter: None,
+    }];
+    assert!(matches!(
+        llama.forward(&mut items),
+        Err(EngineError::CacheShape { .. })
+    ));
+}
