@@ -683,6 +683,16 @@ impl Transformer {
     /// (token, KV head) serves all the query heads that share that KV head
     /// while the group's key and value rows are hot in cache; each head's
     /// scores and sums run in key order, as they would alone.
+    ///
+    /// Keys and values are read block by block from the cache's block
+    /// table. Scores are written into one contiguous row per head (so the
+    /// softmax is the same call on the same row whatever the block size)
+    /// and the value sums take the blocks in key order, so a paged cache
+    /// gives bit-identical results to one contiguous buffer. A key run
+    /// inside a single block is passed to the kernels directly.
+    ///
+    /// Blocks hold every layer, so a sliding-window layer cannot free the
+    /// blocks behind its window while global layers still read them.
     fn attention(
         &self,
         pool: &ThreadPool,
