@@ -97,6 +97,28 @@ impl Reservation {
     pub fn cost(&self) -> Cost {
         self.cost
     }
+
+    /// Change what this reservation holds to `to`, if the budget allows
+    /// (shrinking always does); false leaves it as it was.
+    pub fn resize(&mut self, to: Cost) -> bool {
+        let mut used = self.gov.used.lock().unwrap_or_else(|p| p.into_inner());
+        let after = used.minus(self.cost).plus(to);
+        if to.total() > self.cost.total() && after.total() > self.gov.budget {
+            return false;
+        }
+        *used = after;
+        self.gov.publish(&used);
+        drop(used);
+        self.cost = to;
+        self.gov.freed.notify_waiters();
+        true
+    }
+
+    /// Take over `other`'s bytes: one reservation for both.
+    pub fn absorb(&mut self, mut other: Reservation) {
+        self.cost = self.cost.plus(other.cost);
+        other.cost = Cost::default();
+    }
 }
 
 impl Drop for Reservation {
@@ -471,6 +493,16 @@ mod tests {
         drop(a);
         assert_eq!(g.used(), c(0, 40));
         drop(b);
+        assert_eq!(g.used().total(), 0);
+        let mut r = g.try_reserve(c(50, 0)).expect("fits");
+        assert!(!r.resize(c(101, 0)), "past the budget");
+        assert!(r.resize(c(90, 0)));
+        assert_eq!(g.used().total(), 90);
+        assert!(r.resize(c(10, 0)));
+        let other = g.try_reserve(c(0, 5)).expect("fits");
+        r.absorb(other);
+        assert_eq!((r.cost(), g.used()), (c(10, 5), c(10, 5)));
+        drop(r);
         assert_eq!(g.used().total(), 0);
     }
 

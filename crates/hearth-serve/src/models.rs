@@ -436,20 +436,20 @@ impl Models {
             adapters: adapter.bytes() as u64,
             ..Cost::default()
         };
-        if measured != estimate {
-            // Charge what it really holds: the estimate's reservation goes
-            // once the exact one is in place.
-            hold = self
+        // Charge what it really holds: shrink to it, or take the rest.
+        if !hold.resize(measured) {
+            let extra = Cost {
+                adapters: measured.adapters - estimate.adapters,
+                ..Cost::default()
+            };
+            let more = self
                 .reserve(
                     &format!("expert {}'s adapter", e.name),
-                    measured,
-                    base.hold.cost().total(),
+                    extra,
+                    base.hold.cost().total() + estimate.total(),
                 )
-                .await
-                .map(|exact| {
-                    drop(hold);
-                    exact
-                })?;
+                .await?;
+            hold.absorb(more);
         }
         let labels = [("expert", e.name.as_str())];
         self.metrics.add(Metric::ExpertLoads, &labels, 1.0);

@@ -180,6 +180,12 @@ fn resident_memory_stays_under_the_budget_across_twenty_experts() {
     }
     stop.store(true, Ordering::SeqCst);
     let max = sampler.join().expect("sampler");
+    eprintln!(
+        "peak resident {} MiB; budget {} MiB; idle daemon {} MiB",
+        max / MIB,
+        budget / MIB,
+        idle / MIB
+    );
     assert!(
         max <= budget + allowance,
         "resident memory peaked at {} MiB, over the budget {} MiB + allowance {} MiB (idle {} MiB)",
