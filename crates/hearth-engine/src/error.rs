@@ -24,6 +24,16 @@ pub enum EngineError {
     Hyperparameter { key: String, why: String },
     #[error("the sequence would reach {needed} tokens, over the context of {n_ctx}")]
     ContextFull { needed: usize, n_ctx: usize },
+    #[error(
+        "the KV pool is full: {needed} bytes of blocks needed, {free} free of a capacity of {capacity}"
+    )]
+    KvPoolFull {
+        needed: usize,
+        free: usize,
+        capacity: usize,
+    },
+    #[error("the KV cache has shape {found}, but this model's is {expected}")]
+    CacheShape { found: String, expected: String },
     #[error("KV prefix: {0}")]
     Prefix(String),
     #[error("token id {id} is outside the vocabulary of {n_vocab}")]

@@ -1,39 +1,47 @@
-//! The per-sequence key/value cache, in F16.
+//! The per-sequence key/value cache: a table of blocks from the model's
+//! [`KvPool`], in F16.
 //!
-//! Each sequence owns its cache, so sequences in one batch never share or
-//! reorder each other's memory: that is half of the batch-invariance promise
-//! (the other half is the kernels' fixed reduction order). The cache grows
-//! as positions are written, up to the context length fixed at creation.
+//! Each sequence has its own table, so sequences in one batch never reorder
+//! each other's memory: that is half of the batch-invariance promise (the
+//! other half is the kernels' fixed reduction order). Blocks may be shared
+//! between tables (a common prompt prefix): a shared block is only read;
+//! before a sequence writes into a block someone else also holds, it takes
+//! its own copy (copy on write), so sharing never changes what anyone reads.
+//!
+//! Blocks for a forward pass are taken up front ([`KvCache::reserve`]), so
+//! a pool that cannot supply them fails the pass before anything is written,
+//! and the hot path writes into blocks it already owns.
+
+use std::sync::Arc;
 
 use half::f16;
 
 use crate::error::{EngineError, Result};
+use crate::kv_pool::{Block, KvGeometry, KvPool};
 
 pub struct KvCache {
+    pool: KvPool,
+    geom: KvGeometry,
     n_ctx: usize,
-    k_dim: usize,
-    v_dim: usize,
     len: usize,
-    /// One growing buffer per layer, `[pos][k_dim]`.
-    k: Vec<Vec<f16>>,
-    v: Vec<Vec<f16>>,
+    /// Block `b` holds positions `b·block_positions ..`.
+    blocks: Vec<Arc<Block>>,
 }
 
 impl KvCache {
-    pub fn new(n_layer: usize, k_dim: usize, v_dim: usize, n_ctx: usize) -> KvCache {
+    pub(crate) fn new_in(pool: KvPool, n_ctx: usize) -> KvCache {
         KvCache {
+            geom: pool.geometry(),
+            pool,
             n_ctx,
-            k_dim,
-            v_dim,
             len: 0,
-            k: vec![Vec::new(); n_layer],
-            v: vec![Vec::new(); n_layer],
+            blocks: Vec::new(),
         }
     }
 
-    /// An empty cache of `other`'s shape holding up to `n_ctx` positions.
+    /// An empty cache from `other`'s pool holding up to `n_ctx` positions.
     pub fn like(other: &KvCache, n_ctx: usize) -> KvCache {
-        KvCache::new(other.k.len(), other.k_dim, other.v_dim, n_ctx)
+        KvCache::new_in(other.pool.clone(), n_ctx)
     }
 
     /// Positions already stored.
@@ -49,53 +57,97 @@ impl KvCache {
         self.n_ctx
     }
 
-    /// Forget everything from position `n` on.
+    pub fn pool(&self) -> &KvPool {
+        &self.pool
+    }
+
+    pub fn geometry(&self) -> KvGeometry {
+        self.geom
+    }
+
+    /// Forget everything from position `n` on; blocks no longer needed go
+    /// back to the pool (or stay with whoever else holds them).
     pub fn truncate(&mut self, n: usize) {
         if n < self.len {
             self.len = n;
-            for buf in &mut self.k {
-                buf.truncate(n * self.k_dim);
-            }
-            for buf in &mut self.v {
-                buf.truncate(n * self.v_dim);
-            }
         }
+        self.release_unused();
     }
 
     pub fn clear(&mut self) {
         self.truncate(0);
     }
 
-    /// Fill this empty cache with the first `n` positions of `other`: a
-    /// prompt prefix computed once and shared. The copy is exact, and keys
-    /// and values of a position depend only on the tokens up to it, so a
-    /// sequence started this way sees what it would have computed itself.
+    /// Drop blocks beyond the stored positions (taken by a [`Self::reserve`]
+    /// whose pass did not run).
+    pub(crate) fn release_unused(&mut self) {
+        self.blocks.truncate(self.geom.blocks_for(self.len));
+    }
+
+    /// Start this empty cache from the first `n` positions of `other`, a
+    /// prompt prefix computed once. The blocks are shared, not copied: a
+    /// block both hold is copied only when this cache first writes into it
+    /// (the partial last block). Keys and values of a position depend only
+    /// on the tokens up to it, so a sequence started this way sees exactly
+    /// what it would have computed itself.
     pub fn copy_prefix(&mut self, other: &KvCache, n: usize) -> Result<()> {
-        let shape = (self.k.len(), self.k_dim, self.v_dim);
-        if shape != (other.k.len(), other.k_dim, other.v_dim) {
+        if !self.pool.same_pool(&other.pool) && self.geom != other.geom {
             return Err(EngineError::Prefix(
                 "the cache it comes from has another shape".into(),
             ));
         }
         if !self.is_empty() || n > other.len || n > self.n_ctx {
             return Err(EngineError::Prefix(format!(
-                "cannot copy {n} positions of a cache of {} into one of {} holding {}",
+                "cannot take {n} positions of a cache of {} into one of {} holding {}",
                 other.len, self.n_ctx, self.len
             )));
         }
-        for (dst, src) in self.k.iter_mut().zip(&other.k) {
-            dst.extend_from_slice(&src[..n * self.k_dim]);
-        }
-        for (dst, src) in self.v.iter_mut().zip(&other.v) {
-            dst.extend_from_slice(&src[..n * self.v_dim]);
+        if !self.pool.same_pool(&other.pool) {
+            // Another model's pool of the same shape: blocks cannot move
+            // between pools' accounts, so copy them into this one.
+            let nb = self.geom.blocks_for(n);
+            let mut fresh = self.pool.alloc(nb)?;
+            for (dst, src) in fresh.iter_mut().zip(&other.blocks) {
+                dst.data_mut().copy_from_slice(src.data());
+            }
+            self.blocks = fresh.into_iter().map(Arc::new).collect();
+        } else {
+            self.blocks = other.blocks[..self.geom.blocks_for(n)].to_vec();
         }
         self.len = n;
         Ok(())
     }
 
-    /// Bytes held by the cache now.
+    /// Bytes of the blocks this cache holds (shared ones included).
     pub fn bytes(&self) -> usize {
-        self.k.iter().chain(&self.v).map(|b| b.capacity() * 2).sum()
+        self.blocks.len() * self.geom.block_bytes()
+    }
+
+    /// Blocks this cache holds.
+    pub fn n_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Blocks this cache shares with another holder.
+    pub fn shared_blocks(&self) -> usize {
+        self.blocks
+            .iter()
+            .filter(|b| Arc::strong_count(b) > 1)
+            .count()
+    }
+
+    /// Whether both caches hold the very same block `b` (for tests and
+    /// accounting).
+    pub fn same_block(&self, other: &KvCache, b: usize) -> bool {
+        match (self.blocks.get(b), other.blocks.get(b)) {
+            (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+            _ => false,
+        }
+    }
+
+    /// Addresses of the blocks held, to count memory held by several caches once.
+    pub fn block_ids(&self) -> impl Iterator<Item = usize> + '_ {
+        self.blocks.iter().map(|b| Arc::as_ptr(b) as usize)
     }
 
     pub(crate) fn check_room(&self, n_new: usize) -> Result<()> {
@@ -109,16 +161,63 @@ impl KvCache {
         Ok(())
     }
 
-    /// Store the keys and values of position `pos` (which must be the next
-    /// unwritten one in this layer) for one layer.
+    /// Blocks a [`Self::reserve`] of `n_new` positions would take from the pool.
+    pub fn blocks_needed(&self, n_new: usize) -> usize {
+        let bs = self.geom.block_positions;
+        let have = self.blocks.len();
+        let new = self.geom.blocks_for(self.len + n_new).saturating_sub(have);
+        let cow = usize::from(
+            n_new > 0
+                && !self.len.is_multiple_of(bs)
+                && self
+                    .blocks
+                    .get(self.len / bs)
+                    .is_some_and(|b| Arc::strong_count(b) > 1),
+        );
+        new + cow
+    }
+
+    /// Make room for `n_new` more positions: own the block the next position
+    /// goes to (copying it if shared) and take the blocks after it, all or
+    /// nothing from the pool.
+    pub(crate) fn reserve(&mut self, n_new: usize) -> Result<()> {
+        if n_new == 0 {
+            return Ok(());
+        }
+        let bs = self.geom.block_positions;
+        let cur = self.len / bs;
+        let cow = !self.len.is_multiple_of(bs)
+            && self
+                .blocks
+                .get(cur)
+                .is_some_and(|b| Arc::strong_count(b) > 1);
+        let new = self
+            .geom
+            .blocks_for(self.len + n_new)
+            .saturating_sub(self.blocks.len());
+        let mut fresh = self.pool.alloc(new + usize::from(cow))?;
+        if cow {
+            let mut own = fresh.pop().expect("allocated one block for the copy");
+            own.data_mut().copy_from_slice(self.blocks[cur].data());
+            self.blocks[cur] = Arc::new(own);
+        }
+        self.blocks.extend(fresh.into_iter().map(Arc::new));
+        Ok(())
+    }
+
+    /// Store the keys and values of position `pos` for one layer; the
+    /// position's block was taken by [`Self::reserve`].
     pub(crate) fn write(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
-        debug_assert_eq!(self.k[layer].len(), pos * self.k_dim);
-        let kb = &mut self.k[layer];
-        kb.resize((pos + 1) * self.k_dim, f16::ZERO);
-        hearth_kernels::f32_to_f16_row(k, &mut kb[pos * self.k_dim..]);
-        let vb = &mut self.v[layer];
-        vb.resize((pos + 1) * self.v_dim, f16::ZERO);
-        hearth_kernels::f32_to_f16_row(v, &mut vb[pos * self.v_dim..]);
+        let g = self.geom;
+        let (b, slot) = (pos / g.block_positions, pos % g.block_positions);
+        let block = Arc::get_mut(&mut self.blocks[b])
+            .expect("reserve() made the written block this cache's own");
+        let base = g.layer_offset(layer);
+        let data = block.data_mut();
+        let kb = base + slot * g.k_dim;
+        hearth_kernels::f32_to_f16_row(k, &mut data[kb..kb + g.k_dim]);
+        let vb = base + g.block_positions * g.k_dim + slot * g.v_dim;
+        hearth_kernels::f32_to_f16_row(v, &mut data[vb..vb + g.v_dim]);
     }
 
     /// Mark `n` more positions as complete in every layer.
@@ -126,11 +225,17 @@ impl KvCache {
         self.len += n;
     }
 
-    pub(crate) fn keys(&self, layer: usize) -> &[f16] {
-        &self.k[layer]
+    /// Layer `layer`'s keys in block `b`: `block_positions` rows of `k_dim`.
+    pub(crate) fn key_block(&self, layer: usize, b: usize) -> &[f16] {
+        let g = self.geom;
+        let base = g.layer_offset(layer);
+        &self.blocks[b].data()[base..base + g.block_positions * g.k_dim]
     }
 
-    pub(crate) fn values(&self, layer: usize) -> &[f16] {
-        &self.v[layer]
+    /// Layer `layer`'s values in block `b`: `block_positions` rows of `v_dim`.
+    pub(crate) fn value_block(&self, layer: usize, b: usize) -> &[f16] {
+        let g = self.geom;
+        let base = g.layer_offset(layer) + g.block_positions * g.k_dim;
+        &self.blocks[b].data()[base..base + g.block_positions * g.v_dim]
     }
 }

@@ -1,5 +1,6 @@
 //! hearth's inference engine: architectures (one file each under `arch/`), the
-//! per-sequence KV cache, the batched forward pass and the thread pool.
+//! paged KV cache (a block pool per model, a block table per sequence), the
+//! batched forward pass and the thread pool.
 //!
 //! It reads models only through `hearth-gguf` or `hearth-safetensors` and
 //! does its arithmetic only through `hearth-kernels`; it knows nothing of
@@ -11,6 +12,7 @@ pub mod arch;
 pub mod bert;
 mod error;
 pub mod kv_cache;
+pub mod kv_pool;
 pub mod lora;
 mod model;
 pub mod pool;
@@ -20,6 +22,7 @@ pub mod weights;
 pub use bert::{BertConfig, BertError, BertModel};
 pub use error::{EngineError, Result};
 pub use kv_cache::KvCache;
+pub use kv_pool::{KvGeometry, KvPool, KvPoolStats, KvReclaim, DEFAULT_BLOCK_POSITIONS};
 pub use lora::{Adapter, AdapterFormat, LoraError, Role};
 pub use model::Model;
 pub use pool::{physical_cores, ThreadPool};

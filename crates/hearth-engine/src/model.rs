@@ -1,4 +1,5 @@
-//! A loaded model: the mapped file, its transformer and the pool that runs it.
+//! A loaded model: the mapped file, its transformer, the thread pool that
+//! runs it and the KV block pool its sequences' caches come from.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -7,12 +8,14 @@ use hearth_gguf::GgufFile;
 
 use crate::error::Result;
 use crate::kv_cache::KvCache;
+use crate::kv_pool::{KvPool, DEFAULT_BLOCK_POSITIONS};
 use crate::pool::ThreadPool;
 use crate::transformer::{BatchItem, Hyper, Transformer};
 
 pub struct Model {
     transformer: Transformer,
     pool: ThreadPool,
+    kv: KvPool,
 }
 
 impl Model {
@@ -22,12 +25,24 @@ impl Model {
         Self::from_file(file, threads)
     }
 
+    /// The model of `file`, with an unbounded KV pool of
+    /// [`DEFAULT_BLOCK_POSITIONS`]-position blocks (whoever owns the
+    /// memory budget sets its capacity: [`KvPool::set_capacity`]).
     pub fn from_file(file: Arc<GgufFile>, threads: usize) -> Result<Model> {
         let transformer = crate::arch::load(file)?;
+        let kv = KvPool::new(transformer.kv_geometry(DEFAULT_BLOCK_POSITIONS), usize::MAX)?;
         Ok(Model {
             transformer,
             pool: ThreadPool::new(threads),
+            kv,
         })
+    }
+
+    /// Replace the KV pool by a new one of `block_positions`-position blocks
+    /// and `capacity` bytes. Caches made before keep their old pool.
+    pub fn with_kv_pool(mut self, block_positions: usize, capacity: usize) -> Result<Model> {
+        self.kv = KvPool::new(self.transformer.kv_geometry(block_positions), capacity)?;
+        Ok(self)
     }
 
     pub fn hyper(&self) -> &Hyper {
@@ -42,9 +57,15 @@ impl Model {
         self.pool.n_threads()
     }
 
-    /// A fresh cache for one sequence of up to `n_ctx` tokens.
+    /// The pool every cache of this model takes its blocks from.
+    pub fn kv_pool(&self) -> &KvPool {
+        &self.kv
+    }
+
+    /// A fresh cache for one sequence of up to `n_ctx` tokens. It holds no
+    /// memory until positions are written.
     pub fn new_cache(&self, n_ctx: usize) -> KvCache {
-        self.transformer.new_cache(n_ctx)
+        self.kv.cache(n_ctx)
     }
 
     /// One forward pass over a batch; see [`Transformer::forward`].

@@ -30,6 +30,7 @@ use hearth_kernels as k;
 
 use crate::error::{EngineError, Result};
 use crate::kv_cache::KvCache;
+use crate::kv_pool::KvGeometry;
 use crate::lora::{Adapter, LoraMatrix, Role};
 use crate::pool::{SharedMut, ThreadPool};
 use crate::weights::Matrix;
@@ -146,14 +147,16 @@ struct Tok {
 }
 
 impl Transformer {
-    pub fn new_cache(&self, n_ctx: usize) -> KvCache {
+    /// The shape of one position's keys and values, in blocks of
+    /// `block_positions` positions.
+    pub fn kv_geometry(&self, block_positions: usize) -> KvGeometry {
         let hp = &self.hp;
-        KvCache::new(
-            hp.n_layer,
-            hp.n_head_kv * hp.head_dim_k,
-            hp.n_head_kv * hp.head_dim_v,
-            n_ctx,
-        )
+        KvGeometry {
+            n_layer: hp.n_layer,
+            k_dim: hp.n_head_kv * hp.head_dim_k,
+            v_dim: hp.n_head_kv * hp.head_dim_v,
+            block_positions,
+        }
     }
 
     fn weights(&self, m: &Matrix) -> &[u8] {
@@ -170,6 +173,18 @@ impl Transformer {
                 return Err(EngineError::EmptyItem);
             }
             it.cache.check_room(it.tokens.len())?;
+            let (found, expected) = (it.cache.geometry(), self.kv_geometry(0));
+            if (found.n_layer, found.k_dim, found.v_dim)
+                != (expected.n_layer, expected.k_dim, expected.v_dim)
+            {
+                return Err(EngineError::CacheShape {
+                    found: format!("{} layers × {}+{}", found.n_layer, found.k_dim, found.v_dim),
+                    expected: format!(
+                        "{} layers × {}+{}",
+                        expected.n_layer, expected.k_dim, expected.v_dim
+                    ),
+                });
+            }
             for (j, &id) in it.tokens.iter().enumerate() {
                 if id as usize >= hp.n_vocab {
                     return Err(EngineError::BadToken {
@@ -183,6 +198,22 @@ impl Transformer {
                 });
             }
         }
+        // Adapters are checked before any block is taken.
+        for it in items.iter() {
+            if let Some(a) = it.adapter {
+                a.check_base(hp)?;
+            }
+        }
+        // Every block the pass writes is taken now, all items or none, so a
+        // full pool fails the pass before any cache changes.
+        for i in 0..items.len() {
+            if let Err(e) = items[i].cache.reserve(items[i].tokens.len()) {
+                for it in items[..i].iter_mut() {
+                    it.cache.release_unused();
+                }
+                return Err(e);
+            }
+        }
         let n_tok = toks.len();
         let d = hp.n_embd;
         // Group tokens by adapter (by id: the same adapter in two sequences is one group).
@@ -191,7 +222,6 @@ impl Transformer {
         for it in items.iter() {
             let n = it.tokens.len();
             if let Some(a) = it.adapter {
-                a.check_base(hp)?;
                 let g = match groups.iter().position(|g| g.adapter.id() == a.id()) {
                     Some(g) => g,
                     None => {
@@ -678,17 +708,44 @@ impl Transformer {
                 None => 0,
             };
             let n_keys = tok.pos + 1 - first;
-            let keys = cache.keys(li);
-            let values = cache.values(li);
+            let spans = KeySpans {
+                next: first,
+                end: tok.pos + 1,
+                block: cache.geometry().block_positions,
+            };
+            let single = spans.clone().count() == 1;
             let heads = kvh * group..(kvh + 1) * group;
             // The group's query heads, one after another.
             let q_group = &q[ti * hp.n_head * hdk + heads.start * hdk..][..group * hdk];
             SCORES.with(|cell| {
-                let mut scores = cell.borrow_mut();
+                let (scores, part) = &mut *cell.borrow_mut();
                 scores.clear();
                 scores.resize(group * n_keys, 0.0);
-                let key_rows = &keys[first * k_dim + kvh * hdk..];
-                k::attn_scores_f16_heads(q_group, group, key_rows, k_dim, hp.kq_scale, &mut scores);
+                // Each key's score is one dot product, independent of the
+                // others, so scoring block by block gives the same numbers
+                // as scoring one contiguous run.
+                for (b, slot, len) in spans.clone() {
+                    let key_rows = &cache.key_block(li, b)[slot * k_dim + kvh * hdk..];
+                    if single {
+                        k::attn_scores_f16_heads(
+                            q_group,
+                            group,
+                            key_rows,
+                            k_dim,
+                            hp.kq_scale,
+                            scores,
+                        );
+                        continue;
+                    }
+                    part.clear();
+                    part.resize(group * len, 0.0);
+                    k::attn_scores_f16_heads(q_group, group, key_rows, k_dim, hp.kq_scale, part);
+                    let at = b * spans.block + slot - first;
+                    for (h, row) in part.chunks_exact(len).enumerate() {
+                        scores[h * n_keys + at..][..len].copy_from_slice(row);
+                    }
+                }
+                // The softmax sees each head's whole row at once, as before.
                 for row in scores.chunks_exact_mut(n_keys) {
                     k::softmax_inplace(row);
                 }
@@ -697,15 +754,55 @@ impl Transformer {
                 // heads in this KV head's group.
                 let out = unsafe { shared_att.slice(start..start + group * hdv) };
                 out.fill(0.0);
-                let value_rows = &values[first * v_dim + kvh * hdv..];
-                k::attn_values_f16_heads(out, group, &scores, value_rows, v_dim);
+                // The value sums run over the blocks in key order, so each
+                // output element sees the same additions in the same order
+                // as one contiguous run.
+                for (b, slot, len) in spans.clone() {
+                    let value_rows = &cache.value_block(li, b)[slot * v_dim + kvh * hdv..];
+                    if single {
+                        k::attn_values_f16_heads(out, group, scores, value_rows, v_dim);
+                        continue;
+                    }
+                    let at = b * spans.block + slot - first;
+                    part.clear();
+                    for h in 0..group {
+                        part.extend_from_slice(&scores[h * n_keys + at..][..len]);
+                    }
+                    k::attn_values_f16_heads(out, group, part, value_rows, v_dim);
+                }
             });
         });
     }
 }
 
+/// The runs of consecutive keys `next..end` that lie in one block each, as
+/// (block, first slot in it, keys).
+#[derive(Clone)]
+struct KeySpans {
+    next: usize,
+    end: usize,
+    block: usize,
+}
+
+impl Iterator for KeySpans {
+    type Item = (usize, usize, usize);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next >= self.end {
+            return None;
+        }
+        let (b, slot) = (self.next / self.block, self.next % self.block);
+        let len = (self.block - slot).min(self.end - self.next);
+        self.next += len;
+        Some((b, slot, len))
+    }
+}
+
 thread_local! {
-    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// An attention task's scores (one row per query head) and the scores
+    /// or weights of one block's keys.
+    static SCORES: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
     /// A LoRA task's gathered input rows, as the F32 GEMM's bytes.
     static LORA_X: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     /// A LoRA task's `B·t` rows for one token before they are scaled into the output.

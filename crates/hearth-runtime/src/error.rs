@@ -26,4 +26,15 @@ pub enum RuntimeError {
     },
 }
 
+impl RuntimeError {
+    /// Whether this is the KV pool refusing blocks: the pass changed no
+    /// cache, so the caller may queue the request and try again later.
+    pub fn is_kv_pool_full(&self) -> bool {
+        matches!(
+            self,
+            RuntimeError::Engine(hearth_engine::EngineError::KvPoolFull { .. })
+        )
+    }
+}
+
 pub type Result<T> = std::result::Result<T, RuntimeError>;

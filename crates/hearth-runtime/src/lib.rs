@@ -25,7 +25,7 @@ pub use bench::{bench, bench_contended, bench_with_adapter, BenchResult};
 pub use embed::{Embedder, Embeddings};
 pub use error::{Result, RuntimeError};
 pub use generate::{GenOptions, GenOutput};
-pub use hearth_engine::{Adapter, AdapterFormat};
+pub use hearth_engine::{Adapter, AdapterFormat, KvPool, KvPoolStats};
 pub use hearth_text::Message;
 pub use perplexity::{perplexity, Perplexity};
 pub use prefix::PrefixCache;
@@ -95,6 +95,53 @@ impl Runtime {
             Adapter::from_gguf(&file, hp)
         };
         Ok(Arc::new(adapter.map_err(wrap)?))
+    }
+
+    /// The model's KV block pool: every sequence's cache (and every prefix
+    /// a [`PrefixCache`] keeps) takes its blocks from it. Clones of the
+    /// handle share the pool, so the memory governor may keep one.
+    pub fn kv_pool(&self) -> &KvPool {
+        self.model.kv_pool()
+    }
+
+    /// The pool's capacity, bytes in use, reserved and free.
+    pub fn kv_stats(&self) -> KvPoolStats {
+        self.kv_pool().stats()
+    }
+
+    /// Bytes the KV pool may hand out (`usize::MAX`: unbounded, the default).
+    pub fn kv_capacity(&self) -> usize {
+        self.kv_pool().capacity()
+    }
+
+    /// Bytes of KV blocks held by sequences and kept prefixes.
+    pub fn kv_in_use(&self) -> usize {
+        self.kv_pool().in_use()
+    }
+
+    /// Set the KV pool's capacity in bytes; see [`KvPool::set_capacity`].
+    /// Returns the bytes in use, which may exceed the new capacity (nothing
+    /// held is taken away; new blocks are refused until it fits).
+    pub fn set_kv_capacity(&self, bytes: usize) -> usize {
+        self.kv_pool().set_capacity(bytes)
+    }
+
+    /// KV bytes a sequence holding `positions` positions needs, in whole
+    /// blocks (an upper bound: shared prefix blocks are counted in full).
+    pub fn kv_bytes_for(&self, positions: usize) -> usize {
+        self.kv_pool().bytes_for(positions)
+    }
+
+    /// KV bytes a request needs at most: its prompt plus `max_tokens`
+    /// generated tokens, capped by the context it gets.
+    pub fn kv_bytes_for_request(
+        &self,
+        n_prompt: usize,
+        max_tokens: usize,
+        n_ctx: Option<usize>,
+    ) -> usize {
+        let n = n_prompt.saturating_add(max_tokens).min(self.context(n_ctx));
+        self.kv_bytes_for(n)
     }
 
     /// The context a request gets: what it asked for, capped by what the

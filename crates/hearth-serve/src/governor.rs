@@ -17,10 +17,11 @@
 //! lock. The estimates are deliberately conservative; `hearth ps` shows each
 //! next to what was measured so they can be checked.
 //!
-//! KV is charged per request today (each sequence owns a growing cache).
-//! When the engine's paged pool lands, one [`Reservation`] per model for the
-//! pool's capacity replaces the per-request ones: [`Cost::kv`] and
-//! [`kv_estimate`] are the only places that change.
+//! KV is charged per request: the whole blocks of the model's KV pool that
+//! the positions it can reach need. The governor owns each pool's capacity:
+//! the scheduler sets it to the sum of its requests' reservations plus the
+//! prefix cache's share, so the pool can never hold more than was reserved,
+//! and blocks it kept for reuse go back when their request's bytes do.
 
 use std::fmt;
 use std::path::Path;
@@ -188,23 +189,10 @@ impl Governor {
     }
 }
 
-/// The KV cache of one sequence that may reach `positions` positions, at
-/// `per_position` bytes each.
-///
-/// Each sequence's cache today is a set of growing vectors (one per layer)
-/// that double their capacity as positions are written, so the memory they
-/// hold can be up to twice the positions in use; the estimate charges that
-/// bound. The paged pool will charge whole blocks instead.
-pub fn kv_estimate(positions: usize, per_position: u64) -> u64 {
-    2 * positions as u64 * per_position
-}
-
-/// Bytes of keys and values one position costs in every layer (F16).
-pub fn kv_per_position(hp: &hearth_engine::Hyper) -> u64 {
-    let k = hp.n_head_kv * hp.head_dim_k;
-    let v = hp.n_head_kv * hp.head_dim_v;
-    (hp.n_layer * (k + v) * 2) as u64
-}
+/// A rough KV figure for a short request on a model not yet loaded (the
+/// start-up check): 64 positions at 64 KiB, more than either default
+/// model's per-position cost.
+pub const SHORT_REQUEST_KV: u64 = 64 * 64 * KIB;
 
 /// What the shape of a base says its runtime needs besides the weights: the
 /// tokenizer's tables, logits and sampler candidates for a full batch,

@@ -91,8 +91,6 @@ pub struct ChatModel {
     pub loaded_at: SystemTime,
     /// Weights and scratch as estimated before loading.
     pub estimate: Cost,
-    /// Bytes of keys and values per position of one sequence.
-    pub kv_per_position: u64,
     pub keep: Mutex<Keep>,
     /// Last: the bytes are given back after everything above is dropped
     /// (the scheduler thread holds a clone until it has let go of `rt`).
@@ -487,7 +485,7 @@ impl Models {
         pinned: u64,
     ) -> Result<Reservation, ApiError> {
         let cost = Cost {
-            kv: governor::kv_estimate(positions, model.kv_per_position),
+            kv: model.rt.kv_bytes_for(positions) as u64,
             ..Cost::default()
         };
         self.reserve(
@@ -916,7 +914,6 @@ fn load_chat(
     let rt = Arc::new(rt);
     let details = details(rt.model.file());
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let kv_per_position = governor::kv_per_position(rt.model.hyper());
     let hold = Arc::new(hold);
     let sched = Scheduler::spawn(
         name.to_string(),
@@ -947,7 +944,6 @@ fn load_chat(
         details,
         loaded_at: SystemTime::now(),
         estimate,
-        kv_per_position,
         keep: Keep::new(keep_alive),
         hold,
     })

@@ -16,10 +16,13 @@
 //!
 //! Memory: a job carries the governor's reservation for its KV cache, so
 //! the bytes are given back the moment the sequence (and its cache) is
-//! dropped; the worker also holds its model's reservation, so the model's
-//! weights count until the thread that runs them has let go of them. Each
-//! pass publishes what the caches measure, and times the adapter plan when
-//! the batch's set of adapters changed.
+//! dropped; before each pass the model's KV pool is given a capacity of
+//! exactly what its jobs reserved plus the prefix cache's share, so the
+//! pool never holds more than the governor granted and lets go of kept
+//! blocks when a job ends. The worker also holds its model's reservation,
+//! so the weights count until the thread that runs them has let go of
+//! them. Each pass publishes what the pool holds, and times the adapter
+//! plan when the batch's set of adapters changed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -212,6 +215,7 @@ impl Worker {
             }
             self.drop_abandoned();
             self.admit();
+            self.size_kv_pool();
             self.publish_load();
             if self.active.is_empty() {
                 continue;
@@ -273,14 +277,25 @@ impl Worker {
         }
     }
 
+    /// The KV pool may hold what the jobs here reserved, and the prefix
+    /// cache's share.
+    fn size_kv_pool(&self) {
+        let reserved: u64 = self
+            .queue
+            .iter()
+            .chain(self.active.iter().map(|r| &r.job))
+            .filter_map(|j| j.kv.as_ref())
+            .map(|r| r.cost().kv)
+            .sum();
+        let cap = reserved as usize + self.cfg.prefix_bytes;
+        if self.rt.kv_capacity() != cap {
+            self.rt.set_kv_capacity(cap);
+        }
+    }
+
     fn publish_load(&self) {
         self.running.store(self.active.len(), Ordering::SeqCst);
-        let kv: usize = self
-            .active
-            .iter()
-            .map(|r| r.job.seq.cache_bytes())
-            .sum::<usize>()
-            + self.prefix.bytes();
+        let kv = self.rt.kv_stats().reserved;
         self.kv_bytes.store(kv as u64, Ordering::SeqCst);
         self.metrics.set(
             Metric::QueueDepth,
@@ -340,6 +355,7 @@ impl Worker {
         let metrics = self.metrics.clone();
         self.active
             .retain_mut(|r| deliver(r, now, &model, &metrics));
+        self.size_kv_pool();
         self.publish_load();
     }
 }

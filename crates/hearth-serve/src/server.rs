@@ -225,7 +225,7 @@ async fn run(config: ServeConfig) -> Result<()> {
 /// Refuse to start with a budget that cannot hold even the smallest stored
 /// base model with one short request: every generation would be a 503.
 fn check_budget(store: &Store, config: &ServeConfig) -> Result<()> {
-    use crate::governor::{human, kv_estimate};
+    use crate::governor::{human, SHORT_REQUEST_KV};
     let budget = config.memory_budget;
     let mut smallest: Option<(String, u64)> = None;
     for m in store.list()? {
@@ -243,7 +243,7 @@ fn check_budget(store: &Store, config: &ServeConfig) -> Result<()> {
         };
         // Room for a few positions of KV as well: a rough per-position
         // figure is enough for this check.
-        let need = cost.total() + kv_estimate(64, 64 * 1024);
+        let need = cost.total() + SHORT_REQUEST_KV;
         if smallest.as_ref().is_none_or(|(_, n)| need < *n) {
             smallest = Some((m.name.clone(), need));
         }
