@@ -43,7 +43,8 @@ pub struct Cost {
     pub weights: u64,
     /// LoRA adapters' matrices.
     pub adapters: u64,
-    /// Keys and values of running sequences (and a model's prefix cache).
+    /// Keys and values of running and queued requests (a model's prefix
+    /// cache is part of its scratch).
     pub kv: u64,
     /// Engine and runtime working memory: activations, logits, tokenizer.
     pub scratch: u64,
