@@ -448,3 +448,62 @@ fn an_expert_deleted_mid_request_finishes_then_is_gone() {
     let (status, body) = post(&d, &token, "/v1/chat/completions", chat("shout", "hi", 2));
     assert_eq!(status, 404, "{body}");
 }
+
+/// The configured default keep_alive unloads an idle model whose requests
+/// did not say; Ollama's empty request with `keep_alive: 0` unloads at once.
+#[test]
+fn default_keep_alive_and_the_unload_request() {
+    let home = Home::with_models(&["smollm2"]);
+    home.config("keep_alive = \"1s\"\n");
+    let token = home.add_app("idle", &[]);
+    let d = Daemon::start(&home, &[]);
+    let loaded = |d: &Daemon| {
+        ps(d, &token)["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "smollm2")
+    };
+    let wait_unloaded = |d: &Daemon| {
+        let t0 = Instant::now();
+        while loaded(d) {
+            assert!(t0.elapsed() < Duration::from_secs(30), "never unloaded");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let (status, body) = post(&d, &token, "/v1/chat/completions", chat("smollm2", "Hi", 2));
+    assert_eq!(status, 200, "{body}");
+    wait_unloaded(&d);
+
+    // Loaded by an empty request (keep it), then unloaded by one with 0.
+    let (status, body) = post(
+        &d,
+        &token,
+        "/api/generate",
+        json!({"model": "smollm2", "keep_alive": -1}),
+    );
+    assert_eq!(
+        (status, body["done_reason"].clone()),
+        (200, json!("load")),
+        "{body}"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(loaded(&d), "a negative keep_alive keeps it");
+    let (status, body) = post(
+        &d,
+        &token,
+        "/api/generate",
+        json!({"model": "smollm2", "keep_alive": 0}),
+    );
+    assert_eq!(
+        (status, body["done_reason"].clone()),
+        (200, json!("unload")),
+        "{body}"
+    );
+    wait_unloaded(&d);
+    let m = metrics(&d, &token);
+    assert!(
+        m.contains("hearth_model_evictions_total{model=\"smollm2\",reason=\"keep_alive\"} 2"),
+        "{m}"
+    );
+}
