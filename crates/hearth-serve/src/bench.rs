@@ -14,6 +14,13 @@
 //! to the last end), time to first token (p50 and worst), and each stream's
 //! own decode rate. This module owns the load generator and its arithmetic;
 //! the daemon it measures is the ordinary one, unchanged.
+//!
+//! `hearth bench experts` ([`run_experts`]) measures the on-demand experts
+//! the same way, plus one in-process figure: time to first token of an
+//! expert whose adapter is not loaded against the same request once it is,
+//! the cost of switching adapters between forward passes, aggregate decode
+//! of 8 streams on 8 adapters against 8 on one and 8 on the bare base, and
+//! the daemon's resident memory against the governor's reservations.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -100,6 +107,15 @@ pub struct ScratchDaemon {
 }
 
 impl ScratchDaemon {
+    /// The scratch home (experts can be created in it while it runs).
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Start `exe serve` on a new home under the system's temporary folder,
     /// holding `model` adopted from `from` and one unrestricted app.
     pub fn start(exe: &Path, from: &Store, model: &str, threads: Option<usize>) -> Result<Self> {
@@ -354,6 +370,250 @@ fn stream_one(
         ttft: first.context("the stream carried no token")?,
         end,
         tokens,
+    })
+}
+
+/// What `hearth bench experts` measures.
+#[derive(Clone, Debug)]
+pub struct ExpertsBench {
+    /// The base (a stored name).
+    pub model: String,
+    /// Adapter files for that base; experts cycle through them, each expert
+    /// loading its own copy (so the engine sees distinct adapters).
+    pub adapters: Vec<PathBuf>,
+    pub n_gen: usize,
+    pub reps: usize,
+    pub threads: Option<usize>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ExpertsBenchResult {
+    pub model: String,
+    /// Median time to first token of a request whose expert is not loaded.
+    pub cold_ttft_ms: f64,
+    /// The same kind of request once the expert is loaded.
+    pub warm_ttft_ms: f64,
+    /// Median per-pass cost of a different adapter than the previous pass
+    /// (in process: alternating adapters minus one adapter, decode passes).
+    pub switch_us: f64,
+    /// The daemon's own `hearth_adapter_swap_seconds`: mean over passes
+    /// whose adapter set changed, microseconds.
+    pub scheduler_swap_us: f64,
+    pub tps_8_adapters: f64,
+    pub tps_1_adapter: f64,
+    pub tps_base: f64,
+    /// The daemon's VmRSS after the streams, and what the governor held.
+    pub rss_bytes: u64,
+    pub governor_bytes: u64,
+    pub loadavg_before: String,
+    pub loadavg_after: String,
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn pid_rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|t| {
+            let l = t.lines().find(|l| l.starts_with("VmRSS:"))?.to_string();
+            l.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Create expert `name` over `base` with the adapter at `path` in `store`.
+fn make_expert(store: &Store, name: &str, base: &str, path: &Path) -> Result<()> {
+    let format = if path.is_dir() {
+        hearth_store::AdapterFormat::Peft
+    } else {
+        hearth_store::AdapterFormat::Gguf
+    };
+    let spec = hearth_store::ExpertSpec {
+        base: base.to_string(),
+        adapter: Some(format),
+        description: format!("benchmark expert {name}"),
+        ..Default::default()
+    };
+    store
+        .create_expert(name, spec, Some(path), hearth_store::Progress::Quiet)
+        .with_context(|| format!("creating the benchmark's expert {name}"))?;
+    Ok(())
+}
+
+/// Aggregate completion tokens per second of streams to `models` (one
+/// stream each), all started together.
+fn streams_tps(target: &Target, models: &[String], n_gen: usize) -> Result<f64> {
+    let barrier = Arc::new(Barrier::new(models.len() + 1));
+    let mut handles = Vec::new();
+    for (i, model) in models.iter().enumerate() {
+        let (t, model, barrier) = (target.clone(), model.clone(), barrier.clone());
+        handles.push(std::thread::spawn(move || {
+            barrier.wait();
+            stream_one(&t, &model, &prompt(i), n_gen, Instant::now(), None)
+        }));
+    }
+    barrier.wait();
+    let t0 = Instant::now();
+    let mut tokens = 0;
+    for h in handles {
+        let r = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("a client thread panicked"))??;
+        tokens += r.tokens;
+    }
+    Ok(tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9))
+}
+
+/// The in-process adapter switch: decode passes of one sequence at a time,
+/// alternating between two adapters, against alternating between two
+/// sequences of one adapter. The difference per pass is what a change of
+/// adapter costs (unmerged adapters: no weights are rewritten, so it is
+/// the cost of another adapter's matrices coming into cache).
+fn switch_cost_us(rt: &hearth_runtime::Runtime, a: &Path, b: &Path, reps: usize) -> Result<f64> {
+    use hearth_runtime::{SeqParams, Sequence};
+    let (ad_a, ad_b) = (rt.load_adapter(a)?, rt.load_adapter(b)?);
+    let start = |ad: &Arc<hearth_runtime::Adapter>| -> Result<Sequence> {
+        let ids = rt.tokenize("The quick brown fox jumps over the lazy dog.", true, true)?;
+        let params = SeqParams {
+            max_tokens: 100_000,
+            ignore_eos: true,
+            adapter: Some(ad.clone()),
+            ..SeqParams::default()
+        };
+        let mut s = rt.start(ids, params, Some(2048))?;
+        while s.prefilling() {
+            rt.step_batch(&mut [&mut s], 256)?;
+        }
+        Ok(s)
+    };
+    const PASSES: usize = 48;
+    // Per-pass times, the median of each configuration: a busy machine's
+    // stalls land in the tails, not in the figure. The two configurations
+    // take turns so drifting load hits both alike.
+    let (mut alt, mut same) = (Vec::new(), Vec::new());
+    for _ in 0..reps.max(1) {
+        for k in 0..2 {
+            let mut s1 = start(&ad_a)?;
+            let mut s2 = start(if k == 0 { &ad_b } else { &ad_a })?;
+            for p in 0..PASSES {
+                let s = if p % 2 == 0 { &mut s1 } else { &mut s2 };
+                let t0 = Instant::now();
+                rt.step_batch(&mut [s], 256)?;
+                let dt = t0.elapsed().as_secs_f64() * 1e6;
+                if k == 0 {
+                    alt.push(dt)
+                } else {
+                    same.push(dt)
+                }
+            }
+        }
+    }
+    alt.sort_by(f64::total_cmp);
+    same.sort_by(f64::total_cmp);
+    Ok(median(&alt) - median(&same))
+}
+
+/// Run `hearth bench experts` on a scratch daemon started from `exe`.
+pub fn run_experts(exe: &Path, from: &Store, b: &ExpertsBench) -> Result<ExpertsBenchResult> {
+    if b.adapters.is_empty() {
+        bail!(
+            "give at least one adapter file (--adapter PATH) for {}",
+            b.model
+        );
+    }
+    if b.n_gen == 0 || b.reps == 0 {
+        bail!("the token count and repetitions must each be at least 1");
+    }
+    let loadavg_before = loadavg();
+    let d = ScratchDaemon::start(exe, from, &b.model, b.threads)?;
+    let store = Store::open(Home::at(d.home()))?;
+    let t = d.target.clone();
+    let adapter = |i: usize| &b.adapters[i % b.adapters.len()];
+    // The base loaded before any clock runs.
+    stream_one(&t, &b.model, &prompt(0), 2, Instant::now(), None)
+        .context("the warm-up request failed")?;
+
+    // (a) Cold against warm: a fresh expert per repetition; the warm
+    // request leads with another word so no prompt cache serves it.
+    let (mut cold, mut warm) = (Vec::new(), Vec::new());
+    for k in 0..b.reps.max(3) {
+        let name = format!("cold{k}");
+        make_expert(&store, &name, &b.model, adapter(k))?;
+        cold.push(stream_one(&t, &name, &prompt(k), 1, Instant::now(), None)?.ttft * 1e3);
+        warm.push(stream_one(&t, &name, &prompt(k + 1), 1, Instant::now(), None)?.ttft * 1e3);
+    }
+    cold.sort_by(f64::total_cmp);
+    warm.sort_by(f64::total_cmp);
+
+    // (c) Eight streams on eight adapters, on one, on none.
+    let experts: Vec<String> = (0..8).map(|i| format!("e{i}")).collect();
+    for (i, e) in experts.iter().enumerate() {
+        make_expert(&store, e, &b.model, adapter(i))?;
+        stream_one(&t, e, &prompt(i), 1, Instant::now(), None)?;
+    }
+    let one: Vec<String> = vec![experts[0].clone(); 8];
+    let base: Vec<String> = vec![b.model.clone(); 8];
+    let (mut t8, mut t1, mut t0) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..b.reps {
+        t8.push(streams_tps(&t, &experts, b.n_gen)?);
+        t1.push(streams_tps(&t, &one, b.n_gen)?);
+        t0.push(streams_tps(&t, &base, b.n_gen)?);
+    }
+    for v in [&mut t8, &mut t1, &mut t0] {
+        v.sort_by(f64::total_cmp);
+    }
+
+    // (d) What the kernel says against what the governor holds.
+    let rss_bytes = pid_rss(d.pid());
+    let ps: Value = ureq::get(&format!("{}/api/ps", t.url))
+        .header("Authorization", &format!("Bearer {}", t.token))
+        .call()
+        .context("asking the daemon for /api/ps")?
+        .into_body()
+        .read_json()
+        .context("/api/ps is not JSON")?;
+    let governor_bytes = ps["hearth"]["used_bytes"].as_u64().unwrap_or(0);
+    let metrics = ureq::get(&format!("{}/metrics", t.url))
+        .header("Authorization", &format!("Bearer {}", t.token))
+        .call()
+        .context("asking the daemon for /metrics")?
+        .into_body()
+        .read_to_string()?;
+    let series = |suffix: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(&format!("hearth_adapter_swap_seconds_{suffix}")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let scheduler_swap_us = series("sum") / series("count").max(1.0) * 1e6;
+    drop(d);
+
+    // (b) In process, with the daemon gone so it does not compete.
+    let path = from.ensure(&b.model, hearth_store::Progress::Quiet)?;
+    let rt = hearth_runtime::Runtime::load(
+        &path,
+        b.threads.unwrap_or_else(hearth_engine::physical_cores),
+    )?;
+    let switch_us = switch_cost_us(&rt, adapter(0), adapter(1), b.reps)?;
+
+    Ok(ExpertsBenchResult {
+        model: b.model.clone(),
+        cold_ttft_ms: median(&cold),
+        warm_ttft_ms: median(&warm),
+        switch_us,
+        scheduler_swap_us,
+        tps_8_adapters: median(&t8),
+        tps_1_adapter: median(&t1),
+        tps_base: median(&t0),
+        rss_bytes,
+        governor_bytes,
+        loadavg_before,
+        loadavg_after: loadavg(),
     })
 }
 

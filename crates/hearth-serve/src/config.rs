@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use crate::governor::{parse_bytes, parse_duration, parse_keep_alive, KeepAlive};
+
 /// The port hearth listens on by default: next to Ollama's 11434, so both can
 /// run on one machine.
 pub const DEFAULT_PORT: u16 = 11435;
@@ -40,6 +42,23 @@ pub struct ServeConfig {
     pub anonymous_models: Vec<String>,
     /// The model that serves `"model": "auto"` when no expert fits.
     pub auto_base: String,
+    /// Bytes the governor may hand out for weights, adapters, KV caches and
+    /// scratch together.
+    pub memory_budget: u64,
+    /// How long an idle model stays loaded when its requests do not say
+    /// (Ollama's default: five minutes).
+    pub keep_alive: KeepAlive,
+    /// How long a request that does not fit waits for memory to free
+    /// before it is answered 503.
+    pub memory_wait_secs: u64,
+}
+
+/// A size or a duration in the file: a number or a string with a unit.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum NumOrText {
+    Num(i64),
+    Text(String),
 }
 
 /// The file's form: every key optional.
@@ -58,6 +77,9 @@ struct FileConfig {
     shutdown_grace_secs: Option<u64>,
     anonymous_models: Option<Vec<String>>,
     auto_base: Option<String>,
+    memory_budget: Option<NumOrText>,
+    keep_alive: Option<NumOrText>,
+    memory_wait_secs: Option<u64>,
 }
 
 /// What the command line said; `None` leaves the setting to the layers below.
@@ -69,6 +91,8 @@ pub struct Flags {
     pub socket: Option<String>,
     pub allow_anonymous: bool,
     pub threads: Option<usize>,
+    /// `--memory-budget` as written (`512MiB`, `2GiB`, bytes).
+    pub memory_budget: Option<String>,
 }
 
 impl ServeConfig {
@@ -88,12 +112,16 @@ impl ServeConfig {
             shutdown_grace_secs: 30,
             anonymous_models: Vec::new(),
             auto_base: "smollm2".to_string(),
+            memory_budget: crate::governor::default_budget(),
+            keep_alive: KeepAlive::For(std::time::Duration::from_secs(300)),
+            memory_wait_secs: 30,
         }
     }
 
     /// Layer the file (`--config`, else `<home>/config.toml` if present),
     /// the environment (`HEARTH_HOST`, `HEARTH_PORT`, `HEARTH_SOCKET`,
-    /// `HEARTH_ALLOW_ANONYMOUS`, `HEARTH_THREADS`) and the flags.
+    /// `HEARTH_ALLOW_ANONYMOUS`, `HEARTH_THREADS`, `HEARTH_MEMORY_BUDGET`,
+    /// `HEARTH_KEEP_ALIVE`) and the flags.
     pub fn load(home: &Path, flags: &Flags) -> Result<ServeConfig> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         Self::layer(home, flags, &env)
@@ -139,6 +167,21 @@ impl ServeConfig {
                 .parse()
                 .with_context(|| format!("HEARTH_THREADS={v:?} is not a number"))?;
         }
+        if let Some(v) = env("HEARTH_MEMORY_BUDGET") {
+            c.memory_budget = parse_bytes(&v)
+                .map_err(anyhow::Error::msg)
+                .context("HEARTH_MEMORY_BUDGET")?;
+        }
+        if let Some(v) = env("HEARTH_KEEP_ALIVE") {
+            c.keep_alive = parse_duration(&v)
+                .map_err(anyhow::Error::msg)
+                .context("HEARTH_KEEP_ALIVE")?;
+        }
+        if let Some(b) = &flags.memory_budget {
+            c.memory_budget = parse_bytes(b)
+                .map_err(anyhow::Error::msg)
+                .context("--memory-budget")?;
+        }
         if let Some(h) = &flags.host {
             c.host = parse_host(h).context("--host")?;
         }
@@ -171,6 +214,29 @@ impl ServeConfig {
         if let Some(a) = f.allow_anonymous {
             self.allow_anonymous = a;
         }
+        match f.memory_budget {
+            Some(NumOrText::Num(n)) if n > 0 => self.memory_budget = n as u64,
+            Some(NumOrText::Num(n)) => bail!("memory_budget = {n}: the budget must be positive"),
+            Some(NumOrText::Text(t)) => {
+                self.memory_budget = parse_bytes(&t)
+                    .map_err(anyhow::Error::msg)
+                    .context("memory_budget")?
+            }
+            None => {}
+        }
+        match f.keep_alive {
+            Some(NumOrText::Num(n)) => {
+                self.keep_alive = parse_keep_alive(&serde_json::json!(n))
+                    .map_err(anyhow::Error::msg)
+                    .context("keep_alive")?
+            }
+            Some(NumOrText::Text(t)) => {
+                self.keep_alive = parse_duration(&t)
+                    .map_err(anyhow::Error::msg)
+                    .context("keep_alive")?
+            }
+            None => {}
+        }
         macro_rules! take {
             ($($field:ident),*) => { $( if let Some(v) = f.$field { self.$field = v; } )* };
         }
@@ -182,7 +248,8 @@ impl ServeConfig {
             default_ctx,
             shutdown_grace_secs,
             anonymous_models,
-            auto_base
+            auto_base,
+            memory_wait_secs
         );
         Ok(())
     }
@@ -248,6 +315,43 @@ mod tests {
         };
         let c = ServeConfig::layer(dir.path(), &flags, &env).unwrap();
         assert_eq!((c.port, c.max_batch), (3000, 4));
+    }
+
+    #[test]
+    fn the_memory_budget_from_each_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let none = |_: &str| None;
+        let c = ServeConfig::layer(dir.path(), &Flags::default(), &none).unwrap();
+        assert!(c.memory_budget > 0);
+        std::fs::write(
+            dir.path().join("config.toml"),
+            "memory_budget = \"512MiB\"\nkeep_alive = \"10s\"\n",
+        )
+        .unwrap();
+        let c = ServeConfig::layer(dir.path(), &Flags::default(), &none).unwrap();
+        assert_eq!(c.memory_budget, 512 << 20);
+        assert_eq!(
+            c.keep_alive,
+            KeepAlive::For(std::time::Duration::from_secs(10))
+        );
+        let env = |k: &str| (k == "HEARTH_MEMORY_BUDGET").then(|| "1GiB".to_string());
+        let c = ServeConfig::layer(dir.path(), &Flags::default(), &env).unwrap();
+        assert_eq!(c.memory_budget, 1 << 30);
+        let flags = Flags {
+            memory_budget: Some("300MiB".into()),
+            ..Flags::default()
+        };
+        let c = ServeConfig::layer(dir.path(), &flags, &env).unwrap();
+        assert_eq!(c.memory_budget, 300 << 20);
+        let flags = Flags {
+            memory_budget: Some("lots".into()),
+            ..Flags::default()
+        };
+        let e = ServeConfig::layer(dir.path(), &flags, &env).unwrap_err();
+        assert!(format!("{e:#}").contains("--memory-budget"), "{e:#}");
+        std::fs::write(dir.path().join("config.toml"), "memory_budget = 0\n").unwrap();
+        let e = ServeConfig::layer(dir.path(), &Flags::default(), &none).unwrap_err();
+        assert!(format!("{e:#}").contains("memory_budget"), "{e:#}");
     }
 
     #[test]

@@ -199,10 +199,13 @@ async fn router_for(
 pub async fn adapter(
     st: &Arc<AppState>,
     served: &Served,
-    rt: &Arc<hearth_runtime::Runtime>,
+    base: &Arc<crate::models::ChatModel>,
+    keep_alive: Option<crate::governor::KeepAlive>,
 ) -> Result<Option<Arc<Adapter>>, ApiError> {
     match &served.expert {
-        Some(e) if e.adapter_path.is_some() => Ok(Some(st.models.adapter(e, rt).await?)),
+        Some(e) if e.adapter_path.is_some() => {
+            Ok(Some(st.models.adapter(e, base, keep_alive).await?))
+        }
         _ => Ok(None),
     }
 }

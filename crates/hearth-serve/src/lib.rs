@@ -9,7 +9,9 @@
 //! - [`audit`]: the per-request record (never the prompt);
 //! - [`experts`]: what a request's `model` names (a model, an expert, `auto`)
 //!   and the defaults an expert lends it;
-//! - [`models`]: models and adapters loaded on demand;
+//! - [`models`]: models and adapters loaded on demand, evicted when idle
+//!   or when the budget needs their room;
+//! - [`governor`]: the memory budget in bytes, reservations and measurement;
 //! - [`router`]: which expert serves a request for `"model": "auto"`;
 //! - [`scheduler`]: continuous batching over the engine's batched forward pass;
 //! - [`metrics`]: the Prometheus exposition;
@@ -26,6 +28,7 @@ pub mod bench;
 pub mod client;
 pub mod config;
 pub mod experts;
+pub mod governor;
 pub mod limits;
 pub mod metrics;
 pub mod models;

@@ -25,6 +25,11 @@ pub enum Metric {
     ExpertLoads,
     ExpertLoadSeconds,
     AdapterBytes,
+    ExpertEvictions,
+    ModelEvictions,
+    GovernorBudget,
+    GovernorUsed,
+    AdapterSwapSeconds,
 }
 
 enum Kind {
@@ -36,6 +41,8 @@ enum Kind {
 const LATENCY_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
+/// Adapter swaps are bookkeeping between passes: microseconds, not seconds.
+const SWAP_BUCKETS: &[f64] = &[1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
 
 impl Metric {
@@ -110,6 +117,31 @@ impl Metric {
                 "hearth_adapter_bytes",
                 Kind::Gauge,
                 "Bytes of a loaded expert's adapter, by expert.",
+            ),
+            Metric::ExpertEvictions => (
+                "hearth_expert_evictions_total",
+                Kind::Counter,
+                "Experts' adapters unloaded by the governor (for room, idleness or with their base), by expert and reason.",
+            ),
+            Metric::ModelEvictions => (
+                "hearth_model_evictions_total",
+                Kind::Counter,
+                "Models unloaded by the governor (for room or after keep_alive), by model and reason.",
+            ),
+            Metric::GovernorBudget => (
+                "hearth_governor_budget_bytes",
+                Kind::Gauge,
+                "The memory budget (--memory-budget).",
+            ),
+            Metric::GovernorUsed => (
+                "hearth_governor_used_bytes",
+                Kind::Gauge,
+                "Bytes the governor has reserved, by kind (weights, adapters, kv, scratch).",
+            ),
+            Metric::AdapterSwapSeconds => (
+                "hearth_adapter_swap_seconds",
+                Kind::Histogram(SWAP_BUCKETS),
+                "Time to prepare a batch's adapter plan when its set of adapters changed since the previous pass.",
             ),
         }
     }

@@ -13,15 +13,26 @@
 //! then the higher priority, then the one that has waited longest. So apps
 //! take turns, and one app's flood takes the free places only when no other
 //! app is waiting.
+//!
+//! Memory: a job carries the governor's reservation for its KV cache, so
+//! the bytes are given back the moment the sequence (and its cache) is
+//! dropped; before each pass the model's KV pool is given a capacity of
+//! exactly what its jobs reserved plus the prefix cache's share, so the
+//! pool never holds more than the governor granted and lets go of kept
+//! blocks when a job ends. The worker also holds its model's reservation,
+//! so the weights count until the thread that runs them has let go of
+//! them. Each pass publishes what the pool holds, and times the adapter
+//! plan when the batch's set of adapters changed.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 use hearth_runtime::{PrefixCache, Runtime, Sequence, Step, StopReason};
 use tokio::sync::mpsc as tmpsc;
 
+use crate::governor::Reservation;
 use crate::metrics::{Metric, Metrics};
 
 /// What a request hears from its generation.
@@ -53,6 +64,9 @@ pub struct Job {
     pub seq: Sequence,
     pub events: tmpsc::UnboundedSender<Event>,
     pub arrived: Instant,
+    /// The governor's bytes for this sequence's KV cache; declared after
+    /// `seq` so the cache is freed before the bytes are given back.
+    pub kv: Option<Reservation>,
 }
 
 struct Running {
@@ -69,6 +83,8 @@ pub struct SchedConfig {
     pub max_batch: usize,
     pub max_queue: usize,
     pub prefill_chunk: usize,
+    /// Bytes of prompt caches kept for reuse (counted in the model's scratch).
+    pub prefix_bytes: usize,
 }
 
 /// The handle requests are submitted through.
@@ -76,6 +92,7 @@ pub struct Scheduler {
     tx: mpsc::Sender<Job>,
     waiting: Arc<AtomicUsize>,
     running: Arc<AtomicUsize>,
+    kv_bytes: Arc<AtomicU64>,
     max_queue: usize,
 }
 
@@ -88,16 +105,21 @@ pub enum SubmitError {
 }
 
 impl Scheduler {
+    /// Start the model's thread. `keep` (the model's reservation) lives as
+    /// long as the thread does, after the thread's hold on `rt` ends.
     pub fn spawn(
         model: String,
         rt: Arc<Runtime>,
         cfg: SchedConfig,
         metrics: Arc<Metrics>,
+        keep: Arc<Reservation>,
     ) -> std::io::Result<Scheduler> {
         let (tx, rx) = mpsc::channel();
         let waiting = Arc::new(AtomicUsize::new(0));
         let running = Arc::new(AtomicUsize::new(0));
+        let kv_bytes = Arc::new(AtomicU64::new(0));
         let max_queue = cfg.max_queue;
+        let prefix_bytes = cfg.prefix_bytes;
         let mut worker = Worker {
             model: model.clone(),
             rt,
@@ -107,9 +129,12 @@ impl Scheduler {
             queue: Vec::new(),
             active: Vec::new(),
             last_admitted: HashMap::new(),
-            prefix: PrefixCache::new(16, 64 << 20, 16),
+            prefix: PrefixCache::new(16, prefix_bytes, 16),
             waiting: waiting.clone(),
             running: running.clone(),
+            kv_bytes: kv_bytes.clone(),
+            last_adapters: Vec::new(),
+            _keep: keep,
         };
         std::thread::Builder::new()
             .name(format!("sched-{model}"))
@@ -118,6 +143,7 @@ impl Scheduler {
             tx,
             waiting,
             running,
+            kv_bytes,
             max_queue,
         })
     }
@@ -145,6 +171,12 @@ impl Scheduler {
             self.running.load(Ordering::SeqCst),
         )
     }
+
+    /// Bytes the running sequences' caches and the prefix cache hold, as
+    /// measured after the last pass.
+    pub fn kv_bytes(&self) -> u64 {
+        self.kv_bytes.load(Ordering::SeqCst)
+    }
 }
 
 struct Worker {
@@ -161,6 +193,11 @@ struct Worker {
     prefix: PrefixCache,
     waiting: Arc<AtomicUsize>,
     running: Arc<AtomicUsize>,
+    kv_bytes: Arc<AtomicU64>,
+    /// The adapter ids of the previous pass, sorted.
+    last_adapters: Vec<u64>,
+    /// Declared last: dropped after `rt`.
+    _keep: Arc<Reservation>,
 }
 
 impl Worker {
@@ -178,6 +215,7 @@ impl Worker {
             }
             self.drop_abandoned();
             self.admit();
+            self.size_kv_pool();
             self.publish_load();
             if self.active.is_empty() {
                 continue;
@@ -239,8 +277,26 @@ impl Worker {
         }
     }
 
+    /// The KV pool may hold what the jobs here reserved, and the prefix
+    /// cache's share.
+    fn size_kv_pool(&self) {
+        let reserved: u64 = self
+            .queue
+            .iter()
+            .chain(self.active.iter().map(|r| &r.job))
+            .filter_map(|j| j.kv.as_ref())
+            .map(|r| r.cost().kv)
+            .sum();
+        let cap = reserved as usize + self.cfg.prefix_bytes;
+        if self.rt.kv_capacity() != cap {
+            self.rt.set_kv_capacity(cap);
+        }
+    }
+
     fn publish_load(&self) {
         self.running.store(self.active.len(), Ordering::SeqCst);
+        let kv = self.rt.kv_stats().reserved;
+        self.kv_bytes.store(kv as u64, Ordering::SeqCst);
         self.metrics.set(
             Metric::QueueDepth,
             &[("model", &self.model)],
@@ -248,7 +304,30 @@ impl Worker {
         );
     }
 
+    /// The batch's adapter plan: which adapters this pass runs (the engine
+    /// groups rows by them). Unmerged adapters make a change of set pure
+    /// bookkeeping, timed here when the set differs from the last pass.
+    fn plan_adapters(&mut self) {
+        let t0 = Instant::now();
+        let mut ids: Vec<u64> = self
+            .active
+            .iter()
+            .filter_map(|r| r.job.seq.adapter().map(|a| a.id()))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids != self.last_adapters {
+            self.last_adapters = ids;
+            self.metrics.observe(
+                Metric::AdapterSwapSeconds,
+                &[("model", &self.model)],
+                t0.elapsed().as_secs_f64(),
+            );
+        }
+    }
+
     fn step(&mut self) {
+        self.plan_adapters();
         let mut seqs: Vec<&mut Sequence> = self.active.iter_mut().map(|r| &mut r.job.seq).collect();
         let result = self.rt.step_batch(&mut seqs, self.cfg.prefill_chunk);
         let now = Instant::now();
@@ -276,6 +355,7 @@ impl Worker {
         let metrics = self.metrics.clone();
         self.active
             .retain_mut(|r| deliver(r, now, &model, &metrics));
+        self.size_kv_pool();
         self.publish_load();
     }
 }

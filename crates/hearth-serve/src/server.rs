@@ -95,6 +95,7 @@ fn new_token() -> String {
 
 /// Run the daemon until SIGTERM or Ctrl-C. Blocks.
 pub fn serve(config: ServeConfig) -> Result<()> {
+    crate::governor::tune_allocator();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("hearth-http")
@@ -107,6 +108,7 @@ async fn run(config: ServeConfig) -> Result<()> {
     let home = Home::at(&config.home);
     let store = Store::open(home.clone())?;
     let _lock = take_lock(&config.home)?;
+    check_budget(&store, &config)?;
     let db = StateDb::open(&home)?;
     if config.allow_anonymous {
         tracing::warn!(
@@ -146,6 +148,19 @@ async fn run(config: ServeConfig) -> Result<()> {
     let socket_path = config.socket.clone();
     let state = Arc::new(AppState::new(config, store, db, admin_token));
     let app = crate::api::router(state.clone());
+    {
+        // Idle models unload once their keep_alive runs out; in-use ones
+        // are marked used, so keep_alive counts from their last request.
+        let st = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                st.models.touch_in_use();
+                st.models.reap();
+            }
+        });
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -205,6 +220,45 @@ async fn run(config: ServeConfig) -> Result<()> {
         let _ = fs::remove_file(p);
     }
     Ok(())
+}
+
+/// Refuse to start with a budget that cannot hold even the smallest stored
+/// base model with one short request: every generation would be a 503.
+fn check_budget(store: &Store, config: &ServeConfig) -> Result<()> {
+    use crate::governor::{human, SHORT_REQUEST_KV};
+    let budget = config.memory_budget;
+    let mut smallest: Option<(String, u64)> = None;
+    for m in store.list()? {
+        if m.kind != "model" {
+            continue;
+        }
+        let Ok(path) = store.resolve(&m.name) else {
+            continue;
+        };
+        if path.is_dir() {
+            continue;
+        }
+        let Ok(cost) = crate::models::estimate_base(&path, config) else {
+            continue;
+        };
+        // Room for a few positions of KV as well: a rough per-position
+        // figure is enough for this check.
+        let need = cost.total() + SHORT_REQUEST_KV;
+        if smallest.as_ref().is_none_or(|(_, n)| need < *n) {
+            smallest = Some((m.name.clone(), need));
+        }
+    }
+    match smallest {
+        Some((name, need)) if need > budget => bail!(
+            "the memory budget {} is too small for any model: the smallest, {name}, needs about {} (weights, scratch and a short request's KV cache); raise --memory-budget",
+            human(budget),
+            human(need)
+        ),
+        _ => {
+            tracing::info!(budget = %human(budget), "memory budget");
+            Ok(())
+        }
+    }
 }
 
 /// Bind the Unix socket, replacing a stale file (we hold the home's lock, so

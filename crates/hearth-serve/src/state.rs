@@ -33,7 +33,7 @@ impl AppState {
     pub fn new(config: ServeConfig, store: Store, db: StateDb, admin_token: String) -> AppState {
         let metrics = Arc::new(Metrics::default());
         AppState {
-            models: Models::new(metrics.clone()),
+            models: Models::new(metrics.clone(), &config),
             config,
             store,
             db: Mutex::new(db),

@@ -190,6 +190,8 @@ struct BenchArgs {
 enum BenchCmd {
     /// The daemon under 1, 4, 8 concurrent streams: aggregate t/s and time to first token.
     Serve(cmd_serve::BenchServeArgs),
+    /// On-demand experts: cold vs loaded time to first token, adapter switch cost, 8 streams on 8 adapters vs 1 vs none, resident memory vs the governor.
+    Experts(cmd_serve::BenchExpertsArgs),
 }
 
 fn main() -> ExitCode {
@@ -396,8 +398,10 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
 }
 
 fn bench(a: BenchArgs) -> Result<()> {
-    if let Some(BenchCmd::Serve(s)) = a.cmd {
-        return cmd_serve::bench_serve(s);
+    match a.cmd {
+        Some(BenchCmd::Serve(s)) => return cmd_serve::bench_serve(s),
+        Some(BenchCmd::Experts(e)) => return cmd_serve::bench_experts(e),
+        None => {}
     }
     let l = load(&a.model)?;
     let rt = &l.rt;

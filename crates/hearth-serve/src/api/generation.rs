@@ -14,6 +14,7 @@ use super::error::ApiError;
 use crate::audit::Audit;
 use crate::auth::Caller;
 use crate::experts::{self, Defaults};
+use crate::governor::KeepAlive;
 use crate::models::{canonical, ChatModel};
 use crate::scheduler::{Event, Job, SubmitError, Summary};
 use crate::state::AppState;
@@ -50,6 +51,15 @@ pub fn permit_model(caller: &Caller, model: &str) -> Result<String, ApiError> {
     Ok(name)
 }
 
+/// What a request may say beyond its prompt and sampling.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BeginOpts {
+    /// The context it asks for (the daemon's default otherwise).
+    pub n_ctx: Option<usize>,
+    /// How long its model stays loaded once idle (Ollama's `keep_alive`).
+    pub keep_alive: Option<KeepAlive>,
+}
+
 /// Start a generation. `params` builds the request's settings over the
 /// defaults of the expert that serves it (none for a plain model).
 pub async fn begin(
@@ -59,8 +69,9 @@ pub async fn begin(
     model: &str,
     prompt: Prompt,
     params: impl FnOnce(&Defaults) -> Result<SeqParams, ApiError>,
-    n_ctx: Option<usize>,
+    opts: BeginOpts,
 ) -> Result<Begun, ApiError> {
+    let BeginOpts { n_ctx, keep_alive } = opts;
     let request = match &prompt {
         Prompt::Chat(ms) => ms
             .iter()
@@ -73,9 +84,12 @@ pub async fn begin(
     let served = experts::resolve(st, caller, model, request.as_deref()).await?;
     audit.model(&served.name);
     audit.hold(st.limits.acquire(caller)?);
-    let m = st.models.chat(&st.store, &st.config, &served.base).await?;
+    let m = st
+        .models
+        .chat_kept(&st.store, &st.config, &served.base, keep_alive)
+        .await?;
     let mut params = params(&served.defaults)?;
-    params.adapter = experts::adapter(st, &served, &m.rt).await?;
+    params.adapter = experts::adapter(st, &served, &m, keep_alive).await?;
     let ids = match prompt {
         Prompt::Chat(mut messages) => {
             if messages.is_empty() {
@@ -93,6 +107,15 @@ pub async fn begin(
     };
     let n_ctx = Some(n_ctx.unwrap_or(st.config.default_ctx));
     let seq = m.rt.start(ids, params, n_ctx)?;
+    // The positions this sequence can reach: its prompt and every token it
+    // may generate, never past its context.
+    let reach = seq
+        .prompt()
+        .len()
+        .saturating_add(seq.params().max_tokens)
+        .min(seq.cache().n_ctx());
+    let pinned = m.estimate.total() + seq.adapter().map_or(0, |a| a.bytes() as u64);
+    let kv = st.models.reserve_kv(&m, reach, pinned).await?;
     let prompt_tokens = seq.prompt().len();
     audit.tokens(prompt_tokens, 0);
     let (tx, rx) = mpsc::unbounded_channel();
@@ -102,6 +125,7 @@ pub async fn begin(
         seq,
         events: tx,
         arrived: std::time::Instant::now(),
+        kv: Some(kv),
     };
     m.sched.submit(job, &served.base).map_err(|e| match e {
         SubmitError::QueueFull { .. } => {

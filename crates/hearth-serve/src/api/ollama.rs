@@ -22,11 +22,12 @@ use serde_json::{json, Value};
 
 use super::body::{parse, OllamaBody};
 use super::error::{ApiError, OllamaError};
-use super::generation::{begin, collect, permit_model, Begun, Prompt};
+use super::generation::{begin, collect, permit_model, BeginOpts, Begun, Prompt};
 use super::Call;
 use crate::audit::Audit;
 use crate::auth::Caller;
 use crate::experts::Defaults;
+use crate::governor::{self, parse_keep_alive, KeepAlive};
 use crate::models::{canonical, details_of, store_error};
 use crate::scheduler::{Event, Summary};
 use crate::state::AppState;
@@ -127,6 +128,7 @@ struct ChatRequest {
     options: Options,
     format: Option<Value>,
     tools: Option<Vec<Value>>,
+    keep_alive: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -144,6 +146,17 @@ struct GenerateRequest {
     format: Option<Value>,
     images: Option<Vec<Value>>,
     suffix: Option<String>,
+    keep_alive: Option<Value>,
+}
+
+/// A request's `keep_alive`, checked.
+fn keep_alive(v: &Option<Value>) -> Result<Option<KeepAlive>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => parse_keep_alive(v)
+            .map(Some)
+            .map_err(|e| ApiError::field("keep_alive", e)),
+    }
 }
 
 fn now() -> String {
@@ -193,9 +206,10 @@ async fn chat_inner(
     for (i, m) in req.messages.iter().enumerate() {
         images(&m.images, &format!("messages[{i}].images"))?;
     }
+    let keep = keep_alive(&req.keep_alive)?;
     if req.messages.is_empty() {
         // Ollama loads the model and answers at once.
-        return load_only(st, caller, audit, &req.model, true).await;
+        return load_only(st, caller, audit, &req.model, true, keep).await;
     }
     // Checked here so a bad option is a 400 before any model loads.
     let (_, n_ctx) = req.options.params(&Defaults::default())?;
@@ -213,7 +227,10 @@ async fn chat_inner(
         &req.model,
         Prompt::Chat(msgs),
         params,
-        n_ctx,
+        BeginOpts {
+            n_ctx,
+            keep_alive: keep,
+        },
     )
     .await?;
     respond(b, audit.clone(), req.stream, true).await
@@ -238,8 +255,9 @@ async fn generate_inner(
             "suffix (fill-in-the-middle) is not supported",
         ));
     }
+    let keep = keep_alive(&req.keep_alive)?;
     if req.prompt.is_empty() {
-        return load_only(st, caller, audit, &req.model, false).await;
+        return load_only(st, caller, audit, &req.model, false, keep).await;
     }
     let (_, n_ctx) = req.options.params(&Defaults::default())?;
     let options = &req.options;
@@ -254,23 +272,38 @@ async fn generate_inner(
         msgs.push(Message::new("user", req.prompt));
         Prompt::Chat(msgs)
     };
-    let b = begin(st, caller, audit, &req.model, prompt, params, n_ctx).await?;
+    let opts = BeginOpts {
+        n_ctx,
+        keep_alive: keep,
+    };
+    let b = begin(st, caller, audit, &req.model, prompt, params, opts).await?;
     respond(b, audit.clone(), req.stream, false).await
 }
 
-/// An empty request: load the model and say so, as Ollama does.
+/// An empty request: load the model and say so, as Ollama does; with
+/// `keep_alive` 0, unload it instead (once its requests end).
 async fn load_only(
     st: &Arc<AppState>,
     caller: &Caller,
     audit: &Audit,
     model: &str,
     chat: bool,
+    keep: Option<KeepAlive>,
 ) -> Result<Response, ApiError> {
     let name = permit_model(caller, model)?;
     audit.model(&name);
-    let m = st.models.chat(&st.store, &st.config, &name).await?;
+    let (name, reason) = if keep == Some(KeepAlive::For(std::time::Duration::ZERO)) {
+        st.models.expire(&name);
+        (name, "unload")
+    } else {
+        let m = st
+            .models
+            .chat_kept(&st.store, &st.config, &name, keep)
+            .await?;
+        (m.name.clone(), "load")
+    };
     audit.ok();
-    let mut v = json!({"model": m.name, "created_at": now(), "done": true, "done_reason": "load"});
+    let mut v = json!({"model": name, "created_at": now(), "done": true, "done_reason": reason});
     if chat {
         v["message"] = json!({"role": "assistant", "content": ""});
     } else {
@@ -441,60 +474,61 @@ pub async fn show(
     })))
 }
 
+/// Ollama's fields for each loaded thing (`name`, `model`, `size`,
+/// `size_vram`, `expires_at`, `details`), hearth's own beside them (`kind`,
+/// `base`, estimated and measured bytes, requests), and a `hearth` object
+/// with the budget and what is in use.
 pub async fn ps(State(st): State<Arc<AppState>>, caller: Caller) -> Json<Value> {
-    let models: Vec<Value> = st
+    let rfc =
+        |t: std::time::SystemTime| hearth_store::manifest::rfc3339_utc(crate::models::unix_secs(t));
+    let chat_details: std::collections::HashMap<String, Value> = st
         .models
         .loaded()
         .iter()
-        .filter(|m| caller.may_use(&m.name))
-        .map(|m| {
-            let (waiting, running) = m.sched.load();
+        .map(|m| (m.name.clone(), json!(m.details)))
+        .collect();
+    let entries = st.models.entries();
+    let models: Vec<Value> = entries
+        .iter()
+        .filter(|e| caller.may_use(&e.name))
+        .map(|e| {
+            let details = match e.kind {
+                "base" => chat_details.get(&e.name).cloned().unwrap_or(Value::Null),
+                "expert" => json!({"parent_model": e.base, "format": "lora", "kind": "expert"}),
+                _ => json!({"format": "safetensors", "family": "bert", "families": ["bert"]}),
+            };
             json!({
-                "name": m.name,
-                "model": m.name,
-                "size": m.size,
+                "name": e.name,
+                "model": e.name,
+                "size": e.estimated,
                 "digest": "",
-                "details": m.details,
-                "expires_at": Value::Null,
+                "details": details,
+                "expires_at": e.expires_at.map(rfc),
                 "size_vram": 0,
-                "loaded_at": hearth_store::manifest::rfc3339_utc(crate::models::unix_secs(m.loaded_at)),
-                "running": running,
-                "waiting": waiting,
-                "path": m.path,
+                "kind": e.kind,
+                "base": e.base,
+                "estimated_bytes": e.estimated,
+                "resident_bytes": e.resident,
+                "kv_bytes": e.kv,
+                "file_bytes": e.size,
+                "loaded_at": rfc(e.loaded_at),
+                "running": e.running,
+                "waiting": e.waiting,
+                "in_use": e.in_use,
+                "path": e.path,
             })
         })
-        .chain(
-            st.models
-                .loaded_embedders()
-                .iter()
-                .filter(|m| caller.may_use(&m.name))
-                .map(|m| {
-                    json!({
-                        "name": m.name, "model": m.name, "size": m.size, "digest": "",
-                        "details": {"format": "safetensors", "family": "bert", "families": ["bert"]},
-                        "expires_at": Value::Null, "size_vram": 0,
-                        "loaded_at": hearth_store::manifest::rfc3339_utc(crate::models::unix_secs(m.loaded_at)),
-                        "running": 0, "waiting": 0, "path": m.dir,
-                    })
-                }),
-        )
-        .chain(
-            st.models
-                .loaded_adapters()
-                .iter()
-                .filter(|a| caller.may_use(&a.expert))
-                .map(|a| {
-                    json!({
-                        "name": a.expert, "model": a.expert, "size": a.adapter.bytes(), "digest": "",
-                        "details": {"parent_model": a.base, "format": "lora", "kind": "expert"},
-                        "expires_at": Value::Null, "size_vram": 0,
-                        "loaded_at": hearth_store::manifest::rfc3339_utc(crate::models::unix_secs(a.loaded_at)),
-                        "running": 0, "waiting": 0,
-                    })
-                }),
-        )
         .collect();
-    Json(json!({ "models": models }))
+    let used = st.models.gov.used();
+    Json(json!({
+        "models": models,
+        "hearth": {
+            "budget_bytes": st.models.gov.budget(),
+            "used_bytes": used.total(),
+            "used": used,
+            "process_resident_bytes": governor::process_rss(),
+        },
+    }))
 }
 
 /// Deleting a model takes it from every app, so only hearth's own command

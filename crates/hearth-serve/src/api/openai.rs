@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use super::body::{from_value, parse};
 use super::error::ApiError;
-use super::generation::{begin, collect, token_text, Begun, Prompt};
+use super::generation::{begin, collect, token_text, BeginOpts, Begun, Prompt};
 use super::Call;
 use crate::audit::Audit;
 use crate::auth::Caller;
@@ -291,7 +291,7 @@ async fn chat_inner(
         &common.model,
         Prompt::Chat(msgs),
         |d| common.params(req.logprobs, top, d),
-        None,
+        BeginOpts::default(),
     )
     .await?;
     answer(b, audit, &common, Kind::Chat, req.logprobs, top).await
@@ -334,7 +334,16 @@ async fn completions_inner(
     let top = top_logprobs_arg(req.logprobs, "logprobs")?;
     let logprobs = req.logprobs.is_some();
     let params = |d: &Defaults| common.params(logprobs, top, d);
-    let b = begin(st, caller, audit, &common.model, prompt, params, None).await?;
+    let b = begin(
+        st,
+        caller,
+        audit,
+        &common.model,
+        prompt,
+        params,
+        BeginOpts::default(),
+    )
+    .await?;
     answer(b, audit, &common, Kind::Text, req.logprobs.is_some(), top).await
 }
 
