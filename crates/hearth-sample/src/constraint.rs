@@ -170,15 +170,17 @@ pub enum ConstraintSpec {
 }
 
 /// The JSON layout used unless a schema chooses its own (llguidance's
-/// `x-guidance` key): whitespace where JSON allows it, so a model can lay
-/// out JSON as it learned to (indented, or compact), but at most 24
-/// characters of it in one place. Unbounded whitespace lets a small model
-/// pad with newlines until it runs out of tokens; a fixed compact layout
-/// pushes it off the form it knows and hurts the content.
+/// `x-guidance` key): one space after `,` and `:`, no other whitespace.
+/// Free whitespace — even bounded per gap — lets a small model whose
+/// favourite next token (a code fence, say) was masked fall back to
+/// newlines at every gap, spending its tokens on layout; a fixed layout
+/// keeps every step on content and the output's length bounded by the
+/// schema.
 fn json_layout() -> Value {
     serde_json::json!({
-        "whitespace_flexible": true,
-        "whitespace_pattern": "[\\x20\\x0A\\x0D\\x09]{1,24}",
+        "whitespace_flexible": false,
+        "item_separator": ", ",
+        "key_separator": ": ",
     })
 }
 
@@ -532,19 +534,27 @@ mod tests {
     }
 
     #[test]
-    fn json_whitespace_is_bounded() {
+    fn json_layout_is_fixed() {
         let (v, e) = build();
         let mut c = Constraint::new(&v, &ConstraintSpec::JsonObject).unwrap();
-        c.accept(id_of(&e, "{")).unwrap();
         let space = id_of(&e, " ");
-        let mut n = 0;
-        while allowed(&mut c, e.len()).contains(&space) {
-            c.accept(space).unwrap();
-            n += 1;
-            assert!(n <= 24, "whitespace without end");
+        assert!(!allowed(&mut c, e.len()).contains(&space));
+        c.accept(id_of(&e, "{")).unwrap();
+        assert!(!allowed(&mut c, e.len()).contains(&space));
+        for t in ["\"", "a", "\": ", "1"] {
+            c.accept(id_of(&e, t)).unwrap();
         }
-        assert_eq!(n, 24);
-        assert!(allowed(&mut c, e.len()).contains(&id_of(&e, "}")));
+        // After a value: the separator `, ` (whole or in parts) or `}`.
+        let ok = allowed(&mut c, e.len());
+        assert!(ok.contains(&id_of(&e, "}")));
+        assert!(ok.contains(&id_of(&e, ", \"")));
+        assert!(!ok.contains(&space));
+        c.accept(id_of(&e, ",")).unwrap();
+        assert_eq!(
+            allowed(&mut c, e.len()),
+            vec![space],
+            "the separator is `, `"
+        );
     }
 
     #[test]

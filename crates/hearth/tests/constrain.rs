@@ -261,12 +261,16 @@ fn ollama_format_and_bad_requests() {
                 "{path} stream={stream}: {text}"
             );
         }
-        // `"json"`: any JSON object.
+        // `"json"`: any JSON object. Nothing bounds its length but the
+        // model, so the prompt asks for a short one.
         let any = json!({"type": "object"});
+        let mut body = chat(&json!("json"), stream);
+        body["messages"][0]["content"] =
+            json!("Reply with exactly this JSON object: {\"ok\": true}");
         let text = if stream {
-            post_stream(&d, &token, "/api/chat", &chat(&json!("json"), true)).0
+            post_stream(&d, &token, "/api/chat", &body).0
         } else {
-            let (s, v) = post(&d, &token, "/api/chat", &chat(&json!("json"), false));
+            let (s, v) = post(&d, &token, "/api/chat", &body);
             assert_eq!(s, 200, "{v}");
             v["message"]["content"].as_str().unwrap_or("").to_string()
         };
