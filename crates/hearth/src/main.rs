@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use hearth_runtime::{GenOptions, Message, Runtime};
+use hearth_runtime::{ConstraintSpec, GenOptions, Message, Runtime};
 use hearth_sample::SamplerConfig;
 use hearth_store::{Progress, Store};
 
@@ -133,10 +133,45 @@ struct GenerateArgs {
     top_logprobs: usize,
     #[arg(short = 'c', long = "ctx")]
     ctx: Option<usize>,
+    #[command(flatten)]
+    constrain: ConstrainArgs,
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     json: bool,
     prompt: String,
+}
+
+/// Constrained output: at most one of these.
+#[derive(Args)]
+struct ConstrainArgs {
+    /// Output valid against the JSON schema in FILE.
+    #[arg(long = "json-schema", value_name = "FILE", group = "constraint")]
+    json_schema: Option<PathBuf>,
+    /// Output the whole of which matches this regular expression.
+    #[arg(long, value_name = "REGEX", group = "constraint")]
+    regex: Option<String>,
+    /// Output in the language of the Lark grammar in FILE.
+    #[arg(long, value_name = "FILE", group = "constraint")]
+    grammar: Option<PathBuf>,
+}
+
+impl ConstrainArgs {
+    fn spec(&self) -> Result<Option<ConstraintSpec>> {
+        let read = |p: &PathBuf| {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+        };
+        Ok(if let Some(p) = &self.json_schema {
+            let v: serde_json::Value = serde_json::from_str(&read(p)?)
+                .with_context(|| format!("{} is not JSON", p.display()))?;
+            Some(ConstraintSpec::JsonSchema(v))
+        } else if let Some(r) = &self.regex {
+            Some(ConstraintSpec::Regex(r.clone()))
+        } else if let Some(p) = &self.grammar {
+            Some(ConstraintSpec::Lark(read(p)?))
+        } else {
+            None
+        })
+    }
 }
 
 #[derive(Args)]
@@ -182,6 +217,16 @@ struct BenchArgs {
     /// Also measure decode while another process keeps one core busy.
     #[arg(long)]
     contended: bool,
+    /// Instead: the constraint's cost per token, on a chat prompt asking for
+    /// JSON (greedy, at most --n-gen tokens), against unconstrained decoding.
+    #[command(flatten)]
+    constrain: ConstrainArgs,
+    /// The prompt for the constraint benchmark.
+    #[arg(
+        long,
+        default_value = "Describe a product for sale in an online shop, as JSON."
+    )]
+    prompt: String,
     #[arg(long)]
     json: bool,
 }
@@ -341,6 +386,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
         ignore_eos: a.ignore_eos,
         top_logprobs: a.top_logprobs,
         n_ctx: a.ctx,
+        constraint: a.constrain.spec()?,
     };
     if a.json {
         let out =
@@ -405,6 +451,20 @@ fn bench(a: BenchArgs) -> Result<()> {
     }
     let l = load(&a.model)?;
     let rt = &l.rt;
+    if let Some(spec) = a.constrain.spec()? {
+        let ids = rt.chat_prompt(&[Message::new("user", &a.prompt)])?;
+        let r = hearth_runtime::bench_constraint(rt, &ids, &spec, a.n_gen, a.reps)?;
+        if a.json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            println!(
+                "{} tokens: decode {:.1} t/s free, {:.1} t/s constrained; mask {:.0} us/token ({:.1} % of decode); vocab {:.0} ms, compile {:.1} ms, {} threads",
+                r.tokens, r.free_tps, r.constrained_tps, r.mask_us_per_token,
+                r.mask_share * 100.0, r.vocab_ms, r.compile_ms, r.threads
+            );
+        }
+        return Ok(());
+    }
     let r =
         hearth_runtime::bench_with_adapter(rt, l.adapter.as_deref(), a.n_prompt, a.n_gen, a.reps)?;
     let mut v = serde_json::to_value(&r)?;

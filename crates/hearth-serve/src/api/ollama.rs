@@ -167,17 +167,6 @@ fn ns(ms: f64) -> u64 {
     (ms * 1e6) as u64
 }
 
-fn unsupported_format(format: &Option<Value>) -> Result<(), ApiError> {
-    match format {
-        None => Ok(()),
-        Some(Value::String(s)) if s.is_empty() => Ok(()),
-        Some(_) => Err(ApiError::field(
-            "format",
-            "structured output (format) is not supported yet",
-        )),
-    }
-}
-
 fn images(i: &Option<Vec<Value>>, field: &str) -> Result<(), ApiError> {
     match i {
         Some(v) if !v.is_empty() => Err(ApiError::field(
@@ -199,7 +188,7 @@ async fn chat_inner(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let req: ChatRequest = parse(body)?;
-    unsupported_format(&req.format)?;
+    let constraint = super::format::ollama_format(&req.format)?;
     if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
         return Err(ApiError::field("tools", "tool calls are not supported yet"));
     }
@@ -214,7 +203,12 @@ async fn chat_inner(
     // Checked here so a bad option is a 400 before any model loads.
     let (_, n_ctx) = req.options.params(&Defaults::default())?;
     let options = &req.options;
-    let params = |d: &Defaults| options.params(d).map(|p| p.0);
+    let params = |d: &Defaults| {
+        options.params(d).map(|(mut p, _)| {
+            p.constraint = constraint;
+            p
+        })
+    };
     let msgs = req
         .messages
         .into_iter()
@@ -247,7 +241,7 @@ async fn generate_inner(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let req: GenerateRequest = parse(body)?;
-    unsupported_format(&req.format)?;
+    let constraint = super::format::ollama_format(&req.format)?;
     images(&req.images, "images")?;
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::field(
@@ -261,7 +255,12 @@ async fn generate_inner(
     }
     let (_, n_ctx) = req.options.params(&Defaults::default())?;
     let options = &req.options;
-    let params = |d: &Defaults| options.params(d).map(|p| p.0);
+    let params = |d: &Defaults| {
+        options.params(d).map(|(mut p, _)| {
+            p.constraint = constraint;
+            p
+        })
+    };
     let prompt = if req.raw {
         Prompt::Text(req.prompt)
     } else {

@@ -194,6 +194,8 @@ struct CompletionRequest {
     #[serde(default)]
     echo: bool,
     suffix: Option<String>,
+    /// Not in OpenAI's legacy API, but llama.cpp's server takes it here too.
+    response_format: Option<Value>,
 }
 
 fn messages(ms: Vec<ChatMessage>) -> Result<Vec<Message>, ApiError> {
@@ -265,14 +267,7 @@ async fn chat_inner(
     let v: Value = parse(body)?;
     let common: Common = from_value(&v)?;
     let req: ChatRequest = from_value(&v)?;
-    if let Some(rf) = &req.response_format {
-        if rf.get("type").and_then(Value::as_str) != Some("text") {
-            return Err(ApiError::field(
-                "response_format",
-                "structured output (json_object, json_schema) is not supported yet",
-            ));
-        }
-    }
+    let constraint = super::format::response_format(&req.response_format)?;
     if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
         return Err(ApiError::field("tools", "tool calls are not supported yet"));
     }
@@ -290,7 +285,11 @@ async fn chat_inner(
         audit,
         &common.model,
         Prompt::Chat(msgs),
-        |d| common.params(req.logprobs, top, d),
+        |d| {
+            let mut p = common.params(req.logprobs, top, d)?;
+            p.constraint = constraint;
+            Ok(p)
+        },
         BeginOpts::default(),
     )
     .await?;
@@ -333,17 +332,13 @@ async fn completions_inner(
     };
     let top = top_logprobs_arg(req.logprobs, "logprobs")?;
     let logprobs = req.logprobs.is_some();
-    let params = |d: &Defaults| common.params(logprobs, top, d);
-    let b = begin(
-        st,
-        caller,
-        audit,
-        &common.model,
-        prompt,
-        params,
-        BeginOpts::default(),
-    )
-    .await?;
+    let constraint = super::format::response_format(&req.response_format)?;
+    let params = |d: &Defaults| {
+        let mut p = common.params(logprobs, top, d)?;
+        p.constraint = constraint;
+        Ok(p)
+    };
+    let b = begin(st, caller, audit, &common.model, prompt, params, BeginOpts::default()).await?;
     answer(b, audit, &common, Kind::Text, req.logprobs.is_some(), top).await
 }
 
