@@ -56,22 +56,24 @@ pub fn check_labels(labels: &[String]) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// The chat a classification scores labels after.
+/// The chat a classification scores labels after. The question sits in
+/// the user's turn beside the text, not in a system prompt: the small
+/// default models follow an instruction next to its text far better.
 pub fn classify_messages(labels: &[String], text: &str) -> Vec<Message> {
-    let list = labels
-        .iter()
-        .map(|l| format!("- {l}"))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let list = match labels {
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+        [] => String::new(),
+    };
     vec![
+        Message::new("system", "You are a text classifier."),
         Message::new(
-            "system",
+            "user",
             format!(
-                "Classify the user's text into exactly one of these labels:\n{list}\n\
-                 Answer with the label only, exactly as written."
+                "Text: {text}\n\nWhich label fits the text best: {list}? \
+                 Answer with the label only."
             ),
         ),
-        Message::new("user", text),
     ]
 }
 

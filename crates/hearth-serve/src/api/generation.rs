@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use hearth_runtime::{Message, SeqParams, Step, StopReason};
+use hearth_runtime::{Message, Runtime, SeqParams, Step, StopReason};
 use tokio::sync::mpsc;
 
 use super::error::ApiError;
@@ -61,6 +61,20 @@ pub async fn begin(
     params: impl FnOnce(&Defaults) -> Result<SeqParams, ApiError>,
     n_ctx: Option<usize>,
 ) -> Result<Begun, ApiError> {
+    begin_with(st, caller, audit, model, prompt, |d, _| params(d), n_ctx).await
+}
+
+/// [`begin`] for requests whose settings need the model that serves them
+/// (a classification's labels are tokenised by it).
+pub async fn begin_with(
+    st: &Arc<AppState>,
+    caller: &Caller,
+    audit: &Audit,
+    model: &str,
+    prompt: Prompt,
+    params: impl FnOnce(&Defaults, &Runtime) -> Result<SeqParams, ApiError>,
+    n_ctx: Option<usize>,
+) -> Result<Begun, ApiError> {
     let request = match &prompt {
         Prompt::Chat(ms) => ms
             .iter()
@@ -74,7 +88,7 @@ pub async fn begin(
     audit.model(&served.name);
     audit.hold(st.limits.acquire(caller)?);
     let m = st.models.chat(&st.store, &st.config, &served.base).await?;
-    let mut params = params(&served.defaults)?;
+    let mut params = params(&served.defaults, &m.rt)?;
     params.adapter = experts::adapter(st, &served, &m.rt).await?;
     let ids = match prompt {
         Prompt::Chat(mut messages) => {
