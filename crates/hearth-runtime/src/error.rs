@@ -17,6 +17,10 @@ pub enum RuntimeError {
     PromptTooLong { n_prompt: usize, n_ctx: usize },
     #[error("{0}")]
     Invalid(String),
+    /// A constraint (JSON schema, regex, grammar) that cannot be compiled
+    /// or followed; the message is the constraint engine's.
+    #[error("constraint: {0}")]
+    Constraint(String),
     /// The message carries the cause itself, so it is not also a `source`
     /// (an error chain would print it twice).
     #[error("adapter {}: {error}", path.display())]

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use hearth_engine::Adapter;
 
-use hearth_sample::SamplerConfig;
+use hearth_sample::{ConstraintSpec, SamplerConfig};
 
 use crate::error::Result;
 use crate::sequence::{SeqParams, Step, StopReason};
@@ -23,6 +23,8 @@ pub struct GenOptions {
     /// Report the top K log-probabilities at each step, from the raw logits.
     pub top_logprobs: usize,
     pub n_ctx: Option<usize>,
+    /// Output the generation must follow (see [`SeqParams::constraint`]).
+    pub constraint: Option<ConstraintSpec>,
 }
 
 impl Default for GenOptions {
@@ -33,6 +35,7 @@ impl Default for GenOptions {
             ignore_eos: false,
             top_logprobs: 0,
             n_ctx: None,
+            constraint: None,
         }
     }
 }
@@ -46,6 +49,10 @@ pub struct GenOutput {
     pub stop: StopReason,
     pub prefill_ms: f64,
     pub decode_ms: f64,
+    /// Of the decode time, what computing constraint masks took, and how
+    /// many masks were computed (0 without a constraint).
+    pub mask_ms: f64,
+    pub masks: u64,
 }
 
 impl Runtime {
@@ -77,6 +84,7 @@ impl Runtime {
             ignore_eos: opts.ignore_eos,
             top_logprobs: opts.top_logprobs,
             adapter,
+            constraint: opts.constraint.clone(),
             ..SeqParams::default()
         };
         let mut seq = self.start(prompt_ids.to_vec(), params, opts.n_ctx)?;
@@ -97,6 +105,10 @@ impl Runtime {
         }
         let total_ms = t0.elapsed().as_secs_f64() * 1e3;
         let prefill_ms = prefill_ms.unwrap_or(0.0);
+        if let Some(e) = seq.constraint_error() {
+            return Err(crate::RuntimeError::Constraint(e.to_string()));
+        }
+        let (mask_time, masks) = seq.constraint_stats();
         Ok(GenOutput {
             prompt_ids: seq.prompt().to_vec(),
             completion_ids: seq.completion().to_vec(),
@@ -105,6 +117,8 @@ impl Runtime {
             stop: seq.finished().unwrap_or(StopReason::Length),
             prefill_ms,
             decode_ms: total_ms - prefill_ms,
+            mask_ms: mask_time.as_secs_f64() * 1e3,
+            masks,
         })
     }
 

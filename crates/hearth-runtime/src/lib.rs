@@ -18,17 +18,19 @@ mod sequence;
 pub mod tasks;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use hearth_engine::Model;
-use hearth_text::{ChatTemplate, Tokenizer};
+use hearth_sample::VocabEntry;
+use hearth_text::{ChatTemplate, TokenType, Tokenizer};
 
 pub use bench::{bench, bench_contended, bench_with_adapter, BenchResult};
 pub use embed::{Embedder, Embeddings};
 pub use error::{Result, RuntimeError};
 pub use generate::{GenOptions, GenOutput};
 pub use hearth_engine::{Adapter, AdapterFormat};
+pub use hearth_sample::{Constraint, ConstraintError, ConstraintSpec, ConstraintVocab};
 pub use hearth_text::Message;
 pub use perplexity::{perplexity, Perplexity};
 pub use prefix::PrefixCache;
@@ -45,6 +47,9 @@ pub struct Runtime {
     pub path: PathBuf,
     /// Wall time of mapping the file and building model, tokeniser and template.
     pub load_ms: f64,
+    /// The vocabulary as the constraint engine sees it, built on the first
+    /// constrained request (it walks the whole vocabulary) and kept.
+    constraint_vocab: OnceLock<Arc<ConstraintVocab>>,
 }
 
 impl Runtime {
@@ -73,6 +78,7 @@ impl Runtime {
             template,
             path: path.to_path_buf(),
             load_ms: t0.elapsed().as_secs_f64() * 1e3,
+            constraint_vocab: OnceLock::new(),
         })
     }
 
@@ -123,4 +129,47 @@ impl Runtime {
             .map_err(|e| RuntimeError::Text(e.to_string()))?;
         self.tokenize(&text, false, true)
     }
+
+    /// This model's vocabulary prepared for constrained decoding (built once,
+    /// then shared by every constrained sequence).
+    pub fn constraint_vocab(&self) -> Result<Arc<ConstraintVocab>> {
+        if let Some(v) = self.constraint_vocab.get() {
+            return Ok(v.clone());
+        }
+        let v = Arc::new(constraint_vocab_of(&self.tokenizer)?);
+        // Two threads racing here build the same table; either may win.
+        Ok(self.constraint_vocab.get_or_init(|| v).clone())
+    }
+
+    /// Compile `spec` for this model. A schema, pattern or grammar the
+    /// engine cannot handle is [`RuntimeError::Constraint`] naming why.
+    pub fn constraint(&self, spec: &ConstraintSpec) -> Result<Constraint> {
+        let vocab = self.constraint_vocab()?;
+        Constraint::new(&vocab, spec).map_err(|e| RuntimeError::Constraint(e.0))
+    }
+}
+
+/// Every token's bytes as the streaming detokeniser emits them (so the
+/// grammar sees exactly the text the caller gets): byte-level BPE pieces
+/// are already raw bytes, SentencePiece pieces have `▁` as a space and
+/// byte-fallback tokens as their byte. Control and unknown-type tokens emit
+/// nothing in text, so they are special to the engine.
+fn constraint_vocab_of(tok: &Tokenizer) -> Result<ConstraintVocab> {
+    let entries: Vec<VocabEntry> = (0..tok.vocab_size() as u32)
+        .map(|id| {
+            let special = matches!(
+                tok.token_type(id),
+                Some(TokenType::Control | TokenType::Unknown)
+            );
+            VocabEntry {
+                bytes: if special {
+                    tok.piece_bytes(id).to_vec()
+                } else {
+                    tok.piece(id, false).to_vec()
+                },
+                special,
+            }
+        })
+        .collect();
+    ConstraintVocab::new(&entries, tok.eog_ids()).map_err(|e| RuntimeError::Constraint(e.0))
 }

@@ -24,7 +24,7 @@
 use std::sync::Arc;
 
 use hearth_engine::{Adapter, BatchItem, KvCache, Want};
-use hearth_sample::{Sampler, SamplerConfig};
+use hearth_sample::{Constraint, ConstraintSpec, Sampler, SamplerConfig};
 use hearth_text::Detokenizer;
 use serde::Serialize;
 
@@ -56,6 +56,12 @@ pub struct SeqParams {
     /// 1's, …), then ends with [`StopReason::Stop`]. `max_tokens`, the
     /// sampler and stop strings do not apply.
     pub score: Vec<Vec<u32>>,
+    /// Output the generation must follow (JSON schema, regex, grammar): the
+    /// logits of every token it does not allow are masked before sampling,
+    /// and the sequence ends when it is complete. [`Runtime::start`]
+    /// compiles it; one that cannot compile is
+    /// [`RuntimeError::Constraint`].
+    pub constraint: Option<ConstraintSpec>,
 }
 
 impl Default for SeqParams {
@@ -69,6 +75,7 @@ impl Default for SeqParams {
             stop: Vec::new(),
             adapter: None,
             score: Vec::new(),
+            constraint: None,
         }
     }
 }
@@ -137,6 +144,11 @@ pub struct Sequence {
     stop: Option<StopReason>,
     /// Progress of a scoring sequence (`params.score` not empty).
     scoring: Option<Scoring>,
+    /// The compiled [`SeqParams::constraint`].
+    constraint: Option<Constraint>,
+    /// Why the constraint could not go on, when it failed mid-generation
+    /// (the sequence then ended with [`StopReason::Stop`]).
+    constraint_error: Option<String>,
 }
 
 /// Where a scoring sequence is: which candidate is being fed and the
@@ -180,6 +192,20 @@ impl Sequence {
     /// Why the sequence ended; `None` while it runs.
     pub fn finished(&self) -> Option<StopReason> {
         self.stop
+    }
+
+    /// The constraint's engine failed mid-generation; the sequence ended
+    /// there. `None` when it did not (or there is no constraint).
+    pub fn constraint_error(&self) -> Option<&str> {
+        self.constraint_error.as_deref()
+    }
+
+    /// Time spent computing constraint masks so far and how many were
+    /// computed (zero without a constraint).
+    pub fn constraint_stats(&self) -> (std::time::Duration, u64) {
+        self.constraint
+            .as_ref()
+            .map_or((std::time::Duration::ZERO, 0), |c| c.mask_stats())
     }
 
     /// Whether the prompt is not yet fully in the cache.
@@ -380,7 +406,41 @@ impl Sequence {
         if self.params.ignore_eos {
             hearth_sample::ban(&mut logits, rt.tokenizer.eog_ids());
         }
-        let token = self.sampler.sample(&logits);
+        // The grammar's mask goes first, so penalties and filters only ever
+        // see (and renormalise over) tokens it allows.
+        let mut token = None;
+        if let Some(c) = self.constraint.as_mut() {
+            match c.mask_logits(&mut logits) {
+                Ok(true) => {}
+                // Only ending is allowed: the output is complete.
+                Ok(false) => {
+                    self.finish(StopReason::Eos);
+                    return;
+                }
+                Err(e) => {
+                    self.constraint_error = Some(e.0);
+                    self.finish(StopReason::Stop);
+                    return;
+                }
+            }
+            let t = self.sampler.sample(&logits);
+            // Sampling falls back to the raw arg-max when every candidate
+            // has lost its mass; keep to the mask even then.
+            let t = match c.allows(t) {
+                Ok(true) => Some(t),
+                _ => c.first_allowed_text().ok().flatten(),
+            };
+            match t.map(|t| (t, c.accept(t))) {
+                Some((t, Ok(()))) => token = Some(t),
+                Some((_, Err(e))) => self.constraint_error = Some(e.0),
+                None => self.constraint_error = Some("no token is allowed".into()),
+            }
+            if self.constraint_error.is_some() {
+                self.finish(StopReason::Stop);
+                return;
+            }
+        }
+        let token = token.unwrap_or_else(|| self.sampler.sample(&logits));
         self.sampler.accept(token);
         let logprob = match (&logprob_of, self.params.logprobs) {
             (Some(lp), true) => lp.get(token as usize).copied(),
@@ -402,7 +462,9 @@ impl Sequence {
         if self.stop.is_some() {
             return;
         }
-        if self.completion.len() >= self.params.max_tokens {
+        if self.constraint.as_ref().is_some_and(|c| c.is_finished()) {
+            self.finish(StopReason::Eos);
+        } else if self.completion.len() >= self.params.max_tokens {
             self.finish(StopReason::Length);
         } else if self.cache.len() + 1 > self.cache.n_ctx() {
             self.finish(StopReason::Context);
@@ -483,7 +545,13 @@ impl Runtime {
             logprobs: Vec::new(),
         });
         let stop = (params.max_tokens == 0 && scoring.is_none()).then_some(StopReason::Length);
+        let constraint = match &params.constraint {
+            Some(spec) => Some(self.constraint(spec)?),
+            None => None,
+        };
         Ok(Sequence {
+            constraint,
+            constraint_error: None,
             cache: self.model.new_cache(n_ctx),
             params,
             prompt,

@@ -74,6 +74,7 @@ fn opts() -> GenOptions {
         ignore_eos: true,
         top_logprobs: 40,
         n_ctx: Some(512),
+        ..GenOptions::default()
     }
 }
 

@@ -27,6 +27,7 @@ fn check_greedy(model: &str, file: &str) {
             ignore_eos: true,
             top_logprobs: 40,
             n_ctx: Some(512),
+            ..GenOptions::default()
         };
         let out = rt
             .generate(&prompt_ids, &opts, |_| std::ops::ControlFlow::Continue(()))

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use hearth_runtime::{GenOptions, Message, Runtime};
+use hearth_runtime::{ConstraintSpec, GenOptions, Message, Runtime};
 use hearth_sample::SamplerConfig;
 use hearth_store::{Progress, Store};
 
@@ -138,10 +138,45 @@ struct GenerateArgs {
     top_logprobs: usize,
     #[arg(short = 'c', long = "ctx")]
     ctx: Option<usize>,
+    #[command(flatten)]
+    constrain: ConstrainArgs,
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     json: bool,
     prompt: String,
+}
+
+/// Constrained output: at most one of these.
+#[derive(Args)]
+struct ConstrainArgs {
+    /// Output valid against the JSON schema in FILE.
+    #[arg(long = "json-schema", value_name = "FILE", group = "constraint")]
+    json_schema: Option<PathBuf>,
+    /// Output the whole of which matches this regular expression.
+    #[arg(long, value_name = "REGEX", group = "constraint")]
+    regex: Option<String>,
+    /// Output in the language of the Lark grammar in FILE.
+    #[arg(long, value_name = "FILE", group = "constraint")]
+    grammar: Option<PathBuf>,
+}
+
+impl ConstrainArgs {
+    fn spec(&self) -> Result<Option<ConstraintSpec>> {
+        let read = |p: &PathBuf| {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+        };
+        Ok(if let Some(p) = &self.json_schema {
+            let v: serde_json::Value = serde_json::from_str(&read(p)?)
+                .with_context(|| format!("{} is not JSON", p.display()))?;
+            Some(ConstraintSpec::JsonSchema(v))
+        } else if let Some(r) = &self.regex {
+            Some(ConstraintSpec::Regex(r.clone()))
+        } else if let Some(p) = &self.grammar {
+            Some(ConstraintSpec::Lark(read(p)?))
+        } else {
+            None
+        })
+    }
 }
 
 #[derive(Args)]
@@ -346,6 +381,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
         ignore_eos: a.ignore_eos,
         top_logprobs: a.top_logprobs,
         n_ctx: a.ctx,
+        constraint: a.constrain.spec()?,
     };
     if a.json {
         let out =
