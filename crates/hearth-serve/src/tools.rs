@@ -42,7 +42,7 @@
 //! So the arguments of every call parse and validate against the function's
 //! schema; a schema the engine cannot compile is a 400 naming the tool.
 
-use hearth_runtime::ConstraintSpec;
+use hearth_runtime::{ConstraintSpec, Message, Runtime};
 use serde_json::{json, Value};
 
 use crate::api::error::ApiError;
@@ -68,11 +68,133 @@ pub enum Choice {
     Named(String),
 }
 
-/// A call read back from the output.
+/// A call: read back from the output, or from an assistant turn of the
+/// conversation so far.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Call {
+    pub id: String,
     pub name: String,
     pub arguments: Value,
+}
+
+/// One conversation turn with what tool calling adds to a message.
+#[derive(Clone, Debug, Default)]
+pub struct Turn {
+    pub role: String,
+    pub content: String,
+    /// Calls an assistant turn made.
+    pub calls: Vec<Call>,
+    /// For a tool's result: the call it answers, and the function's name.
+    pub call_id: Option<String>,
+    pub name: Option<String>,
+}
+
+impl Turn {
+    pub fn plain(role: impl Into<String>, content: impl Into<String>) -> Turn {
+        Turn {
+            role: role.into(),
+            content: content.into(),
+            ..Turn::default()
+        }
+    }
+}
+
+/// The conversation as the fallback format writes it (see the module docs):
+/// plain messages for any template.
+pub fn fallback_messages(turns: &[Turn], tools: &[Function], choice: &Choice) -> Vec<Message> {
+    let mut out: Vec<Message> = Vec::new();
+    // Whether the last message pushed holds tool results (so the next result joins it).
+    let mut results_open = false;
+    for (i, t) in turns.iter().enumerate() {
+        if t.role == "tool" {
+            let name = t.name.clone().or_else(|| {
+                let id = t.call_id.as_deref()?;
+                turns[..i]
+                    .iter()
+                    .flat_map(|p| &p.calls)
+                    .find(|c| c.id == id)
+                    .map(|c| c.name.clone())
+            });
+            let r = render_result(name.as_deref(), &t.content);
+            match out.last_mut() {
+                Some(last) if results_open => {
+                    last.content.push('\n');
+                    last.content.push_str(&r);
+                }
+                _ => out.push(Message::new("user", r)),
+            }
+            results_open = true;
+            continue;
+        }
+        results_open = false;
+        if t.calls.is_empty() {
+            out.push(Message::new(t.role.clone(), t.content.clone()));
+            continue;
+        }
+        let mut content = t.content.trim().to_string();
+        for c in &t.calls {
+            if !content.is_empty() {
+                content.push('\n');
+            }
+            content.push_str(&render_call(&c.name, &c.arguments));
+        }
+        out.push(Message::new(t.role.clone(), content));
+    }
+    if !tools.is_empty() && *choice != Choice::None {
+        let block = system_block(tools, choice);
+        match out.first_mut() {
+            Some(first) if first.role == "system" => {
+                first.content.push_str("\n\n");
+                first.content.push_str(&block);
+            }
+            _ => out.insert(0, Message::new("system", block)),
+        }
+    }
+    out
+}
+
+/// The conversation in OpenAI's message form, for templates that render
+/// tools themselves (arguments as objects, as those templates expect).
+fn template_messages(turns: &[Turn]) -> Vec<Value> {
+    turns
+        .iter()
+        .map(|t| {
+            let mut v = json!({"role": t.role, "content": t.content});
+            if !t.calls.is_empty() {
+                v["tool_calls"] = t
+                    .calls
+                    .iter()
+                    .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
+                    .collect();
+            }
+            if let Some(id) = &t.call_id {
+                v["tool_call_id"] = json!(id);
+            }
+            if let Some(n) = &t.name {
+                v["name"] = json!(n);
+            }
+            v
+        })
+        .collect()
+}
+
+/// The prompt tokens of a conversation with tools, through the model's
+/// template where it knows tools and through the fallback format otherwise.
+pub fn prompt_ids(
+    rt: &Runtime,
+    turns: &[Turn],
+    tools: &[Function],
+    choice: &Choice,
+) -> Result<Vec<u32>, ApiError> {
+    if !rt.template.knows_tools() {
+        return Ok(rt.chat_prompt(&fallback_messages(turns, tools, choice))?);
+    }
+    let offered = (!tools.is_empty() && *choice != Choice::None).then(|| openai_form(tools));
+    let text = rt
+        .template
+        .render_with_tools(&template_messages(turns), offered.as_ref(), true)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(rt.tokenize(&text, false, true)?)
 }
 
 fn valid_name(n: &str) -> bool {
@@ -365,6 +487,7 @@ pub fn parse_output(text: &str) -> (Option<String>, Vec<Call>) {
                 (Some(Value::String(name)), args) => {
                     plain.push_str(&rest[..at]);
                     calls.push(Call {
+                        id: call_id(),
                         name,
                         arguments: args.unwrap_or_else(|| json!({})),
                     });
@@ -458,13 +581,9 @@ mod tests {
         let text = format!("Let me check.\n{}", render_call("get_weather", &a));
         let (plain, calls) = parse_output(&text);
         assert_eq!(plain.as_deref(), Some("Let me check."));
-        assert_eq!(
-            calls,
-            vec![Call {
-                name: "get_weather".into(),
-                arguments: a
-            }]
-        );
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].name, "get_weather");
+        assert_eq!(calls[0].arguments, a);
         let (plain, calls) = parse_output("<tool_call>\nnot json\n</tool_call>");
         assert!(calls.is_empty());
         assert!(plain.unwrap().contains("not json"));
@@ -472,6 +591,46 @@ mod tests {
         assert!(may_be_call("  <tool"));
         assert!(may_be_call(""));
         assert!(!may_be_call("Hi"));
+    }
+
+    #[test]
+    fn fallback_renders_calls_and_results() {
+        let tools = parse_tools(&weather(), "tools").unwrap();
+        let call = Call {
+            id: "call_1".into(),
+            name: "get_weather".into(),
+            arguments: json!({"city": "Oslo"}),
+        };
+        let turns = vec![
+            Turn::plain("user", "Weather in Oslo?"),
+            Turn {
+                role: "assistant".into(),
+                calls: vec![call],
+                ..Turn::default()
+            },
+            Turn {
+                role: "tool".into(),
+                content: "sunny".into(),
+                call_id: Some("call_1".into()),
+                ..Turn::default()
+            },
+            Turn {
+                role: "tool".into(),
+                content: "12 C".into(),
+                name: Some("get_weather".into()),
+                ..Turn::default()
+            },
+        ];
+        let m = fallback_messages(&turns, &tools, &Choice::Auto);
+        assert_eq!(m.len(), 4, "{m:?}");
+        assert_eq!(m[0].role, "system");
+        assert!(m[0].content.contains("\"name\":\"get_weather\""));
+        assert!(m[2].content.contains(CALL_OPEN) && m[2].content.contains("Oslo"));
+        assert_eq!(m[3].role, "user");
+        assert!(m[3].content.contains("sunny") && m[3].content.contains("12 C"));
+        assert!(m[3].content.contains("\"name\":\"get_weather\""));
+        let none = fallback_messages(&turns, &tools, &Choice::None);
+        assert_eq!(none.len(), 3);
     }
 
     #[test]

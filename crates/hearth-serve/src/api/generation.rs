@@ -17,6 +17,7 @@ use crate::experts::{self, Defaults};
 use crate::models::{canonical, ChatModel};
 use crate::scheduler::{Event, Job, SubmitError, Summary};
 use crate::state::AppState;
+use crate::tools::{Choice, Function, Turn};
 
 pub enum Prompt {
     /// Rendered through the model's chat template, with the generation prompt.
@@ -25,6 +26,13 @@ pub enum Prompt {
     Text(String),
     /// Token ids as given.
     Tokens(Vec<u32>),
+    /// A conversation with tool calls and results, and the tools offered
+    /// (rendered as `crate::tools` says).
+    Turns {
+        turns: Vec<Turn>,
+        tools: Vec<Function>,
+        choice: Choice,
+    },
 }
 
 pub struct Begun {
@@ -83,6 +91,11 @@ pub async fn begin_with(
             .map(|m| m.content.clone()),
         Prompt::Text(t) => Some(t.clone()),
         Prompt::Tokens(_) => None,
+        Prompt::Turns { turns, .. } => turns
+            .iter()
+            .rev()
+            .find(|m| m.role == "user")
+            .map(|m| m.content.clone()),
     };
     let served = experts::resolve(st, caller, model, request.as_deref()).await?;
     audit.model(&served.name);
@@ -101,6 +114,21 @@ pub async fn begin_with(
                 }
             }
             m.rt.chat_prompt(&messages)?
+        }
+        Prompt::Turns {
+            mut turns,
+            tools,
+            choice,
+        } => {
+            if turns.is_empty() {
+                return Err(ApiError::field("messages", "`messages` is empty"));
+            }
+            if let Some(system) = &served.defaults.system {
+                if !turns.iter().any(|m| m.role == "system") {
+                    turns.insert(0, Turn::plain("system", system));
+                }
+            }
+            crate::tools::prompt_ids(&m.rt, &turns, &tools, &choice)?
         }
         Prompt::Text(text) => m.rt.tokenize(&text, true, true)?,
         Prompt::Tokens(ids) => ids,
