@@ -297,6 +297,9 @@ pub fn cut_words(text: &str, max: usize) -> String {
     t[..end].to_string()
 }
 
+/// The token budget of an extraction unless the caller sets one.
+pub const EXTRACT_MAX_TOKENS: usize = 512;
+
 /// The chat an extraction is generated from.
 pub fn extract_messages(schema: &serde_json::Value, text: &str) -> Vec<Message> {
     vec![

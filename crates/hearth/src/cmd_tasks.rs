@@ -101,3 +101,59 @@ pub fn summarize(a: SummarizeArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(Args)]
+pub struct ExtractArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// A file holding the JSON schema the output must follow.
+    #[arg(long = "schema")]
+    schema: std::path::PathBuf,
+    /// Most tokens of output.
+    #[arg(short = 'n', long = "max-tokens", default_value_t = tasks::EXTRACT_MAX_TOKENS)]
+    max_tokens: usize,
+    /// Print `{"data":…,"finish_reason":…}` instead of the object alone.
+    #[arg(long)]
+    json: bool,
+    text: String,
+}
+
+pub fn extract(a: ExtractArgs) -> Result<()> {
+    use anyhow::Context;
+    if a.text.trim().is_empty() {
+        bail!("the text is empty");
+    }
+    let raw = std::fs::read_to_string(&a.schema)
+        .with_context(|| format!("reading the schema {}", a.schema.display()))?;
+    let schema: serde_json::Value = serde_json::from_str(&raw)
+        .with_context(|| format!("the schema {} is not JSON", a.schema.display()))?;
+    let l = crate::load(&a.model)?;
+    let ids =
+        l.rt.chat_prompt(&tasks::extract_messages(&schema, &a.text))?;
+    let opts = GenOptions {
+        max_tokens: a.max_tokens,
+        sampler: tasks::task_sampler(),
+        constraint: Some(hearth_runtime::ConstraintSpec::JsonSchema(schema)),
+        ..GenOptions::default()
+    };
+    let out =
+        l.rt.generate_with_adapter(
+            &ids,
+            &opts,
+            l.adapter.clone(),
+            |_| ControlFlow::Continue(()),
+        )?;
+    let data: serde_json::Value = serde_json::from_str(out.text.trim()).with_context(|| {
+        format!(
+            "the output ended ({}) before the object was complete; raise --max-tokens",
+            out.stop.finish_reason()
+        )
+    })?;
+    if a.json {
+        let v = serde_json::json!({"data": data, "finish_reason": out.stop.finish_reason()});
+        println!("{v}");
+    } else {
+        println!("{data}");
+    }
+    Ok(())
+}

@@ -66,6 +66,8 @@ enum Cmd {
     Classify(cmd_tasks::ClassifyArgs),
     /// Summarize a text in at most N words.
     Summarize(cmd_tasks::SummarizeArgs),
+    /// Extract a JSON object valid against a schema from a text.
+    Extract(cmd_tasks::ExtractArgs),
 }
 
 #[derive(Args, Clone)]
@@ -266,6 +268,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Expert(a) => cmd_expert::run(a),
         Cmd::Classify(a) => cmd_tasks::classify(a),
         Cmd::Summarize(a) => cmd_tasks::summarize(a),
+        Cmd::Extract(a) => cmd_tasks::extract(a),
     }
 }
 

@@ -176,6 +176,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/embeddings", post(embed::openai))
         .route("/v1/tasks/classify", post(tasks::classify))
         .route("/v1/tasks/summarize", post(tasks::summarize))
+        .route("/v1/tasks/extract", post(tasks::extract))
         .route("/api/embed", post(embed::ollama))
         .route("/api/embeddings", post(embed::ollama_legacy))
         .route("/api/chat", post(ollama::chat))

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hearth_runtime::tasks::{self, Classification, WordLimit};
-use hearth_runtime::SeqParams;
+use hearth_runtime::{ConstraintSpec, SeqParams};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -186,12 +186,81 @@ async fn summarize_inner(
     .into_response())
 }
 
-/// The JSON object a task answered, for the extract endpoint's reply.
-#[allow(dead_code)]
-fn object_of(text: &str) -> Result<Value, ApiError> {
-    serde_json::from_str(text.trim()).map_err(|e| {
-        ApiError::internal(format!(
-            "the constrained output is not JSON ({e}); this is a bug in the constraint"
-        ))
-    })
+#[derive(Deserialize)]
+struct ExtractRequest {
+    schema: Value,
+    text: String,
+    model: Option<String>,
+    expert: Option<String>,
+    /// Most tokens of output (default 512).
+    max_tokens: Option<usize>,
+}
+
+pub async fn extract(call: Call) -> Response {
+    call.run("/v1/tasks/extract", extract_inner).await
+}
+
+async fn extract_inner(
+    st: &Arc<AppState>,
+    caller: &Caller,
+    audit: &Audit,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let req: ExtractRequest = parse(body)?;
+    need_text(&req.text)?;
+    if !req.schema.is_object() {
+        return Err(ApiError::field(
+            "schema",
+            "`schema` must be a JSON schema object",
+        ));
+    }
+    let spec = ConstraintSpec::JsonSchema(req.schema.clone());
+    spec.check()
+        .map_err(|e| ApiError::field("schema", format!("the schema is not supported: {e}")))?;
+    let max_tokens = req.max_tokens.unwrap_or(tasks::EXTRACT_MAX_TOKENS);
+    if max_tokens == 0 {
+        return Err(ApiError::field(
+            "max_tokens",
+            "`max_tokens` must be at least 1",
+        ));
+    }
+    let model = served_by(&req.model, &req.expert);
+    let mut b = begin(
+        st,
+        caller,
+        audit,
+        &model,
+        Prompt::Chat(tasks::extract_messages(&req.schema, &req.text)),
+        |_| {
+            Ok(SeqParams {
+                max_tokens,
+                sampler: tasks::task_sampler(),
+                constraint: Some(spec),
+                ..SeqParams::default()
+            })
+        },
+        None,
+    )
+    .await?;
+    let out = collect(&mut b, audit).await?;
+    let reason = out.summary.reason.finish_reason();
+    // The constraint makes complete output valid; output cut by the token
+    // limit is not complete, and is an error rather than half an object.
+    let object: Value = serde_json::from_str(out.text.trim()).map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "the output ended ({reason}) before the object was complete ({e}); raise max_tokens"
+            ),
+        )
+    })?;
+    audit.ok();
+    Ok(Json(json!({
+        "object": "extraction",
+        "model": b.served,
+        "data": object,
+        "finish_reason": reason,
+        "usage": {"prompt_tokens": out.summary.prompt_tokens, "completion_tokens": out.summary.completion_tokens},
+    }))
+    .into_response())
 }
