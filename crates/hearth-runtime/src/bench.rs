@@ -116,3 +116,81 @@ pub fn bench_contended(rt: &Runtime, n_gen: usize, reps: usize) -> Result<f64> {
     let _ = hog.wait();
     Ok(r?.tg_tps)
 }
+
+/// What a constraint costs per generated token (`hearth bench --json-schema`).
+#[derive(Clone, Debug, Serialize)]
+pub struct ConstraintBench {
+    /// Tokens the constrained generation produced (median run).
+    pub tokens: usize,
+    /// Decode speed without the constraint, same prompt, same token count.
+    pub free_tps: f64,
+    /// Decode speed with it.
+    pub constrained_tps: f64,
+    /// Mask computation per generated token, measured directly (less
+    /// noisy than the difference of two speeds on a shared machine).
+    pub mask_us_per_token: f64,
+    /// Mask time as a share of constrained decode time.
+    pub mask_share: f64,
+    /// Building the vocabulary's tables (once per model).
+    pub vocab_ms: f64,
+    /// Compiling the specification (once per request).
+    pub compile_ms: f64,
+    pub threads: usize,
+}
+
+/// Median over `reps` of a greedy constrained generation of at most
+/// `n_gen` tokens from `prompt`, against an unconstrained one of the same
+/// length (end tokens banned so it runs as long).
+pub fn bench_constraint(
+    rt: &Runtime,
+    prompt: &[u32],
+    spec: &hearth_sample::ConstraintSpec,
+    n_gen: usize,
+    reps: usize,
+) -> Result<ConstraintBench> {
+    use crate::generate::GenOptions;
+    use std::ops::ControlFlow;
+    let t = Instant::now();
+    rt.constraint_vocab()?;
+    let vocab_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    rt.constraint(spec)?;
+    let compile_ms = t.elapsed().as_secs_f64() * 1e3;
+    let greedy = hearth_sample::SamplerConfig::greedy();
+    let (mut free, mut cons, mut mask, mut share, mut toks) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..reps.max(1) {
+        let opts = GenOptions {
+            max_tokens: n_gen,
+            sampler: greedy.clone(),
+            constraint: Some(spec.clone()),
+            ..GenOptions::default()
+        };
+        let c = rt.generate(prompt, &opts, |_| ControlFlow::Continue(()))?;
+        let n = c.completion_ids.len();
+        // The first token comes with the prefill; speeds count the rest.
+        let decoded = n.saturating_sub(1).max(1) as f64;
+        let opts = GenOptions {
+            max_tokens: n.max(2),
+            sampler: greedy.clone(),
+            ignore_eos: true,
+            ..GenOptions::default()
+        };
+        let f = rt.generate(prompt, &opts, |_| ControlFlow::Continue(()))?;
+        cons.push(decoded / (c.decode_ms / 1e3).max(1e-9));
+        free.push(decoded / (f.decode_ms / 1e3).max(1e-9));
+        mask.push(c.mask_ms * 1e3 / c.masks.max(1) as f64);
+        share.push(c.mask_ms / (c.decode_ms + c.prefill_ms).max(1e-9));
+        toks.push(n as f64);
+    }
+    Ok(ConstraintBench {
+        tokens: median(&mut toks) as usize,
+        free_tps: median(&mut free),
+        constrained_tps: median(&mut cons),
+        mask_us_per_token: median(&mut mask),
+        mask_share: median(&mut share),
+        vocab_ms,
+        compile_ms,
+        threads: rt.model.threads(),
+    })
+}

@@ -25,7 +25,9 @@ use hearth_engine::Model;
 use hearth_sample::VocabEntry;
 use hearth_text::{ChatTemplate, TokenType, Tokenizer};
 
-pub use bench::{bench, bench_contended, bench_with_adapter, BenchResult};
+pub use bench::{
+    bench, bench_constraint, bench_contended, bench_with_adapter, BenchResult, ConstraintBench,
+};
 pub use embed::{Embedder, Embeddings};
 pub use error::{Result, RuntimeError};
 pub use generate::{GenOptions, GenOutput};

@@ -224,6 +224,16 @@ struct BenchArgs {
     /// Also measure decode while another process keeps one core busy.
     #[arg(long)]
     contended: bool,
+    /// Instead: the constraint's cost per token, on a chat prompt asking for
+    /// JSON (greedy, at most --n-gen tokens), against unconstrained decoding.
+    #[command(flatten)]
+    constrain: ConstrainArgs,
+    /// The prompt for the constraint benchmark.
+    #[arg(
+        long,
+        default_value = "Describe a product for sale in an online shop, as JSON."
+    )]
+    prompt: String,
     #[arg(long)]
     json: bool,
 }
@@ -447,6 +457,20 @@ fn bench(a: BenchArgs) -> Result<()> {
     }
     let l = load(&a.model)?;
     let rt = &l.rt;
+    if let Some(spec) = a.constrain.spec()? {
+        let ids = rt.chat_prompt(&[Message::new("user", &a.prompt)])?;
+        let r = hearth_runtime::bench_constraint(rt, &ids, &spec, a.n_gen, a.reps)?;
+        if a.json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            println!(
+                "{} tokens: decode {:.1} t/s free, {:.1} t/s constrained; mask {:.0} us/token ({:.1} % of decode); vocab {:.0} ms, compile {:.1} ms, {} threads",
+                r.tokens, r.free_tps, r.constrained_tps, r.mask_us_per_token,
+                r.mask_share * 100.0, r.vocab_ms, r.compile_ms, r.threads
+            );
+        }
+        return Ok(());
+    }
     let r =
         hearth_runtime::bench_with_adapter(rt, l.adapter.as_deref(), a.n_prompt, a.n_gen, a.reps)?;
     let mut v = serde_json::to_value(&r)?;

@@ -137,6 +137,7 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::Invalid(_) | RuntimeError::Text(_) => {
                 ApiError::bad_request(e.to_string())
             }
+            RuntimeError::Constraint(_) => ApiError::field("response_format", e.to_string()),
             other => ApiError::internal(other.to_string()),
         }
     }

@@ -9,6 +9,7 @@
 pub mod body;
 pub mod embed;
 pub mod error;
+pub mod format;
 pub mod generation;
 pub mod ollama;
 pub mod openai;

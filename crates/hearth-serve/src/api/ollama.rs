@@ -171,17 +171,6 @@ fn ns(ms: f64) -> u64 {
     (ms * 1e6) as u64
 }
 
-fn unsupported_format(format: &Option<Value>) -> Result<(), ApiError> {
-    match format {
-        None => Ok(()),
-        Some(Value::String(s)) if s.is_empty() => Ok(()),
-        Some(_) => Err(ApiError::field(
-            "format",
-            "structured output (format) is not supported yet",
-        )),
-    }
-}
-
 fn images(i: &Option<Vec<Value>>, field: &str) -> Result<(), ApiError> {
     match i {
         Some(v) if !v.is_empty() => Err(ApiError::field(
@@ -203,15 +192,22 @@ async fn chat_inner(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let req: ChatRequest = parse(body)?;
-    unsupported_format(&req.format)?;
+    let format = super::format::ollama_format(&req.format)?;
     let offered = match &req.tools {
         None | Some(Value::Null) => Vec::new(),
         Some(v) => tools::parse_tools(v, "tools")?,
     };
     // Ollama has no tool_choice: the model decides.
     let choice = tools::Choice::Auto;
-    let constraint = tools::constraint(&offered, &choice);
-    let calling = constraint.is_some();
+    let calls = tools::constraint(&offered, &choice);
+    let calling = calls.is_some();
+    if calling && format.is_some() {
+        return Err(ApiError::field(
+            "format",
+            "format cannot be combined with tools (the answer may be a call)",
+        ));
+    }
+    let constraint = calls.or(format);
     for (i, m) in req.messages.iter().enumerate() {
         images(&m.images, &format!("messages[{i}].images"))?;
     }
@@ -223,9 +219,9 @@ async fn chat_inner(
     let (_, n_ctx) = req.options.params(&Defaults::default())?;
     let options = &req.options;
     let params = |d: &Defaults| {
-        options.params(d).map(|mut p| {
-            p.0.constraint = constraint;
-            p.0
+        options.params(d).map(|(mut p, _)| {
+            p.constraint = constraint;
+            p
         })
     };
     let turns = req
@@ -274,7 +270,7 @@ async fn generate_inner(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let req: GenerateRequest = parse(body)?;
-    unsupported_format(&req.format)?;
+    let constraint = super::format::ollama_format(&req.format)?;
     images(&req.images, "images")?;
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::field(
@@ -287,7 +283,12 @@ async fn generate_inner(
     }
     let (_, n_ctx) = req.options.params(&Defaults::default())?;
     let options = &req.options;
-    let params = |d: &Defaults| options.params(d).map(|p| p.0);
+    let params = |d: &Defaults| {
+        options.params(d).map(|(mut p, _)| {
+            p.constraint = constraint;
+            p
+        })
+    };
     let prompt = if req.raw {
         Prompt::Text(req.prompt)
     } else {

@@ -214,6 +214,8 @@ struct CompletionRequest {
     #[serde(default)]
     echo: bool,
     suffix: Option<String>,
+    /// Not in OpenAI's legacy API, but llama.cpp's server takes it here too.
+    response_format: Option<Value>,
 }
 
 fn messages(ms: Vec<ChatMessage>) -> Result<Vec<Turn>, ApiError> {
@@ -317,21 +319,21 @@ async fn chat_inner(
     let v: Value = parse(body)?;
     let common: Common = from_value(&v)?;
     let req: ChatRequest = from_value(&v)?;
-    if let Some(rf) = &req.response_format {
-        if rf.get("type").and_then(Value::as_str) != Some("text") {
-            return Err(ApiError::field(
-                "response_format",
-                "structured output (json_object, json_schema) is not supported yet",
-            ));
-        }
-    }
+    let format = super::format::response_format(&req.response_format)?;
     let offered = match &req.tools {
         None | Some(Value::Null) => Vec::new(),
         Some(v) => tools::parse_tools(v, "tools")?,
     };
     let choice = tools::parse_choice(req.tool_choice.as_ref(), &offered)?;
-    let constraint = tools::constraint(&offered, &choice);
-    let calling = constraint.is_some();
+    let calls = tools::constraint(&offered, &choice);
+    let calling = calls.is_some();
+    if calling && format.is_some() {
+        return Err(ApiError::field(
+            "response_format",
+            "response_format cannot be combined with tools the model may call (use tool_choice \"none\" for a formatted answer)",
+        ));
+    }
+    let constraint = calls.or(format);
     let top = top_logprobs_arg(req.top_logprobs, "top_logprobs")?;
     if top > 0 && !req.logprobs {
         return Err(ApiError::field(
@@ -398,7 +400,12 @@ async fn completions_inner(
     };
     let top = top_logprobs_arg(req.logprobs, "logprobs")?;
     let logprobs = req.logprobs.is_some();
-    let params = |d: &Defaults| common.params(logprobs, top, d);
+    let constraint = super::format::response_format(&req.response_format)?;
+    let params = |d: &Defaults| {
+        let mut p = common.params(logprobs, top, d)?;
+        p.constraint = constraint;
+        Ok(p)
+    };
     let b = begin(st, caller, audit, &common.model, prompt, params, None).await?;
     answer(b, audit, &common, Kind::Text, req.logprobs.is_some(), top).await
 }
