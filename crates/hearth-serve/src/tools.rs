@@ -455,12 +455,10 @@ pub fn constraint(tools: &[Function], choice: &Choice) -> Option<ConstraintSpec>
     if fs.is_empty() {
         return None;
     }
-    let call = format!(
-        "call: {open:?} %json {schema} {close:?}",
-        open = format!("{CALL_OPEN}\n"),
-        schema = call_schema(&fs),
-        close = format!("\n{CALL_CLOSE}"),
-    );
+    let open = format!("{CALL_OPEN}\n");
+    let close = format!("\n{CALL_CLOSE}");
+    // Lark string literals take the escapes of Rust's debug form.
+    let call = format!("call: {open:?} %json {} {close:?}", call_schema(&fs));
     let grammar = match choice {
         Choice::Auto => format!("start: call | TEXT\nTEXT: /[^<\\s][\\s\\S]*/\n{call}\n"),
         _ => format!("start: call\n{call}\n"),
