@@ -1,6 +1,8 @@
 //! A runnable model: the engine's model with the tokeniser and chat template
 //! read from the same GGUF file, and the loops that use them: generation
-//! (streamed, one sequence or many in a batch), perplexity and benchmarks.
+//! (streamed, one sequence or many in a batch), scoring of candidate
+//! continuations, the typed tasks built on them (`tasks`), perplexity and
+//! benchmarks.
 //!
 //! This crate strings the parts together; it owns no maths (that is the
 //! engine's and the kernels'), no text rules (`hearth-text`) and no sampling
@@ -13,6 +15,7 @@ mod generate;
 mod perplexity;
 mod prefix;
 mod sequence;
+pub mod tasks;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};

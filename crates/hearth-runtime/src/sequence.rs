@@ -11,6 +11,15 @@
 //! Prompts may be fed in chunks (`prefill_budget`): the engine writes each
 //! chunk's keys and values to the cache before attending, so a prompt fed in
 //! pieces gives exactly the logits of a prompt fed whole.
+//!
+//! A sequence may also *score* instead of generate ([`SeqParams::score`]):
+//! after its prompt it teacher-forces each candidate continuation in turn
+//! over the prompt's keys and values (computed once; the cache is cut back
+//! to the prompt after each candidate) and reports every candidate token's
+//! log-probability as a [`Step`]. Scoring runs through the same
+//! [`Runtime::step_batch`] as generation, so the daemon's scheduler batches
+//! it with other requests and the engine's pool is only ever driven from one
+//! thread.
 
 use std::sync::Arc;
 
@@ -40,6 +49,13 @@ pub struct SeqParams {
     /// different adapters share a batch). It must have been loaded for this
     /// runtime's model ([`Runtime::load_adapter`]).
     pub adapter: Option<Arc<Adapter>>,
+    /// Candidate continuations to score instead of generating. When not
+    /// empty, nothing is sampled: each candidate's tokens are fed after the
+    /// prompt and the sequence reports, as its steps, the log-probability of
+    /// every candidate token in order (candidate 0's tokens, then candidate
+    /// 1's, …), then ends with [`StopReason::Stop`]. `max_tokens`, the
+    /// sampler and stop strings do not apply.
+    pub score: Vec<Vec<u32>>,
     /// Output the generation must follow (JSON schema, regex, grammar): the
     /// logits of every token it does not allow are masked before sampling,
     /// and the sequence ends when it is complete. [`Runtime::start`]
@@ -58,6 +74,7 @@ impl Default for SeqParams {
             top_logprobs: 0,
             stop: Vec::new(),
             adapter: None,
+            score: Vec::new(),
             constraint: None,
         }
     }
@@ -125,11 +142,22 @@ pub struct Sequence {
     /// All text released so far.
     text: String,
     stop: Option<StopReason>,
+    /// Progress of a scoring sequence (`params.score` not empty).
+    scoring: Option<Scoring>,
     /// The compiled [`SeqParams::constraint`].
     constraint: Option<Constraint>,
     /// Why the constraint could not go on, when it failed mid-generation
     /// (the sequence then ended with [`StopReason::Stop`]).
     constraint_error: Option<String>,
+}
+
+/// Where a scoring sequence is: which candidate is being fed and the
+/// log-probabilities found so far.
+struct Scoring {
+    /// The candidate whose tokens (all but its last) go in the next pass;
+    /// `None` until the prompt's logits have come.
+    next: Option<usize>,
+    logprobs: Vec<Vec<f32>>,
 }
 
 impl Sequence {
@@ -249,6 +277,11 @@ impl Sequence {
             };
             return Some((&self.prompt[self.fed..end], want));
         }
+        if let Some(sc) = &self.scoring {
+            let c = sc.next?;
+            let cand = &self.params.score[c];
+            return Some((&cand[..cand.len() - 1], Want::All));
+        }
         self.pending
             .as_ref()
             .map(|t| (std::slice::from_ref(t), Want::Last))
@@ -304,6 +337,58 @@ impl Sequence {
         let out: String = self.held.drain(..cut).collect();
         self.ready.push_str(&out);
         self.text.push_str(&out);
+    }
+
+    /// The next candidate after `after` (or the first) that needs a pass:
+    /// one of a single token is scored from the prompt's logits alone.
+    fn next_candidate(&self, after: Option<usize>) -> Option<usize> {
+        let from = after.map_or(0, |c| c + 1);
+        (from..self.params.score.len()).find(|&c| self.params.score[c].len() > 1)
+    }
+
+    /// Scoring: take the logits of the prompt's last position (which score
+    /// every candidate's first token) or of a candidate's fed tokens (which
+    /// score its later tokens), and move on.
+    fn on_score_logits(&mut self, n_vocab: usize, logits: Vec<f32>) {
+        let Some(mut sc) = self.scoring.take() else {
+            return;
+        };
+        match sc.next {
+            None if sc.logprobs.is_empty() => {
+                let row = LogSoftmax::new(&logits);
+                sc.logprobs = self
+                    .params
+                    .score
+                    .iter()
+                    .map(|cand| vec![row.at(&logits, cand[0])])
+                    .collect();
+            }
+            None => {}
+            Some(c) => {
+                let cand = &self.params.score[c];
+                for (j, row) in logits.chunks_exact(n_vocab).enumerate() {
+                    let ls = LogSoftmax::new(row);
+                    sc.logprobs[c].push(ls.at(row, cand[j + 1]));
+                }
+                // Back to the prompt alone for the next candidate.
+                self.cache.truncate(self.prompt.len());
+            }
+        }
+        sc.next = self.next_candidate(sc.next);
+        if sc.next.is_none() {
+            for (cand, lps) in self.params.score.iter().zip(&sc.logprobs) {
+                for (&token, &lp) in cand.iter().zip(lps) {
+                    self.steps.push(Step {
+                        token,
+                        logprob: Some(lp),
+                        top: Vec::new(),
+                    });
+                    self.new_steps += 1;
+                }
+            }
+            self.stop = Some(StopReason::Stop);
+        }
+        self.scoring = Some(sc);
     }
 
     /// Take the logits of this sequence's last fed position.
@@ -428,11 +513,38 @@ impl Runtime {
                 "token id {bad} is outside the vocabulary of {n_vocab}"
             )));
         }
+        if params.score.iter().any(Vec::is_empty) {
+            return Err(RuntimeError::Invalid(
+                "a candidate to score has no tokens".into(),
+            ));
+        }
+        if let Some(&bad) = params
+            .score
+            .iter()
+            .flatten()
+            .find(|&&t| t as usize >= n_vocab)
+        {
+            return Err(RuntimeError::Invalid(format!(
+                "candidate token id {bad} is outside the vocabulary of {n_vocab}"
+            )));
+        }
+        let longest = params.score.iter().map(Vec::len).max().unwrap_or(0);
+        // The last candidate token is scored, never fed.
+        if prompt.len() + longest.saturating_sub(1) > n_ctx {
+            return Err(RuntimeError::PromptTooLong {
+                n_prompt: prompt.len() + longest - 1,
+                n_ctx,
+            });
+        }
         let mut sampler = Sampler::new(params.sampler.clone());
         for &t in &prompt {
             sampler.accept(t);
         }
-        let stop = (params.max_tokens == 0).then_some(StopReason::Length);
+        let scoring = (!params.score.is_empty()).then(|| Scoring {
+            next: None,
+            logprobs: Vec::new(),
+        });
+        let stop = (params.max_tokens == 0 && scoring.is_none()).then_some(StopReason::Length);
         let constraint = match &params.constraint {
             Some(spec) => Some(self.constraint(spec)?),
             None => None,
@@ -454,6 +566,7 @@ impl Runtime {
             held: String::new(),
             text: String::new(),
             stop,
+            scoring,
         })
     }
 
@@ -483,6 +596,8 @@ impl Runtime {
                 let s = &seqs[i];
                 if s.prefilling() {
                     s.prompt[s.fed..s.fed + n].to_vec()
+                } else if let Some(c) = s.scoring.as_ref().and_then(|sc| sc.next) {
+                    s.params.score[c][..n].to_vec()
                 } else {
                     s.pending.into_iter().collect()
                 }
@@ -513,10 +628,33 @@ impl Runtime {
                 s.pending = None;
             }
             if !s.prefilling() && !out.is_empty() {
-                s.on_logits(self, out);
+                if s.scoring.is_some() {
+                    s.on_score_logits(self.model.hyper().n_vocab, out);
+                } else {
+                    s.on_logits(self, out);
+                }
             }
         }
         Ok(plan.len())
+    }
+}
+
+/// A row's log-softmax normaliser, in f64 so that long rows sum without
+/// losing the small terms.
+struct LogSoftmax {
+    max: f64,
+    log_z: f64,
+}
+
+impl LogSoftmax {
+    fn new(row: &[f32]) -> LogSoftmax {
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+        let z: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+        LogSoftmax { max, log_z: z.ln() }
+    }
+
+    fn at(&self, row: &[f32], token: u32) -> f32 {
+        (row[token as usize] as f64 - self.max - self.log_z) as f32
     }
 }
 

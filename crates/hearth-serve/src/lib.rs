@@ -15,6 +15,8 @@
 //! - [`router`]: which expert serves a request for `"model": "auto"`;
 //! - [`scheduler`]: continuous batching over the engine's batched forward pass;
 //! - [`metrics`]: the Prometheus exposition;
+//! - [`tools`]: tool calls (the fallback prompt format, the constraint that
+//!   makes calls valid, reading calls back), for both API families;
 //! - [`client`]: how hearth's own command line talks to a running daemon;
 //! - [`bench`]: `hearth bench serve`, the daemon under concurrent load.
 //!
@@ -36,6 +38,7 @@ pub mod router;
 pub mod scheduler;
 pub mod server;
 pub mod state;
+pub mod tools;
 
 pub use config::{Flags, ServeConfig};
 pub use server::serve;

@@ -179,6 +179,50 @@ impl ChatTemplate {
     }
 }
 
+impl ChatTemplate {
+    /// Whether the template renders tools itself (its source uses a
+    /// `tools` variable, as tool-calling models' templates do).
+    pub fn knows_tools(&self) -> bool {
+        self.source.as_deref().is_some_and(|s| s.contains("tools"))
+    }
+
+    /// Renders messages of any shape (tool-calling templates read fields
+    /// such as `tool_calls` and `tool_call_id`) with `tools` in the context.
+    /// The ChatML fallback knows no tools and renders roles and contents.
+    pub fn render_with_tools<M: Serialize, T: Serialize>(
+        &self,
+        messages: &[M],
+        tools: Option<&T>,
+        add_generation_prompt: bool,
+    ) -> Result<String, TextError> {
+        let Some(env) = &self.env else {
+            let plain: Vec<Message> = messages
+                .iter()
+                .map(|m| {
+                    let v = Value::from_serialize(m);
+                    let field = |k: &str| {
+                        v.get_attr(k)
+                            .ok()
+                            .and_then(|x| x.as_str().map(str::to_string))
+                            .unwrap_or_default()
+                    };
+                    Message::new(field("role"), field("content"))
+                })
+                .collect();
+            return self.render(&plain, add_generation_prompt);
+        };
+        let tmpl = env.get_template(TEMPLATE_NAME).map_err(template_error)?;
+        tmpl.render(minijinja::context! {
+            messages => messages,
+            tools => tools,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => &self.bos_token,
+            eos_token => &self.eos_token,
+        })
+        .map_err(template_error)
+    }
+}
+
 fn template_error(e: minijinja::Error) -> TextError {
     let mut msg = match e.detail() {
         Some(d) => d.to_string(),
@@ -239,6 +283,22 @@ mod tests {
             "{err}"
         );
         assert_eq!(t.render(&[Message::new("user", "x")], false).unwrap(), "ok");
+    }
+
+    #[test]
+    fn tools_reach_templates_that_know_them() {
+        let src = "{% if tools %}TOOLS:{% for t in tools %}{{ t.function.name }};{% endfor %}\n{% endif %}{% for m in messages %}{{ m.role }}:{{ m.content }}{% if m.tool_calls %}{% for c in m.tool_calls %}[{{ c.function.name }}({{ c.function.arguments.city }})]{% endfor %}{% endif %}\n{% endfor %}";
+        let t = ChatTemplate::new(src, "", "").unwrap();
+        assert!(t.knows_tools());
+        assert!(!ChatTemplate::chatml().knows_tools());
+        let msgs = vec![
+            serde_json::json!({"role": "user", "content": "weather?"}),
+            serde_json::json!({"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "w", "arguments": {"city": "Oslo"}}}]}),
+        ];
+        let tools = vec![serde_json::json!({"type": "function", "function": {"name": "w"}})];
+        let out = t.render_with_tools(&msgs, Some(&tools), false).unwrap();
+        // trim_blocks eats the newline after each block tag, as in jinja2.
+        assert_eq!(out, "TOOLS:w;user:weather?assistant:[w(Oslo)]");
     }
 
     #[test]

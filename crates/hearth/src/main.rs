@@ -6,6 +6,7 @@ mod cmd_embed;
 mod cmd_expert;
 mod cmd_serve;
 mod cmd_store;
+mod cmd_tasks;
 
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -61,6 +62,12 @@ enum Cmd {
     Ps(cmd_serve::PsArgs),
     /// Manage experts: a base model plus an adapter, prompt, defaults and a task description.
     Expert(cmd_expert::ExpertArgs),
+    /// Classify a text into one of the given labels, with a probability for each (from the model's likelihood of each label).
+    Classify(cmd_tasks::ClassifyArgs),
+    /// Summarize a text in at most N words.
+    Summarize(cmd_tasks::SummarizeArgs),
+    /// Extract a JSON object valid against a schema from a text.
+    Extract(cmd_tasks::ExtractArgs),
 }
 
 #[derive(Args, Clone)]
@@ -271,6 +278,9 @@ fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Serve(a) => cmd_serve::serve(a),
         Cmd::Ps(a) => cmd_serve::ps(a),
         Cmd::Expert(a) => cmd_expert::run(a),
+        Cmd::Classify(a) => cmd_tasks::classify(a),
+        Cmd::Summarize(a) => cmd_tasks::summarize(a),
+        Cmd::Extract(a) => cmd_tasks::extract(a),
     }
 }
 

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use hearth_runtime::{Message, SeqParams, Step, StopReason};
+use hearth_runtime::{Message, Runtime, SeqParams, Step, StopReason};
 use tokio::sync::mpsc;
 
 use super::error::ApiError;
@@ -18,6 +18,7 @@ use crate::governor::KeepAlive;
 use crate::models::{canonical, ChatModel};
 use crate::scheduler::{Event, Job, SubmitError, Summary};
 use crate::state::AppState;
+use crate::tools::{Choice, Function, Turn};
 
 pub enum Prompt {
     /// Rendered through the model's chat template, with the generation prompt.
@@ -26,6 +27,13 @@ pub enum Prompt {
     Text(String),
     /// Token ids as given.
     Tokens(Vec<u32>),
+    /// A conversation with tool calls and results, and the tools offered
+    /// (rendered as `crate::tools` says).
+    Turns {
+        turns: Vec<Turn>,
+        tools: Vec<Function>,
+        choice: Choice,
+    },
 }
 
 pub struct Begun {
@@ -71,6 +79,20 @@ pub async fn begin(
     params: impl FnOnce(&Defaults) -> Result<SeqParams, ApiError>,
     opts: BeginOpts,
 ) -> Result<Begun, ApiError> {
+    begin_with(st, caller, audit, model, prompt, |d, _| params(d), opts).await
+}
+
+/// [`begin`] for requests whose settings need the model that serves them
+/// (a classification's labels are tokenised by it).
+pub async fn begin_with(
+    st: &Arc<AppState>,
+    caller: &Caller,
+    audit: &Audit,
+    model: &str,
+    prompt: Prompt,
+    params: impl FnOnce(&Defaults, &Runtime) -> Result<SeqParams, ApiError>,
+    opts: BeginOpts,
+) -> Result<Begun, ApiError> {
     let BeginOpts { n_ctx, keep_alive } = opts;
     let request = match &prompt {
         Prompt::Chat(ms) => ms
@@ -80,6 +102,11 @@ pub async fn begin(
             .map(|m| m.content.clone()),
         Prompt::Text(t) => Some(t.clone()),
         Prompt::Tokens(_) => None,
+        Prompt::Turns { turns, .. } => turns
+            .iter()
+            .rev()
+            .find(|m| m.role == "user")
+            .map(|m| m.content.clone()),
     };
     let served = experts::resolve(st, caller, model, request.as_deref()).await?;
     audit.model(&served.name);
@@ -88,7 +115,7 @@ pub async fn begin(
         .models
         .chat_kept(&st.store, &st.config, &served.base, keep_alive)
         .await?;
-    let mut params = params(&served.defaults)?;
+    let mut params = params(&served.defaults, &m.rt)?;
     params.adapter = experts::adapter(st, &served, &m, keep_alive).await?;
     let ids = match prompt {
         Prompt::Chat(mut messages) => {
@@ -101,6 +128,21 @@ pub async fn begin(
                 }
             }
             m.rt.chat_prompt(&messages)?
+        }
+        Prompt::Turns {
+            mut turns,
+            tools,
+            choice,
+        } => {
+            if turns.is_empty() {
+                return Err(ApiError::field("messages", "`messages` is empty"));
+            }
+            if let Some(system) = &served.defaults.system {
+                if !turns.iter().any(|m| m.role == "system") {
+                    turns.insert(0, Turn::plain("system", system));
+                }
+            }
+            crate::tools::prompt_ids(&m.rt, &turns, &tools, &choice)?
         }
         Prompt::Text(text) => m.rt.tokenize(&text, true, true)?,
         Prompt::Tokens(ids) => ids,

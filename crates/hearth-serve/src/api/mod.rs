@@ -1,7 +1,8 @@
 //! The HTTP surface: routes, the request id every request carries, and the
 //! endpoints that are not an API family of their own (`/metrics`, `/health`).
 //!
-//! Handlers live with their API family (`openai`, `ollama`); what every
+//! Handlers live with their API family (`openai`, `ollama`, the typed
+//! `tasks`); what every
 //! generation does is in `generation`; errors and body parsing in `error`
 //! and `body`.
 
@@ -12,6 +13,7 @@ pub mod format;
 pub mod generation;
 pub mod ollama;
 pub mod openai;
+pub mod tasks;
 
 use std::sync::Arc;
 
@@ -173,6 +175,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/embeddings", post(embed::openai))
+        .route("/v1/tasks/classify", post(tasks::classify))
+        .route("/v1/tasks/summarize", post(tasks::summarize))
+        .route("/v1/tasks/extract", post(tasks::extract))
         .route("/api/embed", post(embed::ollama))
         .route("/api/embeddings", post(embed::ollama_legacy))
         .route("/api/chat", post(ollama::chat))

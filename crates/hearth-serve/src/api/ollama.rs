@@ -31,6 +31,7 @@ use crate::governor::{self, parse_keep_alive, KeepAlive};
 use crate::models::{canonical, details_of, store_error};
 use crate::scheduler::{Event, Summary};
 use crate::state::AppState;
+use crate::tools::{self, Call as ToolCall, Turn};
 
 #[derive(Deserialize, Default)]
 pub struct Options {
@@ -115,6 +116,22 @@ struct OMessage {
     #[serde(default)]
     content: String,
     images: Option<Vec<Value>>,
+    /// An assistant turn's calls (arguments as an object, Ollama's form).
+    tool_calls: Option<Vec<OToolCall>>,
+    /// A tool result's function.
+    tool_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct OToolCall {
+    function: OFunctionCall,
+}
+
+#[derive(Deserialize)]
+struct OFunctionCall {
+    name: String,
+    #[serde(default)]
+    arguments: Value,
 }
 
 #[derive(Deserialize)]
@@ -127,7 +144,7 @@ struct ChatRequest {
     #[serde(default)]
     options: Options,
     format: Option<Value>,
-    tools: Option<Vec<Value>>,
+    tools: Option<Value>,
     keep_alive: Option<Value>,
 }
 
@@ -188,10 +205,22 @@ async fn chat_inner(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let req: ChatRequest = parse(body)?;
-    let constraint = super::format::ollama_format(&req.format)?;
-    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(ApiError::field("tools", "tool calls are not supported yet"));
+    let format = super::format::ollama_format(&req.format)?;
+    let offered = match &req.tools {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => tools::parse_tools(v, "tools")?,
+    };
+    // Ollama has no tool_choice: the model decides.
+    let choice = tools::Choice::Auto;
+    let calls = tools::constraint(&offered, &choice);
+    let calling = calls.is_some();
+    if calling && format.is_some() {
+        return Err(ApiError::field(
+            "format",
+            "format cannot be combined with tools (the answer may be a call)",
+        ));
     }
+    let constraint = calls.or(format);
     for (i, m) in req.messages.iter().enumerate() {
         images(&m.images, &format!("messages[{i}].images"))?;
     }
@@ -209,24 +238,42 @@ async fn chat_inner(
             p
         })
     };
-    let msgs = req
+    let turns = req
         .messages
         .into_iter()
-        .map(|m| Message::new(m.role, m.content))
+        .map(|m| Turn {
+            role: m.role,
+            content: m.content,
+            calls: m
+                .tool_calls
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| ToolCall {
+                    id: tools::call_id(),
+                    name: c.function.name,
+                    arguments: match c.function.arguments {
+                        Value::Null => json!({}),
+                        v => v,
+                    },
+                })
+                .collect(),
+            call_id: None,
+            name: m.tool_name,
+        })
         .collect();
-    let b = begin(
-        st,
-        caller,
-        audit,
-        &req.model,
-        Prompt::Chat(msgs),
-        params,
-        BeginOpts {
-            n_ctx,
-            keep_alive: keep,
-        },
-    )
-    .await?;
+    let prompt = Prompt::Turns {
+        turns,
+        tools: offered,
+        choice,
+    };
+    let opts = BeginOpts {
+        n_ctx,
+        keep_alive: keep,
+    };
+    let b = begin(st, caller, audit, &req.model, prompt, params, opts).await?;
+    if calling {
+        return respond_tools(b, audit.clone(), req.stream).await;
+    }
     respond(b, audit.clone(), req.stream, true).await
 }
 
@@ -378,6 +425,119 @@ async fn respond(
                 let mut line = v.to_string();
                 line.push('\n');
                 return Some((Ok::<_, Infallible>(Bytes::from(line)), (b, audit, end)));
+            }
+        }
+    });
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(lines))
+        .unwrap_or_else(|e| ApiError::internal(e.to_string()).into_ollama()))
+}
+
+/// `/api/chat` with tools: text streams as usual unless it may be a call,
+/// which is held to the end and sent as `message.tool_calls` (arguments as
+/// objects, Ollama's form).
+async fn respond_tools(mut b: Begun, audit: Audit, stream_it: bool) -> Result<Response, ApiError> {
+    let model = b.served.clone();
+    let message = |content: Option<String>, calls: &[ToolCall]| {
+        let mut m = json!({"role": "assistant", "content": content.unwrap_or_default()});
+        if !calls.is_empty() {
+            m["tool_calls"] = calls
+                .iter()
+                .map(|c| json!({"function": {"name": c.name, "arguments": c.arguments}}))
+                .collect();
+        }
+        m
+    };
+    if !stream_it {
+        let out = collect(&mut b, &audit).await?;
+        audit.ok();
+        let (content, calls) = tools::parse_output(&out.text);
+        let mut v = last(
+            &model,
+            String::new(),
+            true,
+            &out.summary,
+            audit.elapsed_ms(),
+        );
+        v["message"] = message(content, &calls);
+        return Ok(Json(v).into_response());
+    }
+    struct S {
+        b: Begun,
+        audit: Audit,
+        held: Option<String>,
+        queue: Vec<Value>,
+        ended: bool,
+    }
+    let s = S {
+        b,
+        audit,
+        held: Some(String::new()),
+        queue: Vec::new(),
+        ended: false,
+    };
+    let lines = stream::unfold(s, move |mut s| {
+        let model = model.clone();
+        async move {
+            loop {
+                if !s.queue.is_empty() {
+                    let mut line = s.queue.remove(0).to_string();
+                    line.push('\n');
+                    return Some((Ok::<_, Infallible>(Bytes::from(line)), s));
+                }
+                if s.ended {
+                    return None;
+                }
+                match s.b.events.recv().await {
+                    Some(Event::Delta { text, .. }) => {
+                        let text = match &mut s.held {
+                            Some(held) => {
+                                held.push_str(&text);
+                                if tools::may_be_call(held) {
+                                    continue;
+                                }
+                                let t = std::mem::take(held);
+                                s.held = None;
+                                t
+                            }
+                            None => text,
+                        };
+                        if !text.is_empty() {
+                            s.queue.push(piece(&model, text, true));
+                        }
+                    }
+                    Some(Event::Done(sum)) => {
+                        s.audit.tokens(sum.prompt_tokens, sum.completion_tokens);
+                        s.audit.ok();
+                        if let Some(held) = s.held.take() {
+                            let (content, calls) = tools::parse_output(&held);
+                            let mut v = piece(&model, String::new(), true);
+                            v["message"] = message(content, &calls);
+                            s.queue.push(v);
+                        }
+                        s.queue.push(last(
+                            &model,
+                            String::new(),
+                            true,
+                            &sum,
+                            s.audit.elapsed_ms(),
+                        ));
+                        s.ended = true;
+                    }
+                    Some(Event::Error(msg)) => {
+                        s.audit.broke(&msg);
+                        s.queue.push(json!({"error": msg}));
+                        s.ended = true;
+                    }
+                    None => {
+                        s.audit
+                            .broke("the model stopped before the generation ended");
+                        s.queue
+                            .push(json!({"error": "the daemon is shutting down"}));
+                        s.ended = true;
+                    }
+                }
             }
         }
     });

@@ -13,7 +13,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::stream::{self, Stream};
-use hearth_runtime::{Message, SeqParams, Step};
+use hearth_runtime::{SeqParams, Step};
 use hearth_sample::SamplerConfig;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -28,6 +28,7 @@ use crate::experts::Defaults;
 use crate::models::{store_error, unix_secs, ChatModel};
 use crate::scheduler::Event;
 use crate::state::AppState;
+use crate::tools::{self, Call as ToolCall, Turn};
 
 #[derive(Deserialize, Default)]
 #[serde(untagged)]
@@ -165,6 +166,24 @@ struct Part {
 struct ChatMessage {
     role: String,
     content: Option<Content>,
+    /// An assistant turn's calls (arguments as a JSON string, OpenAI's form).
+    tool_calls: Option<Vec<ToolCallIn>>,
+    /// A tool result's call.
+    tool_call_id: Option<String>,
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ToolCallIn {
+    id: Option<String>,
+    function: FunctionCallIn,
+}
+
+#[derive(Deserialize)]
+struct FunctionCallIn {
+    name: String,
+    #[serde(default)]
+    arguments: String,
 }
 
 #[derive(Deserialize)]
@@ -174,7 +193,8 @@ struct ChatRequest {
     logprobs: bool,
     top_logprobs: Option<u32>,
     response_format: Option<Value>,
-    tools: Option<Vec<Value>>,
+    tools: Option<Value>,
+    tool_choice: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -198,7 +218,7 @@ struct CompletionRequest {
     response_format: Option<Value>,
 }
 
-fn messages(ms: Vec<ChatMessage>) -> Result<Vec<Message>, ApiError> {
+fn messages(ms: Vec<ChatMessage>) -> Result<Vec<Turn>, ApiError> {
     ms.into_iter()
         .enumerate()
         .map(|(i, m)| {
@@ -238,7 +258,39 @@ fn messages(ms: Vec<ChatMessage>) -> Result<Vec<Message>, ApiError> {
             } else {
                 m.role
             };
-            Ok(Message::new(role, content))
+            let mut calls = Vec::new();
+            for (j, c) in m.tool_calls.unwrap_or_default().into_iter().enumerate() {
+                let field = format!("messages[{i}].tool_calls[{j}].function.arguments");
+                let arguments: Value = if c.function.arguments.trim().is_empty() {
+                    json!({})
+                } else {
+                    serde_json::from_str(&c.function.arguments).map_err(|e| {
+                        ApiError::field(&field, format!("`{field}` is not JSON: {e}"))
+                    })?
+                };
+                calls.push(ToolCall {
+                    id: c.id.unwrap_or_else(tools::call_id),
+                    name: c.function.name,
+                    arguments,
+                });
+            }
+            Ok(Turn {
+                role,
+                content,
+                calls,
+                call_id: m.tool_call_id,
+                name: m.name,
+            })
+        })
+        .collect()
+}
+
+/// OpenAI's `tool_calls` of a response message (arguments as JSON text).
+fn tool_calls_json(calls: &[ToolCall]) -> Value {
+    calls
+        .iter()
+        .map(|c| {
+            json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments.to_string()}})
         })
         .collect()
 }
@@ -267,10 +319,21 @@ async fn chat_inner(
     let v: Value = parse(body)?;
     let common: Common = from_value(&v)?;
     let req: ChatRequest = from_value(&v)?;
-    let constraint = super::format::response_format(&req.response_format)?;
-    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(ApiError::field("tools", "tool calls are not supported yet"));
+    let format = super::format::response_format(&req.response_format)?;
+    let offered = match &req.tools {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => tools::parse_tools(v, "tools")?,
+    };
+    let choice = tools::parse_choice(req.tool_choice.as_ref(), &offered)?;
+    let calls = tools::constraint(&offered, &choice);
+    let calling = calls.is_some();
+    if calling && format.is_some() {
+        return Err(ApiError::field(
+            "response_format",
+            "response_format cannot be combined with tools the model may call (use tool_choice \"none\" for a formatted answer)",
+        ));
     }
+    let constraint = calls.or(format);
     let top = top_logprobs_arg(req.top_logprobs, "top_logprobs")?;
     if top > 0 && !req.logprobs {
         return Err(ApiError::field(
@@ -278,13 +341,17 @@ async fn chat_inner(
             "top_logprobs needs logprobs: true",
         ));
     }
-    let msgs = messages(req.messages)?;
+    let turns = messages(req.messages)?;
     let b = begin(
         st,
         caller,
         audit,
         &common.model,
-        Prompt::Chat(msgs),
+        Prompt::Turns {
+            turns,
+            tools: offered,
+            choice,
+        },
         |d| {
             let mut p = common.params(req.logprobs, top, d)?;
             p.constraint = constraint;
@@ -293,7 +360,8 @@ async fn chat_inner(
         BeginOpts::default(),
     )
     .await?;
-    answer(b, audit, &common, Kind::Chat, req.logprobs, top).await
+    let kind = if calling { Kind::Tools } else { Kind::Chat };
+    answer(b, audit, &common, kind, req.logprobs, top).await
 }
 
 pub async fn completions(call: Call) -> Response {
@@ -338,7 +406,16 @@ async fn completions_inner(
         p.constraint = constraint;
         Ok(p)
     };
-    let b = begin(st, caller, audit, &common.model, prompt, params, BeginOpts::default()).await?;
+    let b = begin(
+        st,
+        caller,
+        audit,
+        &common.model,
+        prompt,
+        params,
+        BeginOpts::default(),
+    )
+    .await?;
     answer(b, audit, &common, Kind::Text, req.logprobs.is_some(), top).await
 }
 
@@ -352,7 +429,7 @@ async fn answer(
     top: usize,
 ) -> Result<Response, ApiError> {
     let prefix = match kind {
-        Kind::Chat => "chatcmpl",
+        Kind::Chat | Kind::Tools => "chatcmpl",
         Kind::Text => "cmpl",
     };
     let ctx = Ctx {
@@ -378,6 +455,19 @@ async fn answer(
                 "finish_reason": reason,
             })
         }
+        Kind::Tools => {
+            let lp = logprobs.then(|| chat_logprobs(&b.model, &out.steps, top));
+            let (content, calls) = tools::parse_output(&out.text);
+            let mut message =
+                json!({"role": "assistant", "content": content, "refusal": Value::Null});
+            let reason = if calls.is_empty() {
+                reason
+            } else {
+                message["tool_calls"] = tool_calls_json(&calls);
+                "tool_calls"
+            };
+            json!({"index": 0, "message": message, "logprobs": lp, "finish_reason": reason})
+        }
         Kind::Text => {
             let lp = logprobs.then(|| text_logprobs(&b.model, &out.steps, top));
             json!({"index": 0, "text": out.text, "logprobs": lp, "finish_reason": reason})
@@ -385,7 +475,7 @@ async fn answer(
     };
     Ok(Json(json!({
         "id": ctx.id,
-        "object": match kind { Kind::Chat => "chat.completion", Kind::Text => "text_completion" },
+        "object": match kind { Kind::Chat | Kind::Tools => "chat.completion", Kind::Text => "text_completion" },
         "created": ctx.created,
         "model": ctx.model,
         "system_fingerprint": Value::Null,
@@ -417,6 +507,8 @@ struct Ctx {
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
     Chat,
+    /// A chat whose output may hold tool calls.
+    Tools,
     Text,
 }
 
@@ -476,8 +568,12 @@ fn sse(b: Begun, audit: Audit, ctx: Ctx, kind: Kind, include_usage: bool) -> Res
         started: bool,
         queue: Vec<SseEvent>,
         ended: bool,
+        /// Tools: text held back while it may still be a call; `None` once
+        /// it is known to be plain text (and streams as content).
+        held: Option<String>,
     }
     let s = S {
+        held: (kind == Kind::Tools).then(String::new),
         b,
         audit,
         ctx,
@@ -489,7 +585,7 @@ fn sse(b: Begun, audit: Audit, ctx: Ctx, kind: Kind, include_usage: bool) -> Res
     };
     let chunk = |s: &S, choice: Value, usage: Option<Value>| -> SseEvent {
         let object = match s.kind {
-            Kind::Chat => "chat.completion.chunk",
+            Kind::Chat | Kind::Tools => "chat.completion.chunk",
             Kind::Text => "text_completion",
         };
         let mut v = json!({
@@ -511,23 +607,32 @@ fn sse(b: Begun, audit: Audit, ctx: Ctx, kind: Kind, include_usage: bool) -> Res
             if s.ended {
                 return None;
             }
-            if s.kind == Kind::Chat && !s.started {
+            if s.kind != Kind::Text && !s.started {
                 s.started = true;
                 let c = json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": Value::Null, "finish_reason": Value::Null});
                 s.queue.push(chunk(&s, c, None));
                 continue;
             }
             match s.b.events.recv().await {
-                Some(Event::Delta { text, steps }) => {
+                Some(Event::Delta { mut text, steps }) => {
+                    if let Some(held) = &mut s.held {
+                        held.push_str(&text);
+                        if tools::may_be_call(held) {
+                            continue;
+                        }
+                        // Plain text after all: it streams from here on.
+                        text = std::mem::take(held);
+                        s.held = None;
+                    }
                     if text.is_empty() && !s.ctx.logprobs {
                         continue;
                     }
                     let lp = s.ctx.logprobs.then(|| match s.kind {
-                        Kind::Chat => chat_logprobs(&s.b.model, &steps, s.ctx.top),
+                        Kind::Chat | Kind::Tools => chat_logprobs(&s.b.model, &steps, s.ctx.top),
                         Kind::Text => text_logprobs(&s.b.model, &steps, s.ctx.top),
                     });
                     let c = match s.kind {
-                        Kind::Chat => {
+                        Kind::Chat | Kind::Tools => {
                             json!({"index": 0, "delta": {"content": text}, "logprobs": lp, "finish_reason": Value::Null})
                         }
                         Kind::Text => {
@@ -539,9 +644,29 @@ fn sse(b: Begun, audit: Audit, ctx: Ctx, kind: Kind, include_usage: bool) -> Res
                 Some(Event::Done(sum)) => {
                     s.audit.tokens(sum.prompt_tokens, sum.completion_tokens);
                     s.audit.ok();
-                    let reason = sum.reason.finish_reason();
+                    let mut reason = sum.reason.finish_reason();
+                    if let Some(held) = s.held.take() {
+                        let (content, calls) = tools::parse_output(&held);
+                        if let Some(text) = content {
+                            let c = json!({"index": 0, "delta": {"content": text}, "logprobs": Value::Null, "finish_reason": Value::Null});
+                            s.queue.push(chunk(&s, c, None));
+                        }
+                        // OpenAI's form: each call opens with its id and name,
+                        // then its arguments follow.
+                        for (i, call) in calls.iter().enumerate() {
+                            let open = json!({"index": i, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}});
+                            let args = json!({"index": i, "function": {"arguments": call.arguments.to_string()}});
+                            for tc in [open, args] {
+                                let c = json!({"index": 0, "delta": {"tool_calls": [tc]}, "logprobs": Value::Null, "finish_reason": Value::Null});
+                                s.queue.push(chunk(&s, c, None));
+                            }
+                        }
+                        if !calls.is_empty() {
+                            reason = "tool_calls";
+                        }
+                    }
                     let c = match s.kind {
-                        Kind::Chat => {
+                        Kind::Chat | Kind::Tools => {
                             json!({"index": 0, "delta": {}, "logprobs": Value::Null, "finish_reason": reason})
                         }
                         Kind::Text => {

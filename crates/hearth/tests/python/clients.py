@@ -6,6 +6,7 @@ gemma3). Each check prints its name; the first failure raises.
 """
 
 import base64
+import json
 import os
 import struct
 
@@ -156,5 +157,71 @@ def _():
         raise AssertionError("no identity was accepted")
     except ollama.ResponseError as e:
         assert e.status_code == 401, e.status_code
+
+WEATHER = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather in a city",
+    "parameters": {"type": "object",
+                   "properties": {"city": {"type": "string", "maxLength": 30},
+                                  "unit": {"enum": ["celsius", "fahrenheit"]}},
+                   "required": ["city", "unit"], "additionalProperties": False}}}]
+ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+def weather_args(call):
+    """The call's arguments, checked against get_weather's schema by hand."""
+    assert call.type == "function" and call.function.name == "get_weather", call
+    args = json.loads(call.function.arguments)
+    assert set(args) == {"city", "unit"}, args
+    assert isinstance(args["city"], str) and len(args["city"]) <= 30, args
+    assert args["unit"] in ("celsius", "fahrenheit"), args
+    return args
+
+
+@check("openai tools: required and named calls validate; none answers in text")
+def _():
+    for choice in ["required", {"type": "function", "function": {"name": "get_weather"}}]:
+        r = oa.chat.completions.create(model="smollm2", messages=ASK, tools=WEATHER, tool_choice=choice,
+                                       temperature=0, max_tokens=60)
+        c = r.choices[0]
+        assert c.finish_reason == "tool_calls", c
+        assert len(c.message.tool_calls) == 1 and c.message.tool_calls[0].id
+        weather_args(c.message.tool_calls[0])
+    r = oa.chat.completions.create(model="smollm2", messages=ASK, tools=WEATHER, tool_choice="none",
+                                   temperature=0, max_tokens=8)
+    assert not r.choices[0].message.tool_calls and r.choices[0].message.content
+
+
+@check("openai tools: streamed call, then a second turn with the tool's result")
+def _():
+    name, arguments, call_id, finish = "", "", None, None
+    for chunk in oa.chat.completions.create(model="smollm2", messages=ASK, tools=WEATHER,
+                                            tool_choice="required", temperature=0, max_tokens=60, stream=True):
+        for ch in chunk.choices:
+            for tc in ch.delta.tool_calls or []:
+                call_id = call_id or tc.id
+                if tc.function and tc.function.name:
+                    name += tc.function.name
+                if tc.function and tc.function.arguments:
+                    arguments += tc.function.arguments
+            finish = ch.finish_reason or finish
+    assert name == "get_weather" and finish == "tool_calls" and call_id, (name, finish, call_id)
+    json.loads(arguments)
+    follow = ASK + [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}]},
+        {"role": "tool", "tool_call_id": call_id, "content": "sunny, 21 degrees celsius"},
+    ]
+    r = oa.chat.completions.create(model="smollm2", messages=follow, tools=WEATHER, tool_choice="none",
+                                   temperature=0, max_tokens=24)
+    c = r.choices[0]
+    assert c.message.content and not c.message.tool_calls, c
+    assert r.usage.prompt_tokens > 0
+    try:
+        oa.chat.completions.create(model="smollm2", messages=ASK, tools=WEATHER,
+                                   tool_choice={"type": "function", "function": {"name": "nope"}})
+        raise AssertionError("an unknown function was accepted")
+    except openai.BadRequestError as e:
+        assert "nope" in str(e), e
+
 
 print("all client checks passed")
