@@ -193,10 +193,7 @@ impl StateDb {
             return Err(db.too_new(found));
         }
         if wal {
-            let mode: String = db
-                .conn
-                .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-                .map_err(db.err("enabling WAL"))?;
+            let mode = db.enable_wal()?;
             if !mode.eq_ignore_ascii_case("wal") {
                 return Err(Error::State {
                     path: db.path.clone(),
@@ -212,6 +209,28 @@ impl StateDb {
         }
         db.migrate()?;
         Ok(db)
+    }
+
+    /// Switches the file to WAL and returns the mode SQLite reports.
+    ///
+    /// Switching needs an exclusive lock, and when several processes open a
+    /// new database at once SQLite can answer `SQLITE_BUSY` here without
+    /// calling the busy handler (it refuses to wait where waiting could
+    /// deadlock). So this waits itself, up to the same busy timeout.
+    fn enable_wal(&self) -> Result<String> {
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        loop {
+            match self
+                .conn
+                .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            {
+                Ok(mode) => return Ok(mode),
+                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(self.err("enabling WAL")(e)),
+            }
+        }
     }
 
     /// Where the database is (`:memory:` for in-memory ones).
@@ -660,4 +679,12 @@ mod tests {
         assert_eq!(db.schema_version().expect("version"), SCHEMA_VERSION);
         assert!(db.apps().expect("apps").is_empty());
     }
+}
+
+/// Whether SQLite said another connection holds the lock.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }

@@ -235,22 +235,26 @@ fn a_newer_database_is_refused() {
 
 #[test]
 fn concurrent_first_opens_migrate_once() {
-    let (_d, home) = home();
-    let results: Vec<_> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..4)
-            .map(|i| {
-                let home = home.clone();
-                s.spawn(move || {
-                    let db = StateDb::open(&home)?;
-                    db.add_app(&new_app(&format!("app{i}")))?;
-                    db.schema_version()
+    // Many rounds on fresh homes: the race between first opens (creating the
+    // file, switching it to WAL, migrating) shows only now and then.
+    for round in 0..30 {
+        let (_d, home) = home();
+        let results: Vec<_> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..6)
+                .map(|i| {
+                    let home = home.clone();
+                    s.spawn(move || {
+                        let db = StateDb::open(&home)?;
+                        db.add_app(&new_app(&format!("app{i}")))?;
+                        db.schema_version()
+                    })
                 })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().expect("thread")).collect()
-    });
-    for r in results {
-        assert_eq!(must(r), SCHEMA_VERSION);
+                .collect();
+            hs.into_iter().map(|h| h.join().expect("thread")).collect()
+        });
+        for r in results {
+            assert_eq!(must(r), SCHEMA_VERSION, "round {round}");
+        }
+        assert_eq!(must(must(StateDb::open(&home)).apps()).len(), 6);
     }
-    assert_eq!(must(must(StateDb::open(&home)).apps()).len(), 4);
 }
