@@ -243,6 +243,22 @@ fn engine_error(e: impl fmt::Display) -> ConstraintError {
     ConstraintError(e.to_string())
 }
 
+/// A failure to compute the next mask. The engine reports an empty mask as
+/// `NoExtensionBias` followed by a dump of its state; say what it means,
+/// and keep only the engine's first line.
+fn mask_error(e: impl fmt::Display) -> ConstraintError {
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or_default().trim();
+    if first.starts_with("NoExtension") {
+        ConstraintError(format!(
+            "no token of the model's vocabulary can continue the output here, \
+             and the output so far is incomplete ({first})"
+        ))
+    } else {
+        ConstraintError(text)
+    }
+}
+
 /// One generation's grammar state; see the module docs.
 #[derive(Clone)]
 pub struct Constraint {
@@ -301,7 +317,7 @@ impl Constraint {
     fn ensure_mask(&mut self) -> Result<&SimpleVob, ConstraintError> {
         if self.mask.is_none() {
             let t0 = std::time::Instant::now();
-            let m = self.matcher.compute_mask_or_eos().map_err(engine_error)?;
+            let m = self.matcher.compute_mask_or_eos().map_err(mask_error)?;
             self.mask_ns += t0.elapsed().as_nanos();
             self.masks += 1;
             self.mask = Some(m);

@@ -386,6 +386,16 @@ fn deliver(r: &mut Running, now: Instant, model: &str, metrics: &Metrics) -> boo
     }
     match seq.finished() {
         None => true,
+        // The constraint could not go on (no token of this vocabulary fits
+        // the grammar here): what was sent is valid so far but incomplete,
+        // and ending it as a normal stop would pass it off as whole.
+        Some(_) if seq.constraint_error().is_some() => {
+            let e = seq.constraint_error().unwrap_or_default();
+            let msg = format!("the output constraint could not be satisfied: {e}");
+            tracing::warn!(model = %model, "{msg}");
+            let _ = r.job.events.send(Event::Error(msg));
+            false
+        }
         Some(reason) => {
             let first = r.first_token.unwrap_or(now);
             let _ = r.job.events.send(Event::Done(Summary {

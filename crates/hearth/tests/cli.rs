@@ -9,144 +9,11 @@ use cli_common::fails_with;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use hearth_gguf::{GgufFile, GgufWriter, Value};
+use hearth_gguf::{GgufFile, Value};
 
-const N_EMBD: u64 = 32;
-const N_FF: u64 = 64;
-
-/// GPT-2's byte-to-character table, so the vocabulary covers every byte.
-fn byte_chars() -> Vec<char> {
-    let mut keep: Vec<u32> = (33..=126).chain(161..=172).chain(174..=255).collect();
-    let mut extra = 0;
-    let mut out = vec!['\0'; 256];
-    for b in 0..256u32 {
-        if keep.contains(&b) {
-            out[b as usize] = char::from_u32(b).unwrap();
-        } else {
-            out[b as usize] = char::from_u32(256 + extra).unwrap();
-            extra += 1;
-        }
-    }
-    keep.clear();
-    out
-}
-
-struct Tiny {
-    meta: Vec<(String, Value)>,
-    tensors: Vec<(String, Vec<u64>, Vec<f32>)>,
-}
-
-fn tiny() -> Tiny {
-    let mut tokens: Vec<Value> = byte_chars()
-        .into_iter()
-        .map(|c| Value::String(c.to_string()))
-        .collect();
-    let mut types = vec![Value::I32(1); 256];
-    for special in ["<|im_start|>", "<|im_end|>"] {
-        tokens.push(Value::String(special.into()));
-        types.push(Value::I32(3));
-    }
-    let n_vocab = tokens.len() as u64;
-    let meta = vec![
-        (
-            "general.architecture".to_string(),
-            Value::String("llama".into()),
-        ),
-        ("llama.block_count".into(), Value::U32(2)),
-        ("llama.embedding_length".into(), Value::U32(N_EMBD as u32)),
-        ("llama.feed_forward_length".into(), Value::U32(N_FF as u32)),
-        ("llama.attention.head_count".into(), Value::U32(4)),
-        ("llama.attention.head_count_kv".into(), Value::U32(2)),
-        ("llama.context_length".into(), Value::U32(64)),
-        (
-            "llama.attention.layer_norm_rms_epsilon".into(),
-            Value::F32(1e-5),
-        ),
-        ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
-        ("tokenizer.ggml.pre".into(), Value::String("default".into())),
-        ("tokenizer.ggml.tokens".into(), Value::Array(tokens)),
-        ("tokenizer.ggml.token_type".into(), Value::Array(types)),
-        (
-            "tokenizer.ggml.merges".into(),
-            Value::Array(vec![Value::String("h i".into())]),
-        ),
-        ("tokenizer.ggml.eos_token_id".into(), Value::U32(257)),
-        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
-    ];
-    let mut state = 12345u32;
-    let mut rnd = move |n: u64, scale: f32, offset: f32| -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                state = state.wrapping_mul(1664525).wrapping_add(1013904223);
-                offset + scale * ((state >> 8) as f32 / (1u32 << 24) as f32 - 0.5)
-            })
-            .collect()
-    };
-    let mut tensors = vec![
-        (
-            "token_embd.weight".to_string(),
-            vec![N_EMBD, n_vocab],
-            rnd(N_EMBD * n_vocab, 1.0, 0.0),
-        ),
-        (
-            "output_norm.weight".into(),
-            vec![N_EMBD],
-            rnd(N_EMBD, 0.1, 1.0),
-        ),
-    ];
-    for i in 0..2 {
-        let n = |s: &str| format!("blk.{i}.{s}");
-        tensors.push((n("attn_norm.weight"), vec![N_EMBD], rnd(N_EMBD, 0.1, 1.0)));
-        tensors.push((
-            n("attn_q.weight"),
-            vec![N_EMBD, N_EMBD],
-            rnd(N_EMBD * N_EMBD, 0.5, 0.0),
-        ));
-        tensors.push((
-            n("attn_k.weight"),
-            vec![N_EMBD, N_EMBD / 2],
-            rnd(N_EMBD * N_EMBD / 2, 0.5, 0.0),
-        ));
-        tensors.push((
-            n("attn_v.weight"),
-            vec![N_EMBD, N_EMBD / 2],
-            rnd(N_EMBD * N_EMBD / 2, 0.5, 0.0),
-        ));
-        tensors.push((
-            n("attn_output.weight"),
-            vec![N_EMBD, N_EMBD],
-            rnd(N_EMBD * N_EMBD, 0.5, 0.0),
-        ));
-        tensors.push((n("ffn_norm.weight"), vec![N_EMBD], rnd(N_EMBD, 0.1, 1.0)));
-        tensors.push((
-            n("ffn_gate.weight"),
-            vec![N_EMBD, N_FF],
-            rnd(N_EMBD * N_FF, 0.5, 0.0),
-        ));
-        tensors.push((
-            n("ffn_up.weight"),
-            vec![N_EMBD, N_FF],
-            rnd(N_EMBD * N_FF, 0.5, 0.0),
-        ));
-        tensors.push((
-            n("ffn_down.weight"),
-            vec![N_FF, N_EMBD],
-            rnd(N_EMBD * N_FF, 0.5, 0.0),
-        ));
-    }
-    Tiny { meta, tensors }
-}
-
-fn write(t: &Tiny, path: &Path) {
-    let mut w = GgufWriter::new();
-    for (k, v) in &t.meta {
-        w.add(k, v.clone());
-    }
-    for (name, dims, data) in &t.tensors {
-        w.add_f32(name, dims, data).unwrap();
-    }
-    w.write(path).unwrap();
-}
+#[path = "common/tiny.rs"]
+mod tiny_model;
+use tiny_model::{tiny, write, Tiny};
 
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("hearth-cli-{name}-{}", std::process::id()));
@@ -331,6 +198,37 @@ fn missing_tokenizer_field_is_named() {
         &hearth(&d, &["run", "-m", &m, "hi"]),
         &["tokenizer.ggml.tokens"],
     );
+}
+
+/// A constraint this vocabulary cannot follow (no token for `9`) is an
+/// error of `generate`, not a short answer that looks finished.
+#[test]
+fn a_constraint_the_vocabulary_cannot_follow_fails() {
+    let d = dir("nine-less");
+    let m = rewrite(&d, "nine-less.gguf", |t| {
+        for (k, v) in t.meta.iter_mut() {
+            if let (true, Value::Array(tokens)) = (k == "tokenizer.ggml.tokens", v) {
+                tokens[b'9' as usize] = Value::String("zz".into());
+            }
+        }
+    });
+    let args = ["generate", "-m", &m, "--raw", "-n", "20", "--regex", "ab9+"];
+    fails_with(&hearth(&d, &[&args[..], &["go"]].concat()), &["vocabulary"]);
+    // The same model follows a constraint it can spell.
+    let out = hearth(
+        &d,
+        &[
+            "generate", "-m", &m, "--raw", "-n", "20", "--regex", "ab8+", "go",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .starts_with("ab8"));
 }
 
 #[test]

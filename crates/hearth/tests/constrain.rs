@@ -10,44 +10,19 @@
 
 #[path = "common/daemon.rs"]
 mod daemon;
+#[path = "common/tiny.rs"]
+mod tiny_model;
 
 use std::io::{BufRead, BufReader};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use daemon::{Daemon, Home};
 use serde_json::{json, Value};
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(600)))
-        .build()
-        .into()
-}
-
-/// POST `body`; the status and the body (JSON where it parses).
-fn post(d: &Daemon, token: &str, path: &str, body: &Value) -> (u16, Value) {
-    let resp = agent()
-        .post(&d.url(path))
-        .header("Authorization", &format!("Bearer {token}"))
-        .content_type("application/json")
-        .send(&body.to_string())
-        .expect("HTTP request");
-    let status = resp.status().as_u16();
-    let text = resp.into_body().read_to_string().expect("body");
-    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    (status, v)
-}
-
 /// POST a streaming request and join its text: SSE `data:` lines (OpenAI)
 /// or NDJSON (Ollama). Returns the text and the last finish reason seen.
 fn post_stream(d: &Daemon, token: &str, path: &str, body: &Value) -> (String, String) {
-    let resp = agent()
-        .post(&d.url(path))
-        .header("Authorization", &format!("Bearer {token}"))
-        .content_type("application/json")
-        .send(&body.to_string())
-        .expect("stream request");
+    let resp = d.send(token, path, body);
     let status = resp.status().as_u16();
     assert_eq!(status, 200, "{path} stream: status {status}");
     let mut text = String::new();
@@ -161,7 +136,7 @@ fn schema_suite_on_both_models_streamed_and_not() {
                         let (text, reason) = if stream {
                             post_stream(d, token, "/v1/chat/completions", &body)
                         } else {
-                            let (status, v) = post(d, token, "/v1/chat/completions", &body);
+                            let (status, v) = d.post(token, "/v1/chat/completions", &body);
                             assert_eq!(status, 200, "{model} {}: {v}", c.name);
                             let ch = &v["choices"][0];
                             (
@@ -247,7 +222,7 @@ fn ollama_format_and_bad_requests() {
             let text = if stream {
                 post_stream(&d, &token, path, &body).0
             } else {
-                let (status, v) = post(&d, &token, path, &body);
+                let (status, v) = d.post(&token, path, &body);
                 assert_eq!(status, 200, "{path}: {v}");
                 v["message"]["content"]
                     .as_str()
@@ -270,16 +245,14 @@ fn ollama_format_and_bad_requests() {
         let text = if stream {
             post_stream(&d, &token, "/api/chat", &body).0
         } else {
-            let (s, v) = post(&d, &token, "/api/chat", &body);
+            let (s, v) = d.post(&token, "/api/chat", &body);
             assert_eq!(s, 200, "{v}");
             v["message"]["content"].as_str().unwrap_or("").to_string()
         };
         assert_eq!(invalid(&any, &text), None, "format json: {text}");
     }
     // OpenAI's json_object: any JSON object, on the legacy endpoint too.
-    let (s, v) = post(
-        &d,
-        &token,
+    let (s, v) = d.post(&token,
         "/v1/completions",
         &json!({"model": "smollm2", "prompt": "{\"a\": 1}\n{\"b\": 2}\n{\"c\": 3}\n", "max_tokens": 120,
                 "temperature": 0, "response_format": {"type": "json_object"}}),
@@ -291,9 +264,7 @@ fn ollama_format_and_bad_requests() {
     // A schema the engine cannot handle: 400 naming the feature, both APIs.
     let unsupported = json!({"type": "object", "properties": {"a": {"type": "string"}},
                              "dependentSchemas": {"a": {"required": ["b"]}}});
-    let (s, v) = post(
-        &d,
-        &token,
+    let (s, v) = d.post(&token,
         "/v1/chat/completions",
         &json!({"model": "smollm2", "messages": [{"role": "user", "content": "hi"}],
                 "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": unsupported}}}),
@@ -303,7 +274,7 @@ fn ollama_format_and_bad_requests() {
     assert!(msg.contains("dependentSchemas"), "{v}");
     assert_eq!(v["error"]["type"], "invalid_request_error");
     assert_eq!(v["error"]["param"], "response_format.json_schema.schema");
-    let (s, v) = post(&d, &token, "/api/chat", &chat(&unsupported, false));
+    let (s, v) = d.post(&token, "/api/chat", &chat(&unsupported, false));
     assert_eq!(s, 400, "{v}");
     assert!(
         v["error"]
@@ -312,15 +283,14 @@ fn ollama_format_and_bad_requests() {
             .contains("dependentSchemas"),
         "{v}"
     );
-    let (s, v) = post(
-        &d,
+    let (s, v) = d.post(
         &token,
         "/api/generate",
         &gen(&json!({"type": "string", "format": "ipv9"}), false),
     );
     assert_eq!(s, 400, "{v}");
     assert!(v["error"].as_str().unwrap_or("").contains("ipv9"), "{v}");
-    let (s, v) = post(&d, &token, "/api/generate", &gen(&json!("yaml"), false));
+    let (s, v) = d.post(&token, "/api/generate", &gen(&json!("yaml"), false));
     assert_eq!(s, 400, "{v}");
     assert!(v["error"].as_str().unwrap_or("").contains("yaml"), "{v}");
 
@@ -341,8 +311,7 @@ fn ollama_format_and_bad_requests() {
             "response_format.json_schema.schema",
         ),
     ] {
-        let (s, v) = post(
-            &d,
+        let (s, v) = d.post(
             &token,
             "/v1/chat/completions",
             &json!({"model": "smollm2", "messages": [{"role": "user", "content": "hi"}],
@@ -355,4 +324,62 @@ fn ollama_format_and_bad_requests() {
             "{rf}: {v}"
         );
     }
+}
+
+/// A model whose vocabulary cannot spell what the schema needs next (this
+/// tiny model has no token for `9`) ends the answer with an error, whole or
+/// streamed: never a normal stop that passes incomplete JSON off as done.
+#[test]
+fn a_constraint_the_vocabulary_cannot_follow_is_an_error() {
+    let home = Home::with_models(&[]);
+    let mut t = tiny_model::tiny();
+    for (k, v) in t.meta.iter_mut() {
+        if let (true, hearth_gguf::Value::Array(tokens)) = (k == "tokenizer.ggml.tokens", v) {
+            tokens[b'9' as usize] = hearth_gguf::Value::String("zz".into());
+        }
+    }
+    let path = home.path().join("nine-less.gguf");
+    tiny_model::write(&t, &path);
+    home.hearth_ok(&["import", path.to_str().unwrap(), "--name", "tiny"]);
+    let token = home.add_app("tiny", &[]);
+    let d = Daemon::start(&home, &[]);
+    let schema = json!({"type": "object", "required": ["n"], "additionalProperties": false,
+                        "properties": {"n": {"type": "string", "pattern": "^9+$"}}});
+    let mut body = json!({"model": "tiny", "max_tokens": 40,
+        "messages": [{"role": "user", "content": "a string of nines"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": schema}}});
+
+    let (status, v) = d.post(&token, "/v1/chat/completions", &body);
+    assert_eq!(status, 500, "{v}");
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("constraint could not be satisfied") && msg.contains("vocabulary"),
+        "{msg}"
+    );
+
+    body["stream"] = json!(true);
+    let resp = d.send(&token, "/v1/chat/completions", &body);
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut error = None;
+    for line in BufReader::new(resp.into_body().into_reader()).lines() {
+        let line = line.expect("line");
+        let Some(payload) = line.strip_prefix("data:").map(str::trim) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<Value>(payload) else {
+            continue;
+        };
+        assert!(
+            v["choices"][0]["finish_reason"].is_null(),
+            "the stream must not end as finished: {v}"
+        );
+        if let Some(m) = v["error"]["message"].as_str() {
+            error = Some(m.to_string());
+        }
+    }
+    let error = error.expect("the stream ends with an error event");
+    assert!(
+        error.contains("constraint could not be satisfied"),
+        "{error}"
+    );
 }
