@@ -25,14 +25,21 @@ fn model(arch: Arch, block_positions: usize, capacity: usize) -> Model {
         .unwrap()
 }
 
-fn feed(model: &Model, cache: &mut KvCache, tokens: &[u32], want: Want) -> Vec<f32> {
-    let mut items = [BatchItem {
+/// One base-model sequence of a batch.
+fn item<'a>(cache: &'a mut KvCache, tokens: &'a [u32], want: Want) -> BatchItem<'a> {
+    BatchItem {
         cache,
         tokens,
         want,
         adapter: None,
-    }];
-    model.forward(&mut items).unwrap().remove(0)
+    }
+}
+
+fn feed(model: &Model, cache: &mut KvCache, tokens: &[u32], want: Want) -> Vec<f32> {
+    model
+        .forward(&mut [item(cache, tokens, want)])
+        .unwrap()
+        .remove(0)
 }
 
 /// Every position's logits for `tokens`: a prefill in chunks of `chunk`,
@@ -128,20 +135,7 @@ fn shared_prefix_blocks_save_memory_and_change_nothing() {
         assert_eq!(pool.in_use(), 3 * bb, "sharing takes no block");
         assert_eq!(b.shared_blocks(), 3);
 
-        let mut items = [
-            BatchItem {
-                cache: &mut a,
-                tokens: &sa,
-                want: Want::All,
-                adapter: None,
-            },
-            BatchItem {
-                cache: &mut b,
-                tokens: &sb,
-                want: Want::All,
-                adapter: None,
-            },
-        ];
+        let mut items = [item(&mut a, &sa, Want::All), item(&mut b, &sb, Want::All)];
         let out = model.forward(&mut items).unwrap();
         assert!(out[0] == alone_a, "{arch:?}: the first sequence changed");
         assert!(
@@ -198,20 +192,7 @@ fn a_full_pool_is_an_error_that_changes_no_cache() {
     let (p, q) = (prompt(6, 7), prompt(8, 8));
     let expect = {
         let (mut c1, mut c2) = (unbounded.new_cache(N_CTX), unbounded.new_cache(N_CTX));
-        let mut items = [
-            BatchItem {
-                cache: &mut c1,
-                tokens: &p,
-                want: Want::Last,
-                adapter: None,
-            },
-            BatchItem {
-                cache: &mut c2,
-                tokens: &q,
-                want: Want::Last,
-                adapter: None,
-            },
-        ];
+        let mut items = [item(&mut c1, &p, Want::Last), item(&mut c2, &q, Want::Last)];
         unbounded.forward(&mut items).unwrap()
     };
 
@@ -219,20 +200,7 @@ fn a_full_pool_is_an_error_that_changes_no_cache() {
     let small = model(Arch::Llama, 4, 3 * bb + bb / 2);
     let pool = small.kv_pool().clone();
     let (mut c1, mut c2) = (small.new_cache(N_CTX), small.new_cache(N_CTX));
-    let mut items = [
-        BatchItem {
-            cache: &mut c1,
-            tokens: &p,
-            want: Want::Last,
-            adapter: None,
-        },
-        BatchItem {
-            cache: &mut c2,
-            tokens: &q,
-            want: Want::Last,
-            adapter: None,
-        },
-    ];
+    let mut items = [item(&mut c1, &p, Want::Last), item(&mut c2, &q, Want::Last)];
     match small.forward(&mut items) {
         Err(EngineError::KvPoolFull {
             needed,
@@ -259,12 +227,7 @@ fn a_full_pool_is_an_error_that_changes_no_cache() {
     assert_eq!(pool.in_use(), 4 * bb);
     // Shrinking below what is held takes nothing away but refuses more.
     assert_eq!(pool.set_capacity(2 * bb), 4 * bb);
-    let mut items = [BatchItem {
-        cache: &mut c1,
-        tokens: &[1, 2, 3],
-        want: Want::Last,
-        adapter: None,
-    }];
+    let mut items = [item(&mut c1, &[1, 2, 3], Want::Last)];
     assert!(matches!(
         small.forward(&mut items),
         Err(EngineError::KvPoolFull { free: 0, .. })
@@ -311,12 +274,7 @@ fn a_cache_of_another_shape_is_refused() {
     let llama = model(Arch::Llama, 4, usize::MAX);
     let gemma = model(Arch::Gemma3, 4, usize::MAX);
     let mut cache = gemma.new_cache(N_CTX);
-    let mut items = [BatchItem {
-        cache: &mut cache,
-        tokens: &[1, 2],
-        want: Want::Last,
-        adapter: None,
-    }];
+    let mut items = [item(&mut cache, &[1, 2], Want::Last)];
     assert!(matches!(
         llama.forward(&mut items),
         Err(EngineError::CacheShape { .. })

@@ -635,6 +635,14 @@ const _: fn() = || {
     assert_send::<StateDb>();
 };
 
+/// Whether SQLite said another connection holds the lock.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -679,12 +687,4 @@ mod tests {
         assert_eq!(db.schema_version().expect("version"), SCHEMA_VERSION);
         assert!(db.apps().expect("apps").is_empty());
     }
-}
-
-/// Whether SQLite said another connection holds the lock.
-fn is_busy(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-    )
 }

@@ -25,47 +25,14 @@ use serde_json::{json, Value};
 
 const MIB: u64 = 1 << 20;
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(300)))
-        .build()
-        .into()
-}
-
-fn post(d: &Daemon, token: &str, path: &str, body: Value) -> (u16, Value) {
-    let resp = agent()
-        .post(&d.url(path))
-        .header("Authorization", &format!("Bearer {token}"))
-        .content_type("application/json")
-        .send(&body.to_string())
-        .expect("HTTP request");
-    let status = resp.status().as_u16();
-    let text = resp.into_body().read_to_string().expect("body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
-fn get(d: &Daemon, token: &str, path: &str) -> (u16, String) {
-    let resp = agent()
-        .get(&d.url(path))
-        .header("Authorization", &format!("Bearer {token}"))
-        .call()
-        .expect("HTTP request");
-    let status = resp.status().as_u16();
-    (status, resp.into_body().read_to_string().expect("body"))
-}
-
 fn ps(d: &Daemon, token: &str) -> Value {
-    let (status, text) = get(d, token, "/api/ps");
+    let (status, text) = d.get(token, "/api/ps");
     assert_eq!(status, 200, "{text}");
     serde_json::from_str(&text).expect("ps JSON")
 }
 
 fn metrics(d: &Daemon, token: &str) -> String {
-    get(d, token, "/metrics").1
+    d.get(token, "/metrics").1
 }
 
 /// The sum of a metric's samples whose line starts with `prefix`.
@@ -168,11 +135,10 @@ fn resident_memory_stays_under_the_budget_across_twenty_experts() {
     for i in 0..10 {
         for base in ["s", "g"] {
             let name = format!("{base}{i}");
-            let (status, body) = post(
-                &d,
+            let (status, body) = d.post(
                 &token,
                 "/v1/chat/completions",
-                chat(&name, "Say hello.", 3),
+                &chat(&name, "Say hello.", 3),
             );
             assert_eq!(status, 200, "{name}: {body}\n{}", d.log());
             assert_eq!(body["model"], name.as_str());
@@ -245,11 +211,10 @@ fn what_cannot_fit_is_refused_by_name() {
     let token = home.add_app("fits", &[]);
     let d = Daemon::start(&home, &["--memory-budget", "256MiB"]);
     // 8192 positions of SmolLM2's KV cache do not fit in 256 MiB with it.
-    let (status, body) = post(
-        &d,
+    let (status, body) = d.post(
         &token,
         "/api/generate",
-        json!({"model": "smollm2", "prompt": "Tell me everything.", "stream": false,
+        &json!({"model": "smollm2", "prompt": "Tell me everything.", "stream": false,
                "options": {"num_ctx": 8192, "num_predict": -1}}),
     );
     assert_eq!(status, 503, "{body}");
@@ -258,13 +223,12 @@ fn what_cannot_fit_is_refused_by_name() {
         msg.contains("memory budget 256 MiB") && msg.contains("KV cache"),
         "{msg}"
     );
-    let (status, body) = post(&d, &token, "/v1/chat/completions", chat("smollm2", "Hi", 4));
+    let (status, body) = d.post(&token, "/v1/chat/completions", &chat("smollm2", "Hi", 4));
     assert_eq!(status, 200, "{body}");
-    let (status, body) = post(
-        &d,
+    let (status, body) = d.post(
         &token,
         "/v1/chat/completions",
-        chat("no-such-expert", "Hi", 4),
+        &chat("no-such-expert", "Hi", 4),
     );
     assert_eq!(status, 404, "{body}");
 }
@@ -288,11 +252,10 @@ fn keep_alive_and_ps_bytes() {
     );
     let token = home.add_app("keep", &[]);
     let d = Daemon::start(&home, &["--memory-budget", "1GiB"]);
-    let (status, body) = post(
-        &d,
+    let (status, body) = d.post(
         &token,
         "/api/chat",
-        json!({"model": "sentiment", "stream": false, "keep_alive": "5m",
+        &json!({"model": "sentiment", "stream": false, "keep_alive": "5m",
                "messages": [{"role": "user", "content": "Great film!"}],
                "options": {"num_predict": 2}}),
     );
@@ -322,12 +285,7 @@ fn keep_alive_and_ps_bytes() {
     let used = p["hearth"]["used_bytes"].as_u64().unwrap();
     assert!(used >= est + a_est, "{p}");
 
-    let out = home.hearth(&["ps", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = home.hearth_ok(&["ps", "--json"]);
     let cli: Value = serde_json::from_slice(&out.stdout).expect("ps --json");
     assert!(cli["models"]
         .as_array()
@@ -355,11 +313,10 @@ fn keep_alive_and_ps_bytes() {
     assert!(table.contains("budget 1.00 GiB"), "{table}");
 
     // keep_alive 0: gone once the request is done.
-    let (status, body) = post(
-        &d,
+    let (status, body) = d.post(
         &token,
         "/api/generate",
-        json!({"model": "smollm2", "prompt": "Hi", "stream": false, "keep_alive": 0,
+        &json!({"model": "smollm2", "prompt": "Hi", "stream": false, "keep_alive": 0,
                "options": {"num_predict": 2}}),
     );
     assert_eq!(status, 200, "{body}");
@@ -383,11 +340,10 @@ fn keep_alive_and_ps_bytes() {
         "{m}"
     );
     // A bad keep_alive is the client's error.
-    let (status, body) = post(
-        &d,
+    let (status, body) = d.post(
         &token,
         "/api/generate",
-        json!({"model": "smollm2", "prompt": "Hi", "keep_alive": "soon"}),
+        &json!({"model": "smollm2", "prompt": "Hi", "keep_alive": "soon"}),
     );
     assert_eq!(status, 400, "{body}");
 }
@@ -414,23 +370,13 @@ fn an_expert_deleted_mid_request_finishes_then_is_gone() {
     body["stream"] = json!(true);
     body["ignore_eos"] = json!(true);
     body["stream_options"] = json!({"include_usage": true});
-    let resp = agent()
-        .post(&d.url("/v1/chat/completions"))
-        .header("Authorization", &format!("Bearer {token}"))
-        .content_type("application/json")
-        .send(&body.to_string())
-        .expect("stream");
+    let resp = d.send(&token, "/v1/chat/completions", &body);
     assert_eq!(resp.status().as_u16(), 200);
     let mut lines = BufReader::new(resp.into_body().into_reader()).lines();
     // The first event: the request is admitted and running.
     let first = lines.next().expect("a first line").expect("line");
     assert!(first.starts_with("data: "), "{first}");
-    let out = home.hearth(&["expert", "rm", "shout"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    home.hearth_ok(&["expert", "rm", "shout"]);
     let mut completion = None;
     for line in lines {
         let line = line.expect("line");
@@ -445,7 +391,7 @@ fn an_expert_deleted_mid_request_finishes_then_is_gone() {
         }
     }
     assert_eq!(completion, Some(200), "the running request finished");
-    let (status, body) = post(&d, &token, "/v1/chat/completions", chat("shout", "hi", 2));
+    let (status, body) = d.post(&token, "/v1/chat/completions", &chat("shout", "hi", 2));
     assert_eq!(status, 404, "{body}");
 }
 
@@ -471,16 +417,15 @@ fn default_keep_alive_and_the_unload_request() {
             std::thread::sleep(Duration::from_millis(50));
         }
     };
-    let (status, body) = post(&d, &token, "/v1/chat/completions", chat("smollm2", "Hi", 2));
+    let (status, body) = d.post(&token, "/v1/chat/completions", &chat("smollm2", "Hi", 2));
     assert_eq!(status, 200, "{body}");
     wait_unloaded(&d);
 
     // Loaded by an empty request (keep it), then unloaded by one with 0.
-    let (status, body) = post(
-        &d,
+    let (status, body) = d.post(
         &token,
         "/api/generate",
-        json!({"model": "smollm2", "keep_alive": -1}),
+        &json!({"model": "smollm2", "keep_alive": -1}),
     );
     assert_eq!(
         (status, body["done_reason"].clone()),
@@ -489,11 +434,10 @@ fn default_keep_alive_and_the_unload_request() {
     );
     std::thread::sleep(Duration::from_millis(1500));
     assert!(loaded(&d), "a negative keep_alive keeps it");
-    let (status, body) = post(
-        &d,
+    let (status, body) = d.post(
         &token,
         "/api/generate",
-        json!({"model": "smollm2", "keep_alive": 0}),
+        &json!({"model": "smollm2", "keep_alive": 0}),
     );
     assert_eq!(
         (status, body["done_reason"].clone()),

@@ -12,16 +12,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use daemon::{Daemon, Home};
+use daemon::{agent, Daemon, Home};
 use serde_json::{json, Value};
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(300)))
-        .build()
-        .into()
-}
 
 struct Reply {
     status: u16,
@@ -86,12 +78,7 @@ fn post(d: &Daemon, token: &str, path: &str, body: Value) -> Reply {
 
 /// Stream a request and return its lines (SSE `data:` payloads or NDJSON).
 fn stream_lines(d: &Daemon, token: &str, path: &str, body: Value) -> Vec<Value> {
-    let resp = agent()
-        .post(&d.url(path))
-        .header("Authorization", &format!("Bearer {token}"))
-        .content_type("application/json")
-        .send(&body.to_string())
-        .expect("stream request");
+    let resp = d.send(token, path, &body);
     assert_eq!(resp.status().as_u16(), 200);
     let reader = BufReader::new(resp.into_body().into_reader());
     let mut out = Vec::new();
@@ -256,12 +243,7 @@ fn openai_and_ollama_shapes() {
     let ps = call("GET", &d.url("/api/ps"), Some(&token), None);
     assert_eq!(ps.body["models"][0]["name"], "smollm2");
     // `hearth ps` asks the daemon over its socket with the admin token.
-    let out = home.hearth(&["ps", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = home.hearth_ok(&["ps", "--json"]);
     let ps: Value = serde_json::from_slice(&out.stdout).expect("ps --json");
     assert_eq!(ps["models"][0]["name"], "smollm2");
     let out = home.hearth(&["ps"]);
@@ -1071,12 +1053,7 @@ fn experts_by_name_and_by_router() {
     );
 
     // Deleted while the daemon runs: new requests get 404.
-    let out = home.hearth(&["expert", "rm", "shout"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    home.hearth_ok(&["expert", "rm", "shout"]);
     let r = post(
         &d,
         &token,

@@ -9,37 +9,12 @@
 mod daemon;
 
 use std::io::{BufRead, BufReader};
-use std::time::Duration;
 
 use daemon::{Daemon, Home};
 use serde_json::{json, Value};
 
-fn post(d: &Daemon, token: &str, path: &str, body: &Value) -> (u16, Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(300)))
-        .build()
-        .into();
-    let resp = agent
-        .post(&d.url(path))
-        .header("Authorization", &format!("Bearer {token}"))
-        .content_type("application/json")
-        .send(&body.to_string())
-        .expect("HTTP request");
-    let status = resp.status().as_u16();
-    let text = resp.into_body().read_to_string().expect("body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
 fn sse(d: &Daemon, token: &str, path: &str, body: &Value) -> Vec<Value> {
-    let resp = ureq::post(&d.url(path))
-        .header("Authorization", &format!("Bearer {token}"))
-        .content_type("application/json")
-        .send(&body.to_string())
-        .expect("stream request");
+    let resp = d.send(token, path, body);
     let mut out = Vec::new();
     for line in BufReader::new(resp.into_body().into_reader()).lines() {
         let line = line.expect("line");
@@ -114,7 +89,7 @@ fn tasks_and_tools() {
     // classify: over HTTP and in-process, the same numbers.
     let body =
         json!({"model": "smollm2", "labels": ["positive", "negative", "neutral"], "text": text});
-    let (status, r) = post(&d, &token, "/v1/tasks/classify", &body);
+    let (status, r) = d.post(&token, "/v1/tasks/classify", &body);
     assert_eq!(status, 200, "{r}");
     let labels = r["labels"].as_array().expect("labels");
     assert_eq!(labels.len(), 3);
@@ -172,7 +147,7 @@ fn tasks_and_tools() {
         ),
     ] {
         assert_eq!(
-            param(&post(&d, &token, "/v1/tasks/classify", &bad)),
+            param(&d.post(&token, "/v1/tasks/classify", &bad)),
             field,
             "{bad}"
         );
@@ -180,8 +155,7 @@ fn tasks_and_tools() {
 
     // summarize: never past the word budget.
     let long = "The city council met on Tuesday to discuss the new budget. After a long debate, members voted to increase funding for parks and libraries.";
-    let (status, r) = post(
-        &d,
+    let (status, r) = d.post(
         &token,
         "/v1/tasks/summarize",
         &json!({"model": "smollm2", "text": long, "max_words": 6}),
@@ -195,8 +169,7 @@ fn tasks_and_tools() {
     );
     assert!(cli["words"].as_u64().unwrap() <= 6, "{cli}");
     assert_eq!(
-        param(&post(
-            &d,
+        param(&d.post(
             &token,
             "/v1/tasks/summarize",
             &json!({"text": long, "max_words": 0})
@@ -207,8 +180,7 @@ fn tasks_and_tools() {
     // extract: the object validates against the schema.
     let schema: Value = serde_json::from_str(PERSON).unwrap();
     let who = "Alice is a 34 year old engineer from Oslo.";
-    let (status, r) = post(
-        &d,
+    let (status, r) = d.post(
         &token,
         "/v1/tasks/extract",
         &json!({"model": "smollm2", "schema": schema, "text": who, "max_tokens": 64}),
@@ -233,10 +205,7 @@ fn tasks_and_tools() {
     );
     assert!(valid_person(&cli["data"]), "{cli}");
     let bad = json!({"schema": {"type": "object", "properties": {"a": {"type": "no-such-type"}}}, "text": who});
-    assert_eq!(
-        param(&post(&d, &token, "/v1/tasks/extract", &bad)),
-        "schema"
-    );
+    assert_eq!(param(&d.post(&token, "/v1/tasks/extract", &bad)), "schema");
 
     // Tools: required and named calls parse and validate, none gives text.
     let msgs = json!([{"role": "user", "content": "What is the weather in Paris?"}]);
@@ -245,7 +214,7 @@ fn tasks_and_tools() {
         json!({"type": "function", "function": {"name": "get_weather"}}),
     ] {
         let body = json!({"model": "smollm2", "messages": msgs, "tools": weather_tool(), "tool_choice": choice, "temperature": 0, "max_tokens": 60});
-        let (status, r) = post(&d, &token, "/v1/chat/completions", &body);
+        let (status, r) = d.post(&token, "/v1/chat/completions", &body);
         assert_eq!(status, 200, "{r}");
         let c = &r["choices"][0];
         assert_eq!(c["finish_reason"], "tool_calls", "{r}");
@@ -282,14 +251,14 @@ fn tasks_and_tools() {
         );
     }
     let body = json!({"model": "smollm2", "messages": msgs, "tools": weather_tool(), "tool_choice": "none", "temperature": 0, "max_tokens": 8});
-    let (status, r) = post(&d, &token, "/v1/chat/completions", &body);
+    let (status, r) = d.post(&token, "/v1/chat/completions", &body);
     assert_eq!(status, 200, "{r}");
     assert!(r["choices"][0]["message"]["tool_calls"].is_null(), "{r}");
     assert!(r["choices"][0]["message"]["content"].is_string());
 
     // Ollama: arguments as an object.
     let body = json!({"model": "smollm2", "messages": msgs, "tools": weather_tool(), "stream": false, "options": {"temperature": 0, "num_predict": 60}});
-    let (status, r) = post(&d, &token, "/api/chat", &body);
+    let (status, r) = d.post(&token, "/api/chat", &body);
     assert_eq!(status, 200, "{r}");
     if let Some(calls) = r["message"]["tool_calls"].as_array() {
         assert!(
@@ -303,17 +272,17 @@ fn tasks_and_tools() {
     // Bad tools and choices name the field.
     let named = |n: &str| json!({"model": "smollm2", "messages": msgs, "tools": weather_tool(), "tool_choice": {"type": "function", "function": {"name": n}}});
     assert_eq!(
-        param(&post(&d, &token, "/v1/chat/completions", &named("nope"))),
+        param(&d.post(&token, "/v1/chat/completions", &named("nope"))),
         "tool_choice.function.name"
     );
     let malformed = json!({"model": "smollm2", "messages": msgs, "tools": [{"type": "function"}]});
     assert_eq!(
-        param(&post(&d, &token, "/v1/chat/completions", &malformed)),
+        param(&d.post(&token, "/v1/chat/completions", &malformed)),
         "tools[0].function"
     );
     let malformed = json!({"model": "smollm2", "messages": msgs, "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "no-such-type"}}}}}]});
     assert_eq!(
-        param(&post(&d, &token, "/v1/chat/completions", &malformed)),
+        param(&d.post(&token, "/v1/chat/completions", &malformed)),
         "tools[0].function.parameters"
     );
     let bad_args = json!({"model": "smollm2", "messages": [
@@ -321,7 +290,7 @@ fn tasks_and_tools() {
         {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{not json"}}]}
     ]});
     assert_eq!(
-        param(&post(&d, &token, "/v1/chat/completions", &bad_args)),
+        param(&d.post(&token, "/v1/chat/completions", &bad_args)),
         "messages[1].tool_calls[0].function.arguments"
     );
 }

@@ -16,13 +16,13 @@ use std::sync::Arc;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hearth_runtime::tasks::{self, Classification, WordLimit};
-use hearth_runtime::{ConstraintSpec, SeqParams};
+use hearth_runtime::{ConstraintSpec, Message, SeqParams};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::body::parse;
 use super::error::ApiError;
-use super::generation::{begin, begin_with, collect, BeginOpts, Prompt};
+use super::generation::{begin, begin_with, collect, BeginOpts, Begun, Prompt};
 use super::Call;
 use crate::audit::Audit;
 use crate::auth::Caller;
@@ -47,6 +47,39 @@ fn need_text(text: &str) -> Result<(), ApiError> {
         return Err(ApiError::field("text", "`text` is empty"));
     }
     Ok(())
+}
+
+/// Starts a generating task (summary, extraction): the tasks' own sampler,
+/// the given output limit and constraint, the defaults of everything else.
+#[allow(clippy::too_many_arguments)]
+async fn begin_task(
+    st: &Arc<AppState>,
+    caller: &Caller,
+    audit: &Audit,
+    model: &str,
+    messages: Vec<Message>,
+    max_tokens: usize,
+    constraint: Option<ConstraintSpec>,
+) -> Result<Begun, ApiError> {
+    let params = |_: &_| {
+        Ok(SeqParams {
+            max_tokens,
+            sampler: tasks::task_sampler(),
+            constraint,
+            ..SeqParams::default()
+        })
+    };
+    let prompt = Prompt::Chat(messages);
+    begin(
+        st,
+        caller,
+        audit,
+        model,
+        prompt,
+        params,
+        BeginOpts::default(),
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -131,22 +164,9 @@ async fn summarize_inner(
         ));
     }
     let model = served_by(&req.model, &req.expert);
-    let b = begin(
-        st,
-        caller,
-        audit,
-        &model,
-        Prompt::Chat(tasks::summarize_messages(&req.text, req.max_words)),
-        |_| {
-            Ok(SeqParams {
-                max_tokens: tasks::summary_max_tokens(req.max_words),
-                sampler: tasks::task_sampler(),
-                ..SeqParams::default()
-            })
-        },
-        BeginOpts::default(),
-    )
-    .await?;
+    let messages = tasks::summarize_messages(&req.text, req.max_words);
+    let max_tokens = tasks::summary_max_tokens(req.max_words);
+    let b = begin_task(st, caller, audit, &model, messages, max_tokens, None).await?;
     let (served, prompt_tokens) = (b.served.clone(), b.prompt_tokens);
     let mut events = b.events;
     let mut limit = WordLimit::new(req.max_words);
@@ -225,23 +245,8 @@ async fn extract_inner(
         ));
     }
     let model = served_by(&req.model, &req.expert);
-    let mut b = begin(
-        st,
-        caller,
-        audit,
-        &model,
-        Prompt::Chat(tasks::extract_messages(&req.schema, &req.text)),
-        |_| {
-            Ok(SeqParams {
-                max_tokens,
-                sampler: tasks::task_sampler(),
-                constraint: Some(spec),
-                ..SeqParams::default()
-            })
-        },
-        BeginOpts::default(),
-    )
-    .await?;
+    let messages = tasks::extract_messages(&req.schema, &req.text);
+    let mut b = begin_task(st, caller, audit, &model, messages, max_tokens, Some(spec)).await?;
     let out = collect(&mut b, audit).await?;
     let reason = out.summary.reason.finish_reason();
     // The constraint makes complete output valid; output cut by the token

@@ -10,6 +10,17 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use hearth_store::{Progress, Store};
+use serde_json::Value;
+
+/// An HTTP client that hands back error statuses instead of failing, with a
+/// timeout long enough for a whole suite's batched answers on a slow CI.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(600)))
+        .build()
+        .into()
+}
 
 pub fn hearth_bin() -> &'static str {
     env!("CARGO_BIN_EXE_hearth")
@@ -50,6 +61,18 @@ impl Home {
             .env("HEARTH_HOME", self.path())
             .output()
             .expect("running hearth")
+    }
+
+    /// `hearth ARGS…`, which must succeed (its stderr is the failure message).
+    pub fn hearth_ok(&self, args: &[&str]) -> Output {
+        let out = self.hearth(args);
+        assert!(
+            out.status.success(),
+            "hearth {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
     }
 
     /// `hearth app add NAME ARGS…`; returns the token (the last line).
@@ -124,6 +147,38 @@ impl Daemon {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.url, path)
+    }
+
+    /// POST `body` as the app holding `token`: the status and the body
+    /// (JSON where it parses, else the text as a JSON string).
+    pub fn post(&self, token: &str, path: &str, body: &Value) -> (u16, Value) {
+        let resp = self.send(token, path, body);
+        let status = resp.status().as_u16();
+        let text = resp.into_body().read_to_string().expect("body");
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, v)
+    }
+
+    /// POST `body` as the app holding `token` and hand back the response
+    /// unread (for streams).
+    pub fn send(&self, token: &str, path: &str, body: &Value) -> ureq::http::Response<ureq::Body> {
+        agent()
+            .post(&self.url(path))
+            .header("Authorization", &format!("Bearer {token}"))
+            .content_type("application/json")
+            .send(&body.to_string())
+            .expect("HTTP request")
+    }
+
+    /// GET as the app holding `token`: the status and the body's text.
+    pub fn get(&self, token: &str, path: &str) -> (u16, String) {
+        let resp = agent()
+            .get(&self.url(path))
+            .header("Authorization", &format!("Bearer {token}"))
+            .call()
+            .expect("HTTP request");
+        let status = resp.status().as_u16();
+        (status, resp.into_body().read_to_string().expect("body"))
     }
 
     pub fn log(&self) -> String {
