@@ -90,45 +90,32 @@ pub fn tiny() -> Tiny {
             rnd(N_EMBD, 0.1, 1.0),
         ),
     ];
+    // Each layer's tensors in file order: norms near 1, matrices around 0.
+    let layer: [(&str, Vec<u64>); 9] = [
+        ("attn_norm", vec![N_EMBD]),
+        ("attn_q", vec![N_EMBD, N_EMBD]),
+        ("attn_k", vec![N_EMBD, N_EMBD / 2]),
+        ("attn_v", vec![N_EMBD, N_EMBD / 2]),
+        ("attn_output", vec![N_EMBD, N_EMBD]),
+        ("ffn_norm", vec![N_EMBD]),
+        ("ffn_gate", vec![N_EMBD, N_FF]),
+        ("ffn_up", vec![N_EMBD, N_FF]),
+        ("ffn_down", vec![N_FF, N_EMBD]),
+    ];
     for i in 0..2 {
-        let n = |s: &str| format!("blk.{i}.{s}");
-        tensors.push((n("attn_norm.weight"), vec![N_EMBD], rnd(N_EMBD, 0.1, 1.0)));
-        tensors.push((
-            n("attn_q.weight"),
-            vec![N_EMBD, N_EMBD],
-            rnd(N_EMBD * N_EMBD, 0.5, 0.0),
-        ));
-        tensors.push((
-            n("attn_k.weight"),
-            vec![N_EMBD, N_EMBD / 2],
-            rnd(N_EMBD * N_EMBD / 2, 0.5, 0.0),
-        ));
-        tensors.push((
-            n("attn_v.weight"),
-            vec![N_EMBD, N_EMBD / 2],
-            rnd(N_EMBD * N_EMBD / 2, 0.5, 0.0),
-        ));
-        tensors.push((
-            n("attn_output.weight"),
-            vec![N_EMBD, N_EMBD],
-            rnd(N_EMBD * N_EMBD, 0.5, 0.0),
-        ));
-        tensors.push((n("ffn_norm.weight"), vec![N_EMBD], rnd(N_EMBD, 0.1, 1.0)));
-        tensors.push((
-            n("ffn_gate.weight"),
-            vec![N_EMBD, N_FF],
-            rnd(N_EMBD * N_FF, 0.5, 0.0),
-        ));
-        tensors.push((
-            n("ffn_up.weight"),
-            vec![N_EMBD, N_FF],
-            rnd(N_EMBD * N_FF, 0.5, 0.0),
-        ));
-        tensors.push((
-            n("ffn_down.weight"),
-            vec![N_FF, N_EMBD],
-            rnd(N_EMBD * N_FF, 0.5, 0.0),
-        ));
+        for (name, dims) in &layer {
+            let n: u64 = dims.iter().product();
+            let (scale, offset) = if dims.len() == 1 {
+                (0.1, 1.0)
+            } else {
+                (0.5, 0.0)
+            };
+            tensors.push((
+                format!("blk.{i}.{name}.weight"),
+                dims.clone(),
+                rnd(n, scale, offset),
+            ));
+        }
     }
     Tiny { meta, tensors }
 }
