@@ -1,6 +1,8 @@
-//! Prefill GEMM for the 32-element formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
-//! Q8_1 weights) on CPUs with AVX-512 F/BW and VNNI, chosen at run time
-//! over the AVX2 tiles (`gemm_tiles`) when those features are present.
+//! GEMM for the 32-element formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1
+//! weights) on CPUs with AVX-512 F/BW and VNNI, chosen at run time over the
+//! AVX2 tiles (`gemm_tiles`) when those features are present: prefill, and
+//! batched decode (two to eight columns go through `few_columns`, which
+//! skips the tile scratch).
 //!
 //! It computes exactly the reference's `Lanes8` arithmetic, bit for bit:
 //!
@@ -155,7 +157,13 @@ pub(crate) unsafe fn gemm<const F: u8>(
         }
         // SAFETY: as documented for this function; the scratch was grown
         // for `tr` rows and `groups` column groups above.
-        unsafe { rows_and_groups::<F>(nb, w, rows, ncols, y, tr, s) };
+        unsafe {
+            if ncols <= 2 * C {
+                few_columns::<F>(nb, w, rows, ncols, y, s)
+            } else {
+                rows_and_groups::<F>(nb, w, rows, ncols, y, tr, s)
+            }
+        };
     });
 }
 
@@ -293,38 +301,187 @@ unsafe fn halves(a: f32, b: f32) -> __m512 {
     ))
 }
 
+/// One pair of a weight row, decoded: the two blocks' quants in one
+/// register, the `vpdpbusd` start value (signed formats; zero otherwise),
+/// `[d_w; 8] ++ [d_w'; 8]` and `[m_w; 4] ++ [m_w'; 4]` (formats with a
+/// minimum; zero otherwise).
+#[derive(Clone, Copy)]
+struct Pair {
+    q: __m512i,
+    c: __m512i,
+    d: __m512,
+    m: __m256,
+}
+
+/// Decodes pair `j` of the weight row at `w`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
+unsafe fn decode_pair<const F: u8>(nb: usize, w: *const u8, j: usize) -> Pair {
+    let (wbk, _, _, signed, min) = layout(F);
+    let mut q = [_mm256_setzero_si256(); 2];
+    let mut d = [0f32; 2];
+    let mut m = [0f32; 2];
+    for h in 0..2 {
+        let i = 2 * j + h;
+        if i >= nb {
+            continue;
+        }
+        let p = w.add(i * wbk);
+        q[h] = decode::<F>(p);
+        let dm = f16x2_at(p);
+        d[h] = _mm_cvtss_f32(dm);
+        m[h] = _mm_cvtss_f32(_mm_movehdup_ps(dm));
+    }
+    let q = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q[0]), q[1]);
+    let c = if signed {
+        // -128 * (w0 + w1 + w2 + w3) per lane: exact in i32.
+        let c = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(-128), q);
+        _mm512_sub_epi32(_mm512_setzero_si512(), c)
+    } else {
+        _mm512_setzero_si512()
+    };
+    let m = if min {
+        _mm256_setr_ps(m[0], m[0], m[0], m[0], m[1], m[1], m[1], m[1])
+    } else {
+        _mm256_setzero_ps()
+    };
+    Pair {
+        q,
+        c,
+        d: halves(d[0], d[1]),
+        m,
+    }
+}
+
 /// Decodes one weight row into slot `k` of the tile scratch.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
 unsafe fn decode_row<const F: u8>(nb: usize, w: *const u8, k: usize, s: &mut Scratch) {
-    let (wbk, _, _, signed, min) = layout(F);
+    let (_, _, _, signed, min) = layout(F);
     let np = nb.div_ceil(2);
     for j in 0..np {
-        let mut q = [_mm256_setzero_si256(); 2];
-        let mut d = [0f32; 2];
-        let mut m = [0f32; 2];
-        for h in 0..2 {
-            let i = 2 * j + h;
-            if i >= nb {
-                continue;
-            }
-            let p = w.add(i * wbk);
-            q[h] = decode::<F>(p);
-            let dm = f16x2_at(p);
-            d[h] = _mm_cvtss_f32(dm);
-            m[h] = _mm_cvtss_f32(_mm_movehdup_ps(dm));
-        }
+        let p = decode_pair::<F>(nb, w, j);
         if min {
-            s.mw[k * np + j] = _mm256_setr_ps(m[0], m[0], m[0], m[0], m[1], m[1], m[1], m[1]);
+            s.mw[k * np + j] = p.m;
         }
-        let q = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q[0]), q[1]);
-        s.wq[k * np + j] = q;
+        s.wq[k * np + j] = p.q;
         if signed {
-            // -128 * (w0 + w1 + w2 + w3) per lane: exact in i32.
-            let c = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(-128), q);
-            s.wc[k * np + j] = _mm512_sub_epi32(_mm512_setzero_si512(), c);
+            s.wc[k * np + j] = p.c;
         }
-        s.wd[k * np + j] = halves(d[0], d[1]);
+        s.wd[k * np + j] = p.d;
     }
+}
+
+/// Few columns (concurrent decodes, at most two groups): each row's pairs
+/// are decoded into registers and used at once for every column, instead
+/// of going through the tile scratch, whose stores and reloads cost as
+/// much as the arithmetic when there are only a few columns to share them.
+/// The arithmetic per (row, column) is [`tile`]'s, in the same order.
+///
+/// # Safety
+/// As [`gemm`], with the columns prepared in `s` and `ncols <= 2 * C`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
+unsafe fn few_columns<const F: u8>(
+    nb: usize,
+    w: &[u8],
+    rows: std::ops::Range<usize>,
+    ncols: usize,
+    y: &mut [f32],
+    s: &Scratch,
+) {
+    let wb = nb * layout(F).0;
+    let nr = rows.len();
+    let (w, y) = (w.as_ptr(), y.as_mut_ptr());
+    let mut r = rows.start;
+    while r < rows.end {
+        let out = y.add(r - rows.start);
+        let left = rows.end - r;
+        r += if ncols <= C {
+            if left >= 4 {
+                direct::<F, 4, 1>(nb, w.add(r * wb), wb, s, out, nr, ncols)
+            } else {
+                direct::<F, 1, 1>(nb, w.add(r * wb), wb, s, out, nr, ncols)
+            }
+        } else if left >= 2 {
+            direct::<F, 2, 2>(nb, w.add(r * wb), wb, s, out, nr, ncols)
+        } else {
+            direct::<F, 1, 2>(nb, w.add(r * wb), wb, s, out, nr, ncols)
+        };
+    }
+}
+
+/// `N` rows from `w` (stride `wb` bytes) against `G` prepared column
+/// groups; writes the first `ncols` columns (`y` stride `nr` per column)
+/// and returns `N`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
+unsafe fn direct<const F: u8, const N: usize, const G: usize>(
+    nb: usize,
+    w: *const u8,
+    wb: usize,
+    s: &Scratch,
+    y: *mut f32,
+    nr: usize,
+    ncols: usize,
+) -> usize {
+    let (_, _, _, signed, min) = layout(F);
+    let np = nb.div_ceil(2);
+    let (xq, xd, sx) = (s.xq.as_ptr(), s.xd.as_ptr(), s.sx.as_ptr());
+    let mut acc = [[[_mm512_setzero_ps(); C]; G]; N];
+    let mut macc = [[_mm256_setzero_ps(); G]; N];
+    let zero = Pair {
+        q: _mm512_setzero_si512(),
+        c: _mm512_setzero_si512(),
+        d: _mm512_setzero_ps(),
+        m: _mm256_setzero_ps(),
+    };
+    for j in 0..np {
+        let mut p = [zero; N];
+        for (r, p) in p.iter_mut().enumerate() {
+            *p = decode_pair::<F>(nb, w.add(r * wb), j);
+        }
+        for g in 0..G {
+            for c in 0..C {
+                let at = (g * np + j) * C + c;
+                let xv = _mm512_load_si512(xq.add(at) as *const _);
+                let dx = _mm512_load_ps(xd.add(at) as *const f32);
+                for r in 0..N {
+                    let v = if signed {
+                        _mm512_dpbusd_epi32(p[r].c, xv, p[r].q)
+                    } else {
+                        _mm512_dpbusd_epi32(_mm512_setzero_si512(), p[r].q, xv)
+                    };
+                    let d = _mm512_mul_ps(p[r].d, dx);
+                    acc[r][g][c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(v), acc[r][g][c]);
+                }
+            }
+            if min {
+                let sv = _mm256_load_ps(sx.add(g * np + j) as *const f32);
+                for r in 0..N {
+                    macc[r][g] = _mm256_add_ps(macc[r][g], _mm256_mul_ps(p[r].m, sv));
+                }
+            }
+        }
+    }
+    for r in 0..N {
+        for g in 0..G {
+            let mut m = [0f32; C];
+            if min {
+                let banks = _mm_add_ps(
+                    _mm256_castps256_ps128(macc[r][g]),
+                    _mm256_extractf128_ps::<1>(macc[r][g]),
+                );
+                _mm_storeu_ps(m.as_mut_ptr(), banks);
+            }
+            for c in 0..C.min(ncols.saturating_sub(g * C)) {
+                let v = acc[r][g][c];
+                let lo = _mm512_castps512_ps256(v);
+                let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+                let sum = hsum8(_mm256_add_ps(lo, hi));
+                *y.add((g * C + c) * nr + r) = if min { sum + m[c] } else { sum };
+            }
+        }
+    }
+    N
 }
 
 /// `N` decoded rows (stride `np` pairs in the scratch) against one group of

@@ -149,7 +149,8 @@ pub(crate) unsafe fn vec_dot(t: GgmlType, n: usize, w: &[u8], x: &[u8]) -> Optio
 /// columns sweeps over them (K-quants do their per-super-block float update
 /// for four columns in one vector). Every (row, column) result comes from
 /// the same per-column arithmetic as `vec_dot`. On CPUs with AVX-512 VNNI
-/// the 32-element formats' prefill goes to `avx512` instead.
+/// the 32-element formats' prefill and batched decode (two columns or more)
+/// go to `avx512` instead.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm(
     t: GgmlType,
@@ -185,7 +186,9 @@ pub(crate) unsafe fn gemm(
     // Prefill: the tiled kernels take whole groups of four columns; the
     // rest (and decode, ncols < MIN_TILED) go through the per-row kernels.
     const MIN_TILED: usize = 4;
-    if ncols >= MIN_TILED && wide && avx512::available() {
+    // The AVX-512 kernels take two or more columns (a few concurrent decodes
+    // go through their few-columns path).
+    if ncols >= 2 && wide && avx512::available() {
         let wide: Option<TiledFn> = match t {
             GgmlType::Q4_0 => Some(avx512::gemm::<{ gemm_tiles::Q4_0 }>),
             GgmlType::Q4_1 => Some(avx512::gemm::<{ gemm_tiles::Q4_1 }>),
