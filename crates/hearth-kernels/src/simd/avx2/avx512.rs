@@ -464,20 +464,9 @@ unsafe fn direct<const F: u8, const N: usize, const G: usize>(
     }
     for r in 0..N {
         for g in 0..G {
-            let mut m = [0f32; C];
-            if min {
-                let banks = _mm_add_ps(
-                    _mm256_castps256_ps128(macc[r][g]),
-                    _mm256_extractf128_ps::<1>(macc[r][g]),
-                );
-                _mm_storeu_ps(m.as_mut_ptr(), banks);
-            }
-            for c in 0..C.min(ncols.saturating_sub(g * C)) {
-                let v = acc[r][g][c];
-                let lo = _mm512_castps512_ps256(v);
-                let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
-                let sum = hsum8(_mm256_add_ps(lo, hi));
-                *y.add((g * C + c) * nr + r) = if min { sum + m[c] } else { sum };
+            let v = fold::<F>(&acc[r][g], macc[r][g]);
+            for (c, &v) in v.iter().enumerate().take(ncols.saturating_sub(g * C)) {
+                *y.add((g * C + c) * nr + r) = v;
             }
         }
     }
@@ -532,21 +521,33 @@ unsafe fn tile<const F: u8, const N: usize>(
     }
     let mut out = [[0f32; C]; N];
     for r in 0..N {
-        let mut m = [0f32; C];
-        if min {
-            let banks = _mm_add_ps(
-                _mm256_castps256_ps128(macc[r]),
-                _mm256_extractf128_ps::<1>(macc[r]),
-            );
-            _mm_storeu_ps(m.as_mut_ptr(), banks);
-        }
-        for c in 0..C {
-            let v = acc[r][c];
-            let lo = _mm512_castps512_ps256(v);
-            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
-            let sum = hsum8(_mm256_add_ps(lo, hi));
-            out[r][c] = if min { sum + m[c] } else { sum };
-        }
+        out[r] = fold::<F>(&acc[r], macc[r]);
+    }
+    out
+}
+
+/// One row's results for a group of four columns: per column
+/// `fold8(bank0 + bank1)`, plus the two banks' minimum sums for formats
+/// with a minimum.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
+unsafe fn fold<const F: u8>(acc: &[__m512; C], macc: __m256) -> [f32; C] {
+    let min = layout(F).4;
+    let mut m = [0f32; C];
+    if min {
+        let banks = _mm_add_ps(
+            _mm256_castps256_ps128(macc),
+            _mm256_extractf128_ps::<1>(macc),
+        );
+        _mm_storeu_ps(m.as_mut_ptr(), banks);
+    }
+    let mut out = [0f32; C];
+    for c in 0..C {
+        let v = acc[c];
+        let lo = _mm512_castps512_ps256(v);
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+        let sum = hsum8(_mm256_add_ps(lo, hi));
+        out[c] = if min { sum + m[c] } else { sum };
     }
     out
 }
