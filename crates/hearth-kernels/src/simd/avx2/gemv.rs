@@ -1,4 +1,5 @@
-//! GEMV (one activation column: decode) for Q4_0, Q5_0 and Q8_0 weights.
+//! GEMV (one activation column: decode) for Q4_0, Q5_0, Q8_0 and Q4_1
+//! weights.
 //!
 //! # What each output element computes
 //! Exactly what `blocks::dot_*` (and the reference `Lanes8`) compute: per
@@ -29,7 +30,7 @@
 //! Activation rows longer than `MAX_NB` blocks use the plain kernels.
 
 use super::blocks::fifth_bits;
-use super::{hsum8, load256};
+use super::{f16x2_at, hsum8, load256};
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -182,4 +183,82 @@ unsafe fn row_dot<const F: u8>(
         block!(i, acc0);
     }
     hsum8(_mm256_add_ps(acc0, acc1))
+}
+
+/// Q8_1 activation block (Q4_1's partner): `d: f16`, `s: f16`, then 32
+/// signed quants.
+const XB1: usize = 36;
+const XQ1: usize = 4;
+/// Q4_1 weight block: `d: f16`, `m: f16`, then 16 bytes of nibbles.
+const WB1: usize = 20;
+
+/// [`gemv`] for Q4_1 weights against one Q8_1 activation row. Per block,
+/// `[d_w, m_w] * [d_x, s_x]` in one multiply: the first lane scales the
+/// block's exact integer sums into its bank, the second is added into the
+/// bank's minimum sum; the result is `hsum8(bank0 + bank1) + (min0 + min1)`,
+/// exactly `blocks::dot_q4_1`'s arithmetic. What changes is only how the
+/// nibbles are unpacked (one broadcast load) and that `[d_x, s_x]` are
+/// widened once per call.
+///
+/// # Safety
+/// As [`gemv`].
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn gemv_q4_1(
+    nb: usize,
+    w: *const u8,
+    wb: usize,
+    rows: Range<usize>,
+    x: *const u8,
+    y: *mut f32,
+) -> bool {
+    if nb > MAX_NB {
+        return false;
+    }
+    let mut ds = [MaybeUninit::<f64>::uninit(); MAX_NB];
+    for (i, slot) in ds.iter_mut().enumerate().take(nb) {
+        // [d_x, s_x] as the low 64 bits.
+        let v = f16x2_at(x.add(i * XB1));
+        slot.write(_mm_cvtsd_f64(_mm_castps_pd(v)));
+    }
+    let ds = ds.as_ptr() as *const f64;
+    for (k, r) in rows.enumerate() {
+        *y.add(k) = row_dot_q4_1(nb, w.add(r * wb), x, ds);
+    }
+    true
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn row_dot_q4_1(nb: usize, rp: *const u8, x: *const u8, ds: *const f64) -> f32 {
+    let ones = _mm256_set1_epi16(1);
+    let mut acc0 = _mm256_setzero_ps();
+    let mut acc1 = _mm256_setzero_ps();
+    // Lane 1 accumulates `m_w * s_x` in block order per bank.
+    let mut summ0 = _mm_setzero_ps();
+    let mut summ1 = _mm_setzero_ps();
+    macro_rules! block {
+        ($i:expr, $acc:ident, $summ:ident) => {{
+            let i = $i;
+            let p = rp.add(i * WB1);
+            let xv = load256(x.add(i * XB1 + XQ1));
+            // Unsigned nibbles against signed activations: exact sums.
+            let s = _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles(p.add(4)), xv), ones);
+            let prod = _mm_mul_ps(f16x2_at(p), _mm_castpd_ps(_mm_load_sd(ds.add(i))));
+            $acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(prod), _mm256_cvtepi32_ps(s), $acc);
+            $summ = _mm_add_ps($summ, prod);
+        }};
+    }
+    let mut i = 0;
+    while i + 2 <= nb {
+        block!(i, acc0, summ0);
+        block!(i + 1, acc1, summ1);
+        i += 2;
+    }
+    if i < nb {
+        block!(i, acc0, summ0);
+    }
+    let lanes = hsum8(_mm256_add_ps(acc0, acc1));
+    let m0 = _mm_cvtss_f32(_mm_movehdup_ps(summ0));
+    let m1 = _mm_cvtss_f32(_mm_movehdup_ps(summ1));
+    lanes + (m0 + m1)
 }

@@ -174,6 +174,7 @@ pub(crate) unsafe fn gemm(
             GgmlType::Q4_0 => Some(gemv::gemv::<{ gemv::Q4_0 }>),
             GgmlType::Q5_0 => Some(gemv::gemv::<{ gemv::Q5_0 }>),
             GgmlType::Q8_0 => Some(gemv::gemv::<{ gemv::Q8_0 }>),
+            GgmlType::Q4_1 => Some(gemv::gemv_q4_1),
             _ => None,
         };
         // SAFETY: our caller guarantees avx2/fma/f16c and checked the
