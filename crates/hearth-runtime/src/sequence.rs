@@ -413,19 +413,8 @@ impl Sequence {
             match c.mask_logits(&mut logits) {
                 Ok(true) => {}
                 // Only ending is allowed: the output is complete.
-                Ok(false) if c.is_accepting() => {
-                    self.finish(StopReason::Eos);
-                    return;
-                }
-                // Nothing is allowed, not even ending: this vocabulary
-                // cannot spell what the grammar needs next.
                 Ok(false) => {
-                    self.constraint_error = Some(
-                        "no token of the model's vocabulary can continue the output here, \
-                         and the output so far is incomplete"
-                            .into(),
-                    );
-                    self.finish(StopReason::Stop);
+                    self.finish(StopReason::Eos);
                     return;
                 }
                 Err(e) => {

@@ -243,6 +243,10 @@ fn engine_error(e: impl fmt::Display) -> ConstraintError {
     ConstraintError(e.to_string())
 }
 
+/// What a mask that allows nothing, not even ending, means.
+const DEAD_END: &str = "no token of the model's vocabulary can continue the output here, \
+     and the output so far is incomplete";
+
 /// A failure to compute the next mask. The engine reports an empty mask as
 /// `NoExtensionBias` followed by a dump of its state; say what it means,
 /// and keep only the engine's first line.
@@ -250,10 +254,7 @@ fn mask_error(e: impl fmt::Display) -> ConstraintError {
     let text = e.to_string();
     let first = text.lines().next().unwrap_or_default().trim();
     if first.starts_with("NoExtension") {
-        ConstraintError(format!(
-            "no token of the model's vocabulary can continue the output here, \
-             and the output so far is incomplete ({first})"
-        ))
+        ConstraintError(format!("{DEAD_END} ({first})"))
     } else {
         ConstraintError(text)
     }
@@ -334,16 +335,24 @@ impl Constraint {
         let (Some(mask), eog) = (&self.mask, &self.eog) else {
             return Err(ConstraintError("no mask was computed".into()));
         };
-        let mut any_text = false;
+        let (mut any, mut any_text) = (false, false);
         for (id, l) in logits[..n].iter_mut().enumerate() {
             if !mask.is_allowed(id as u32) {
                 *l = f32::NEG_INFINITY;
-            } else if !any_text && eog.binary_search(&(id as u32)).is_err() {
+                continue;
+            }
+            any = true;
+            if !any_text && eog.binary_search(&(id as u32)).is_err() {
                 any_text = true;
             }
         }
         for l in &mut logits[n..] {
             *l = f32::NEG_INFINITY;
+        }
+        if !any {
+            // Not even ending is allowed: this vocabulary cannot spell
+            // what the grammar needs next.
+            return Err(ConstraintError(DEAD_END.into()));
         }
         Ok(any_text)
     }

@@ -64,13 +64,21 @@ fn adapters_dir() -> std::path::PathBuf {
 }
 
 fn create(home: &Home, args: &[&str]) {
-    let mut all = vec!["expert", "create"];
-    all.extend_from_slice(args);
-    let out = home.hearth(&all);
-    assert!(
-        out.status.success(),
-        "expert create {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    home.hearth_ok(&[&["expert", "create"], args].concat());
+}
+
+/// An expert on smollm2 with one of the shared adapters (GGUF form).
+fn adapter_expert(home: &Home, name: &str, adapter: &str) {
+    let gguf = adapters_dir().join(format!("{adapter}/{adapter}.gguf"));
+    create(
+        home,
+        &[
+            name,
+            "--base",
+            "smollm2",
+            "--adapter",
+            gguf.to_str().unwrap(),
+        ],
     );
 }
 
@@ -239,17 +247,7 @@ fn what_cannot_fit_is_refused_by_name() {
 #[test]
 fn keep_alive_and_ps_bytes() {
     let home = Home::with_models(&["smollm2"]);
-    let gguf = adapters_dir().join("sentiment/sentiment.gguf");
-    create(
-        &home,
-        &[
-            "sentiment",
-            "--base",
-            "smollm2",
-            "--adapter",
-            gguf.to_str().unwrap(),
-        ],
-    );
+    adapter_expert(&home, "sentiment", "sentiment");
     let token = home.add_app("keep", &[]);
     let d = Daemon::start(&home, &["--memory-budget", "1GiB"]);
     let (status, body) = d.post(
@@ -353,17 +351,7 @@ fn keep_alive_and_ps_bytes() {
 #[test]
 fn an_expert_deleted_mid_request_finishes_then_is_gone() {
     let home = Home::with_models(&["smollm2"]);
-    let gguf = adapters_dir().join("shout/shout.gguf");
-    create(
-        &home,
-        &[
-            "shout",
-            "--base",
-            "smollm2",
-            "--adapter",
-            gguf.to_str().unwrap(),
-        ],
-    );
+    adapter_expert(&home, "shout", "shout");
     let token = home.add_app("rm", &[]);
     let d = Daemon::start(&home, &[]);
     let mut body = chat("shout", "Write a long story about the sea.", 200);
