@@ -35,7 +35,7 @@
 //! by four columns: sixteen accumulators, each weight register used for four
 //! columns and each activation register for four rows.
 
-use super::gemm_tiles::{decode, layout};
+use super::gemm_tiles::{decode, layout, Q4_1, Q8_0};
 use super::{f16x2_at, hsum8, load256};
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -318,6 +318,13 @@ struct Pair {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
 unsafe fn decode_pair<const F: u8>(nb: usize, w: *const u8, j: usize) -> Pair {
     let (wbk, _, _, signed, min) = layout(F);
+    if 2 * j + 1 < nb {
+        match F {
+            Q4_1 => return q4_1_pair(w.add(2 * j * wbk)),
+            Q8_0 => return q8_0_pair(w.add(2 * j * wbk)),
+            _ => {}
+        }
+    }
     let mut q = [_mm256_setzero_si256(); 2];
     let mut d = [0f32; 2];
     let mut m = [0f32; 2];
@@ -353,6 +360,78 @@ unsafe fn decode_pair<const F: u8>(nb: usize, w: *const u8, j: usize) -> Pair {
     }
 }
 
+/// Two whole Q4_1 blocks at `p` (40 bytes: `d, m, qs[16]` twice), decoded
+/// with a handful of 512-bit shuffles instead of per-block scalar work:
+/// batched decode re-decodes every pair for each row, so this is most of
+/// the kernel's cost beside the arithmetic. The results are the same bits
+/// as [`decode`] and [`halves`] give (f16 to f32 is exact either way).
+///
+/// The pair is read as 20 words: block 0 is words 0..10 (`d` word 0, `m`
+/// word 1, quants words 2..10), block 1 words 10..20.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
+unsafe fn q4_1_pair(p: *const u8) -> Pair {
+    // Quants: each block's 16 bytes twice, as four 128-bit lanes; lanes 1
+    // and 3 shift down by four to give the high nibbles (elements 16..32).
+    const QUANTS: [u16; 32] = [
+        2, 3, 4, 5, 6, 7, 8, 9, 2, 3, 4, 5, 6, 7, 8, 9, //
+        12, 13, 14, 15, 16, 17, 18, 19, 12, 13, 14, 15, 16, 17, 18, 19,
+    ];
+    // Scales: `[d; 8] ++ [d'; 8]` in words 0..16, `[m; 4] ++ [m'; 4]` in 16..24.
+    const SCALES: [u16; 32] = [
+        0, 0, 0, 0, 0, 0, 0, 0, 10, 10, 10, 10, 10, 10, 10, 10, //
+        1, 1, 1, 1, 11, 11, 11, 11, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    const SHIFTS: [u16; 32] = [
+        0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4, //
+        0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4,
+    ];
+    let words = |a: &[u16; 32]| _mm512_loadu_si512(a.as_ptr() as *const _);
+    // SAFETY: the caller's pair holds both blocks, so the 20 words read are
+    // inside the row; the masked-off rest of the register is not read.
+    let v = _mm512_maskz_loadu_epi16(0xF_FFFF, p as *const i16);
+    let q = _mm512_permutexvar_epi16(words(&QUANTS), v);
+    let q = _mm512_and_si512(_mm512_srlv_epi16(q, words(&SHIFTS)), _mm512_set1_epi8(0x0F));
+    let sc = _mm512_permutexvar_epi16(words(&SCALES), v);
+    Pair {
+        q,
+        c: _mm512_setzero_si512(),
+        d: _mm512_cvtph_ps(_mm512_castsi512_si256(sc)),
+        m: _mm256_cvtph_ps(_mm512_extracti32x4_epi32::<2>(sc)),
+    }
+}
+
+/// Two whole Q8_0 blocks at `p` (68 bytes: `d, qs[32]` twice): the quants
+/// are two plain loads; the two scales are widened to `[d; 8] ++ [d'; 8]`
+/// with one shuffle and one conversion. Same bits as the general path.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
+unsafe fn q8_0_pair(p: *const u8) -> Pair {
+    const SCALES: [u16; 32] = [
+        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, //
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    let q = _mm512_inserti64x4::<1>(
+        _mm512_castsi256_si512(load256(p.add(2))),
+        load256(p.add(36)),
+    );
+    // -128 * (w0 + w1 + w2 + w3) per lane, as in `decode_pair`.
+    let c = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(-128), q);
+    let c = _mm512_sub_epi32(_mm512_setzero_si512(), c);
+    let bits = (p as *const u16).read_unaligned() as u32
+        | ((p.add(34) as *const u16).read_unaligned() as u32) << 16;
+    let ds = _mm512_permutexvar_epi16(
+        _mm512_loadu_si512(SCALES.as_ptr() as *const _),
+        _mm512_castsi128_si512(_mm_cvtsi32_si128(bits as i32)),
+    );
+    Pair {
+        q,
+        c,
+        d: _mm512_cvtph_ps(_mm512_castsi512_si256(ds)),
+        m: _mm256_setzero_ps(),
+    }
+}
+
 /// Decodes one weight row into slot `k` of the tile scratch.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
 unsafe fn decode_row<const F: u8>(nb: usize, w: *const u8, k: usize, s: &mut Scratch) {
@@ -376,6 +455,14 @@ unsafe fn decode_row<const F: u8>(nb: usize, w: *const u8, k: usize, s: &mut Scr
 /// of going through the tile scratch, whose stores and reloads cost as
 /// much as the arithmetic when there are only a few columns to share them.
 /// The arithmetic per (row, column) is [`tile`]'s, in the same order.
+///
+/// Five to eight columns take one row at a time: the kernel is bound by
+/// the vector ALU ports, not by loads, and with two rows the sixteen
+/// accumulators, the decoded pairs and the shuffle constants no longer fit
+/// in the 32 registers (measured: spills, and slower). Q4_1 and Q8_0 pairs,
+/// the formats of SmolLM2, are decoded with whole-register shuffles
+/// ([`q4_1_pair`], [`q8_0_pair`]), and the eight columns are folded
+/// together ([`fold_eight`]).
 ///
 /// # Safety
 /// As [`gemm`], with the columns prepared in `s` and `ncols <= 2 * C`.
@@ -401,8 +488,6 @@ unsafe fn few_columns<const F: u8>(
             } else {
                 direct::<F, 1, 1>(nb, w.add(r * wb), wb, s, out, nr, ncols)
             }
-        } else if left >= 2 {
-            direct::<F, 2, 2>(nb, w.add(r * wb), wb, s, out, nr, ncols)
         } else {
             direct::<F, 1, 2>(nb, w.add(r * wb), wb, s, out, nr, ncols)
         };
@@ -462,15 +547,68 @@ unsafe fn direct<const F: u8, const N: usize, const G: usize>(
             }
         }
     }
+    let zero = [_mm512_setzero_ps(); 2 * C];
     for r in 0..N {
+        let mut cols = zero;
+        let mut mins = [_mm256_setzero_ps(); 2];
         for g in 0..G {
-            let v = fold::<F>(&acc[r][g], macc[r][g]);
-            for (c, &v) in v.iter().enumerate().take(ncols.saturating_sub(g * C)) {
-                *y.add((g * C + c) * nr + r) = v;
-            }
+            cols[g * C..(g + 1) * C].copy_from_slice(&acc[r][g]);
+            mins[g] = macc[r][g];
+        }
+        let v = fold_eight::<F>(&cols, mins);
+        for (c, &v) in v.iter().enumerate().take(ncols) {
+            *y.add(c * nr + r) = v;
         }
     }
     N
+}
+
+/// [`fold`] for eight columns at once (two groups; unused columns zero):
+/// the same additions per column, in the same pairs, but done across
+/// columns with shuffles of whole registers instead of one horizontal sum
+/// per column, which in batched decode cost as much as a third of the
+/// products. Per column `v = bank0 + bank1`, then `fold8(v)` =
+/// `((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7))`, plus
+/// `min0 + min1` for formats with a minimum (IEEE addition commutes, so
+/// only the pairing matters).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
+unsafe fn fold_eight<const F: u8>(acc: &[__m512; 2 * C], macc: [__m256; 2]) -> [f32; 2 * C] {
+    // [v_c | v_c+1] per register: bank 0 (low 256 bits) plus bank 1.
+    let z: [__m512; 4] = std::array::from_fn(|k| {
+        let (a, b) = (acc[2 * k], acc[2 * k + 1]);
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b),
+            _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b),
+        )
+    });
+    // 128-bit lane k of `a[h]` holds `v[0..4] + v[4..8]` of column 4h + k.
+    let a: [__m512; 2] = std::array::from_fn(|h| {
+        let (p, q) = (z[2 * h], z[2 * h + 1]);
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b10_00_10_00>(p, q),
+            _mm512_shuffle_f32x4::<0b11_01_11_01>(p, q),
+        )
+    });
+    // Lane k: `[a0 + a2, a1 + a3]` of column k, then of column 4 + k.
+    let b = _mm512_add_ps(
+        _mm512_shuffle_ps::<0b01_00_01_00>(a[0], a[1]),
+        _mm512_shuffle_ps::<0b11_10_11_10>(a[0], a[1]),
+    );
+    // Elements 0 and 2 of lane k: the sums of columns k and 4 + k.
+    let c = _mm512_add_ps(b, _mm512_permute_ps::<0b10_11_00_01>(b));
+    let order = _mm512_setr_epi32(0, 4, 8, 12, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0);
+    let mut sum = _mm512_castps512_ps256(_mm512_permutexvar_ps(order, c));
+    if layout(F).4 {
+        // Per group: lanes 0..4 the even blocks' minimum sums, 4..8 the odd's.
+        let banks =
+            |m: __m256| _mm_add_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+        let m = _mm256_insertf128_ps::<1>(_mm256_castps128_ps256(banks(macc[0])), banks(macc[1]));
+        sum = _mm256_add_ps(sum, m);
+    }
+    let mut out = [0f32; 2 * C];
+    _mm256_storeu_ps(out.as_mut_ptr(), sum);
+    out
 }
 
 /// `N` decoded rows (stride `np` pairs in the scratch) against one group of
