@@ -386,7 +386,10 @@ impl Transformer {
                 &mut xs[r * d..(r + 1) * d],
             );
         }
-        let mut logits = vec![0f32; rows.len() * hp.n_vocab];
+        // Reused between passes, as the matmul scratch is.
+        let mut logits = LOGITS.take();
+        logits.clear();
+        logits.resize(rows.len() * hp.n_vocab, 0.0);
         acts.clear();
         self.matmul(
             pool,
@@ -401,6 +404,7 @@ impl Transformer {
             out[i].extend_from_slice(&logits[r * hp.n_vocab..(r + c) * hp.n_vocab]);
             r += c;
         }
+        keep(&LOGITS, logits);
         Ok(out)
     }
 
@@ -473,11 +477,13 @@ impl Transformer {
         }
         let mut t_all = vec![0f32; plan.t_len];
         let shared_t = SharedMut::new(&mut t_all);
-        let mut scratch = if n_tok == 1 {
-            Vec::new()
-        } else {
-            vec![0f32; scratch_len]
-        };
+        // Reused between calls: a fresh buffer of the output matrix's size
+        // (1.5 MiB for 8 tokens of SmolLM2) page-faults on every step.
+        let mut scratch = MATMUL_SCRATCH.take();
+        if n_tok > 1 {
+            scratch.clear();
+            scratch.resize(scratch_len, 0.0);
+        }
         let shared_scratch = SharedMut::new(&mut scratch);
         let outs: Vec<(&Matrix, SharedMut<f32>)> = jobs
             .iter_mut()
@@ -513,6 +519,7 @@ impl Transformer {
                 dst.copy_from_slice(&y[t * len..(t + 1) * len]);
             }
         });
+        keep(&MATMUL_SCRATCH, scratch);
         if let Some(lu) = lora {
             if !plan.parts.is_empty() {
                 self.lora_up(pool, &plan, lu, &t_all, &outs);
@@ -808,6 +815,16 @@ impl Iterator for KeySpans {
     }
 }
 
+/// Puts a reusable buffer back for the next call, unless it is larger than
+/// a decode step needs (a perplexity pass's logits run to hundreds of MiB,
+/// which must not stay resident outside the memory governor's view).
+fn keep(slot: &'static std::thread::LocalKey<std::cell::Cell<Vec<f32>>>, v: Vec<f32>) {
+    const MAX_KEPT: usize = 16 << 20;
+    if v.capacity() * std::mem::size_of::<f32>() <= MAX_KEPT {
+        slot.set(v);
+    }
+}
+
 thread_local! {
     /// An attention task's scores (one row per query head) and the scores
     /// or weights of one block's keys.
@@ -815,6 +832,11 @@ thread_local! {
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
     /// A LoRA task's gathered input rows, as the F32 GEMM's bytes.
     static LORA_X: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The small-batch matmul's `[column][row]` blocks before they are
+    /// scattered into the output (the forward pass's own thread).
+    static MATMUL_SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// The logits of the wanted rows before they are split per item.
+    static LOGITS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
     /// A LoRA task's `B·t` rows for one token before they are scaled into the output.
     static LORA_U: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }

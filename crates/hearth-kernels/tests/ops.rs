@@ -335,7 +335,7 @@ fn grouped_attention_helpers_match_per_head_calls() {
     let mut r = rng(41);
     for hd in [16usize, 32, 48, 64, 96, 128, 256] {
         for heads in [1usize, 2, 3, 4, 5, 8] {
-            for n_keys in [0usize, 1, 2, 7, 33] {
+            for n_keys in [0usize, 1, 2, 7, 8, 16, 33] {
                 let stride = hd * 3 + 16;
                 let q: Vec<f32> = randn(&mut r, heads * hd, 1.0);
                 let rows: Vec<f16> = randn(&mut r, n_keys.max(1) * stride, 2.0)

@@ -8,6 +8,7 @@
 //! (lanes 0..16 and 16..32, multiply then add, folded in `Lanes32`'s
 //! order), values do `y + w·x` (multiply, then add) per element in row order.
 
+use super::avx512::{bank_pairs, fold8_eight};
 use super::hsum8;
 use half::f16;
 use std::arch::x86_64::*;
@@ -37,24 +38,53 @@ pub(crate) unsafe fn scores<const G: usize>(
     out_stride: usize,
 ) {
     debug_assert!(hd.is_multiple_of(32));
-    for i in 0..nk {
-        let key = rows.add(i * stride) as *const __m256i;
-        let mut acc = [[_mm512_setzero_ps(); 2]; G];
-        for ch in 0..hd / 32 {
-            let k0 = _mm512_cvtph_ps(_mm256_loadu_si256(key.add(2 * ch)));
-            let k1 = _mm512_cvtph_ps(_mm256_loadu_si256(key.add(2 * ch + 1)));
-            for (h, a) in acc.iter_mut().enumerate() {
-                let qh = q.add(h * hd + 32 * ch);
-                a[0] = _mm512_add_ps(a[0], _mm512_mul_ps(_mm512_loadu_ps(qh), k0));
-                a[1] = _mm512_add_ps(a[1], _mm512_mul_ps(_mm512_loadu_ps(qh.add(16)), k1));
+    // Eight keys at a time are folded together, with whole-register
+    // shuffles: one horizontal sum per (key, head) cost more than the
+    // products themselves at SmolLM2's 64-element heads.
+    let mut i = 0;
+    while i + 8 <= nk {
+        let mut z = [[_mm512_setzero_ps(); 4]; G];
+        for p in 0..4 {
+            let a = lanes::<G>(q, hd, rows.add((i + 2 * p) * stride));
+            let b = lanes::<G>(q, hd, rows.add((i + 2 * p + 1) * stride));
+            for h in 0..G {
+                // (l[k] + l[8+k]) + (l[16+k] + l[24+k]) for both keys.
+                z[h][p] = _mm512_add_ps(bank_pairs(a[h][0], b[h][0]), bank_pairs(a[h][1], b[h][1]));
             }
         }
+        for (h, z) in z.iter().enumerate() {
+            let v = _mm256_mul_ps(fold8_eight(z), _mm256_set1_ps(scale));
+            _mm256_storeu_ps(out.add(h * out_stride + i), v);
+        }
+        i += 8;
+    }
+    for i in i..nk {
+        let acc = lanes::<G>(q, hd, rows.add(i * stride));
         for (h, a) in acc.iter().enumerate() {
             // (l[k] + l[8+k]) + (l[16+k] + l[24+k]), then fold8.
             let v = _mm256_add_ps(halves_sum(a[0]), halves_sum(a[1]));
             *out.add(h * out_stride + i) = hsum8(v) * scale;
         }
     }
+}
+
+/// `dot_f32_f16`'s 32 lanes (two registers) of each of the `G` heads
+/// against the key row at `key`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn lanes<const G: usize>(q: *const f32, hd: usize, key: *const f16) -> [[__m512; 2]; G] {
+    let key = key as *const __m256i;
+    let mut acc = [[_mm512_setzero_ps(); 2]; G];
+    for ch in 0..hd / 32 {
+        let k0 = _mm512_cvtph_ps(_mm256_loadu_si256(key.add(2 * ch)));
+        let k1 = _mm512_cvtph_ps(_mm256_loadu_si256(key.add(2 * ch + 1)));
+        for (h, a) in acc.iter_mut().enumerate() {
+            let qh = q.add(h * hd + 32 * ch);
+            a[0] = _mm512_add_ps(a[0], _mm512_mul_ps(_mm512_loadu_ps(qh), k0));
+            a[1] = _mm512_add_ps(a[1], _mm512_mul_ps(_mm512_loadu_ps(qh.add(16)), k1));
+        }
+    }
+    acc
 }
 
 /// Low eight lanes plus high eight lanes.

@@ -567,38 +567,12 @@ unsafe fn direct<const F: u8, const N: usize, const G: usize>(
 /// the same additions per column, in the same pairs, but done across
 /// columns with shuffles of whole registers instead of one horizontal sum
 /// per column, which in batched decode cost as much as a third of the
-/// products. Per column `v = bank0 + bank1`, then `fold8(v)` =
-/// `((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7))`, plus
-/// `min0 + min1` for formats with a minimum (IEEE addition commutes, so
-/// only the pairing matters).
+/// products. Plus `min0 + min1` per column for formats with a minimum.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
 unsafe fn fold_eight<const F: u8>(acc: &[__m512; 2 * C], macc: [__m256; 2]) -> [f32; 2 * C] {
-    // [v_c | v_c+1] per register: bank 0 (low 256 bits) plus bank 1.
-    let z: [__m512; 4] = std::array::from_fn(|k| {
-        let (a, b) = (acc[2 * k], acc[2 * k + 1]);
-        _mm512_add_ps(
-            _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b),
-            _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b),
-        )
-    });
-    // 128-bit lane k of `a[h]` holds `v[0..4] + v[4..8]` of column 4h + k.
-    let a: [__m512; 2] = std::array::from_fn(|h| {
-        let (p, q) = (z[2 * h], z[2 * h + 1]);
-        _mm512_add_ps(
-            _mm512_shuffle_f32x4::<0b10_00_10_00>(p, q),
-            _mm512_shuffle_f32x4::<0b11_01_11_01>(p, q),
-        )
-    });
-    // Lane k: `[a0 + a2, a1 + a3]` of column k, then of column 4 + k.
-    let b = _mm512_add_ps(
-        _mm512_shuffle_ps::<0b01_00_01_00>(a[0], a[1]),
-        _mm512_shuffle_ps::<0b11_10_11_10>(a[0], a[1]),
-    );
-    // Elements 0 and 2 of lane k: the sums of columns k and 4 + k.
-    let c = _mm512_add_ps(b, _mm512_permute_ps::<0b10_11_00_01>(b));
-    let order = _mm512_setr_epi32(0, 4, 8, 12, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0);
-    let mut sum = _mm512_castps512_ps256(_mm512_permutexvar_ps(order, c));
+    let z = std::array::from_fn(|k| bank_pairs(acc[2 * k], acc[2 * k + 1]));
+    let mut sum = fold8_eight(&z);
     if layout(F).4 {
         // Per group: lanes 0..4 the even blocks' minimum sums, 4..8 the odd's.
         let banks =
@@ -609,6 +583,43 @@ unsafe fn fold_eight<const F: u8>(acc: &[__m512; 2 * C], macc: [__m256; 2]) -> [
     let mut out = [0f32; 2 * C];
     _mm256_storeu_ps(out.as_mut_ptr(), sum);
     out
+}
+
+/// `[lo(a) + hi(a) | lo(b) + hi(b)]`: each register's two 256-bit halves
+/// added lane by lane, for two registers at once.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+pub(super) unsafe fn bank_pairs(a: __m512, b: __m512) -> __m512 {
+    _mm512_add_ps(
+        _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b),
+        _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b),
+    )
+}
+
+/// `fold8` ([`super::hsum8`]'s pairing: `((v0 + v4) + (v2 + v6)) +
+/// ((v1 + v5) + (v3 + v7))`) of eight 8-lane vectors at once, given as
+/// `z[k] = [v_2k | v_2k+1]`; result lane `i` is the sum of `v_i`. IEEE
+/// addition commutes, so only the pairing has to match, and it does.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+pub(super) unsafe fn fold8_eight(z: &[__m512; 4]) -> __m256 {
+    // 128-bit lane k of `a[h]` holds `v[0..4] + v[4..8]` of vector 4h + k.
+    let a: [__m512; 2] = std::array::from_fn(|h| {
+        let (p, q) = (z[2 * h], z[2 * h + 1]);
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b10_00_10_00>(p, q),
+            _mm512_shuffle_f32x4::<0b11_01_11_01>(p, q),
+        )
+    });
+    // Lane k: `[a0 + a2, a1 + a3]` of vector k, then of vector 4 + k.
+    let b = _mm512_add_ps(
+        _mm512_shuffle_ps::<0b01_00_01_00>(a[0], a[1]),
+        _mm512_shuffle_ps::<0b11_10_11_10>(a[0], a[1]),
+    );
+    // Elements 0 and 2 of lane k: the sums of vectors k and 4 + k.
+    let c = _mm512_add_ps(b, _mm512_permute_ps::<0b10_11_00_01>(b));
+    let order = _mm512_setr_epi32(0, 4, 8, 12, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0);
+    _mm512_castps512_ps256(_mm512_permutexvar_ps(order, c))
 }
 
 /// `N` decoded rows (stride `np` pairs in the scratch) against one group of
