@@ -387,8 +387,9 @@ impl Transformer {
             );
         }
         // Reused between passes, as the matmul scratch is.
+        // The matmul writes every element, so only growth is cleared.
         let mut logits = LOGITS.take();
-        logits.clear();
+        logits.truncate(rows.len() * hp.n_vocab);
         logits.resize(rows.len() * hp.n_vocab, 0.0);
         acts.clear();
         self.matmul(
@@ -479,9 +480,10 @@ impl Transformer {
         let shared_t = SharedMut::new(&mut t_all);
         // Reused between calls: a fresh buffer of the output matrix's size
         // (1.5 MiB for 8 tokens of SmolLM2) page-faults on every step.
+        // Every task writes its whole block before reading it, so old
+        // contents need no clearing.
         let mut scratch = MATMUL_SCRATCH.take();
-        if n_tok > 1 {
-            scratch.clear();
+        if n_tok > 1 && scratch.len() < scratch_len {
             scratch.resize(scratch_len, 0.0);
         }
         let shared_scratch = SharedMut::new(&mut scratch);
