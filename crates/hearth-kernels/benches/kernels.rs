@@ -88,7 +88,7 @@ fn main() {
         for c in 0..ncols {
             quantize_row(xt, &src[c * n..(c + 1) * n], &mut x[c * xb..(c + 1) * xb]);
         }
-        let mut y = vec![0f32; rows.max(512 * ncols)];
+        let mut y = vec![0f32; (8 * rows).max(512 * ncols)];
         let ncols64 = 64;
         let gemv = time(
             || gemm(t, n, black_box(&w), 0..rows, &x[..xb], 1, &mut y),

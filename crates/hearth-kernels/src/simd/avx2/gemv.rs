@@ -11,8 +11,9 @@
 //! # Why it looks like this
 //! - One row at a time, in order: the weights are one sequential stream.
 //!   Interleaving two or four rows (sharing each activation load) measured
-//!   2-2.5x *slower* on Zen 3 (the extra streams stall on memory), software
-//!   prefetch did not help either.
+//!   2-2.5x *slower* on Zen 3 (the extra streams stall on memory). Software
+//!   prefetch about 4 KiB ahead ([`super::prefetch_row`]) did nothing on
+//!   Zen 3 but raised one thread's stream from memory by 40-50 % on Xeon.
 //! - The two banks are two variables, not an array indexed by the bank:
 //!   `blocks::dot_*`'s `acc[bank][c]` ended up on the stack for one
 //!   column, chaining the FMAs through store forwarding.
@@ -30,7 +31,7 @@
 //! Activation rows longer than `MAX_NB` blocks use the plain kernels.
 
 use super::blocks::fifth_bits;
-use super::{f16x2_at, hsum8, load256};
+use super::{f16x2_at, hsum8, load256, prefetch_row};
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -123,7 +124,8 @@ pub(crate) unsafe fn gemv<const F: u8>(
     }
     let dx = dx.as_ptr() as *const f32;
     let corr = corr.as_ptr() as *const __m256i;
-    for (k, r) in rows.enumerate() {
+    for (k, r) in rows.clone().enumerate() {
+        prefetch_row(w, wb, r, rows.end);
         *y.add(k) = row_dot::<F>(nb, w.add(r * wb), x, dx, corr);
     }
     true
@@ -221,7 +223,8 @@ pub(crate) unsafe fn gemv_q4_1(
         slot.write(_mm_cvtsd_f64(_mm_castps_pd(v)));
     }
     let ds = ds.as_ptr() as *const f64;
-    for (k, r) in rows.enumerate() {
+    for (k, r) in rows.clone().enumerate() {
+        prefetch_row(w, wb, r, rows.end);
         *y.add(k) = row_dot_q4_1(nb, w.add(r * wb), x, ds);
     }
     true
