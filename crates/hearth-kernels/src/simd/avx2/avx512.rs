@@ -36,7 +36,7 @@
 //! columns and each activation register for four rows.
 
 use super::gemm_tiles::{decode, layout, Q4_1, Q8_0};
-use super::{f16x2_at, hsum8, load256};
+use super::{f16x2_at, hsum8, load256, prefetch_row};
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -480,6 +480,7 @@ unsafe fn few_columns<const F: u8>(
     let (w, y) = (w.as_ptr(), y.as_mut_ptr());
     let mut r = rows.start;
     while r < rows.end {
+        prefetch_row(w, wb, r, rows.end);
         let out = y.add(r - rows.start);
         let left = rows.end - r;
         r += if ncols <= C {
