@@ -360,6 +360,31 @@ unsafe fn decode_pair<const F: u8>(nb: usize, w: *const u8, j: usize) -> Pair {
     }
 }
 
+/// A table of 32 words for `vpermw` / `vpsrlvw`: runs of `(start, step,
+/// count)` (`start, start + step, ...`), one after another, zero after.
+const fn word_table(runs: &[(u16, u16, usize)]) -> [u16; 32] {
+    let mut t = [0u16; 32];
+    let (mut i, mut r) = (0, 0);
+    while r < runs.len() {
+        let (start, step, count) = runs[r];
+        let mut k = 0;
+        while k < count {
+            t[i] = start + step * k as u16;
+            i += 1;
+            k += 1;
+        }
+        r += 1;
+    }
+    t
+}
+
+/// A [`word_table`] in a register.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
+unsafe fn words(t: &[u16; 32]) -> __m512i {
+    _mm512_loadu_si512(t.as_ptr() as *const _)
+}
+
 /// Two whole Q4_1 blocks at `p` (40 bytes: `d, m, qs[16]` twice), decoded
 /// with a handful of 512-bit shuffles instead of per-block scalar work:
 /// batched decode re-decodes every pair for each row, so this is most of
@@ -373,20 +398,10 @@ unsafe fn decode_pair<const F: u8>(nb: usize, w: *const u8, j: usize) -> Pair {
 unsafe fn q4_1_pair(p: *const u8) -> Pair {
     // Quants: each block's 16 bytes twice, as four 128-bit lanes; lanes 1
     // and 3 shift down by four to give the high nibbles (elements 16..32).
-    const QUANTS: [u16; 32] = [
-        2, 3, 4, 5, 6, 7, 8, 9, 2, 3, 4, 5, 6, 7, 8, 9, //
-        12, 13, 14, 15, 16, 17, 18, 19, 12, 13, 14, 15, 16, 17, 18, 19,
-    ];
+    const QUANTS: [u16; 32] = word_table(&[(2, 1, 8), (2, 1, 8), (12, 1, 8), (12, 1, 8)]);
+    const SHIFTS: [u16; 32] = word_table(&[(0, 0, 8), (4, 0, 8), (0, 0, 8), (4, 0, 8)]);
     // Scales: `[d; 8] ++ [d'; 8]` in words 0..16, `[m; 4] ++ [m'; 4]` in 16..24.
-    const SCALES: [u16; 32] = [
-        0, 0, 0, 0, 0, 0, 0, 0, 10, 10, 10, 10, 10, 10, 10, 10, //
-        1, 1, 1, 1, 11, 11, 11, 11, 0, 0, 0, 0, 0, 0, 0, 0,
-    ];
-    const SHIFTS: [u16; 32] = [
-        0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4, //
-        0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4,
-    ];
-    let words = |a: &[u16; 32]| _mm512_loadu_si512(a.as_ptr() as *const _);
+    const SCALES: [u16; 32] = word_table(&[(0, 0, 8), (10, 0, 8), (1, 0, 4), (11, 0, 4)]);
     // SAFETY: the caller's pair holds both blocks, so the 20 words read are
     // inside the row; the masked-off rest of the register is not read.
     let v = _mm512_maskz_loadu_epi16(0xF_FFFF, p as *const i16);
@@ -407,10 +422,7 @@ unsafe fn q4_1_pair(p: *const u8) -> Pair {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
 unsafe fn q8_0_pair(p: *const u8) -> Pair {
-    const SCALES: [u16; 32] = [
-        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, //
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ];
+    const SCALES: [u16; 32] = word_table(&[(0, 0, 8), (1, 0, 8)]);
     let q = _mm512_inserti64x4::<1>(
         _mm512_castsi256_si512(load256(p.add(2))),
         load256(p.add(36)),
@@ -421,7 +433,7 @@ unsafe fn q8_0_pair(p: *const u8) -> Pair {
     let bits = (p as *const u16).read_unaligned() as u32
         | ((p.add(34) as *const u16).read_unaligned() as u32) << 16;
     let ds = _mm512_permutexvar_epi16(
-        _mm512_loadu_si512(SCALES.as_ptr() as *const _),
+        words(&SCALES),
         _mm512_castsi128_si512(_mm_cvtsi32_si128(bits as i32)),
     );
     Pair {
