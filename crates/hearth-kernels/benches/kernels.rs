@@ -101,9 +101,11 @@ fn main() {
             0.5,
         );
         let gmacs = (rows_small * ncols64 * n) as f64 / mm / 1e9;
-        // Decode of 8 concurrent streams: the whole matrix, 8 columns.
+        // Decode of 8 (and 4) concurrent streams: the whole matrix, 8 (4) columns.
         let mm8 = time(|| gemm(t, n, black_box(&w), 0..rows, &x, 8, &mut y), 0.5);
         let gbs8 = w.len() as f64 / mm8 / 1e9;
+        let mm4 = time(|| gemm(t, n, black_box(&w), 0..rows, &x, 4, &mut y), 0.5);
+        let gbs4 = w.len() as f64 / mm4 / 1e9;
         // Prefill-sized: 512 prompt tokens.
         let rows_big = 512.min(rows);
         let mm = time(
@@ -117,10 +119,11 @@ fn main() {
         );
         let ref_gbs = (256 * row_bytes(t, n)) as f64 / refv / 1e9;
         println!(
-            "{:5} gemv {rows}x{n}: {:7.3} ms  {:6.2} GB/s | 8 columns {:6.2} GB/s | gemm {rows_small}x{n}x{ncols64}: {:6.2} GMAC/s | {rows_big}x{n}x{ncols}: {:6.2} GMAC/s | scalar gemv {:5.2} GB/s",
+            "{:5} gemv {rows}x{n}: {:7.3} ms  {:6.2} GB/s | 4 / 8 columns {:6.2} / {:6.2} GB/s | gemm {rows_small}x{n}x{ncols64}: {:6.2} GMAC/s | {rows_big}x{n}x{ncols}: {:6.2} GMAC/s | scalar gemv {:5.2} GB/s",
             t.name(),
             gemv * 1e3,
             gbs,
+            gbs4,
             gbs8,
             gmacs,
             gmacs512,
