@@ -116,15 +116,7 @@ macro_rules! block_kernel {
                     }
                 }};
             }
-            let mut i = 0;
-            while i + 2 <= nb {
-                block!(i, acc0, summ0);
-                block!(i + 1, acc1, summ1);
-                i += 2;
-            }
-            if i < nb {
-                block!(i, acc0, summ0);
-            }
+            two_banks!(nb, i => block!(i, acc0, summ0), block!(i, acc1, summ1));
             let mut out = [0f32; C];
             for c in 0..C {
                 let lanes = hsum8(_mm256_add_ps(acc0[c], acc1[c]));

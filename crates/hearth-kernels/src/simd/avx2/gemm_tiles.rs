@@ -383,15 +383,7 @@ unsafe fn row4<const F: u8>(
             }
         }};
     }
-    let mut i = 0;
-    while i + 2 <= nb {
-        step!(i, 0);
-        step!(i + 1, 1);
-        i += 2;
-    }
-    if i < nb {
-        step!(i, 0);
-    }
+    two_banks!(nb, i => step!(i, 0), step!(i, 1));
     let mut out = [0f32; C];
     for c in 0..C {
         out[c] = hsum8(_mm256_add_ps(acc[0][c], acc[1][c]));
@@ -425,15 +417,7 @@ unsafe fn row4_offset(
             }
         }};
     }
-    let mut i = 0;
-    while i + 2 <= nb {
-        step!(i, 0);
-        step!(i + 1, 1);
-        i += 2;
-    }
-    if i < nb {
-        step!(i, 0);
-    }
+    two_banks!(nb, i => step!(i, 0), step!(i, 1));
     let mut out = [0f32; C];
     for c in 0..C {
         out[c] = hsum8(_mm256_add_ps(acc[0][c], acc[1][c]));

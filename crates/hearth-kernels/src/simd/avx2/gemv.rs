@@ -124,11 +124,23 @@ pub(crate) unsafe fn gemv<const F: u8>(
     }
     let dx = dx.as_ptr() as *const f32;
     let corr = corr.as_ptr() as *const __m256i;
+    each_row(w, wb, rows, y, |p| row_dot::<F>(nb, p, x, dx, corr));
+    true
+}
+
+/// `y[k] = dot(row)` for the rows in order, each prefetched ahead.
+#[inline(always)]
+unsafe fn each_row(
+    w: *const u8,
+    wb: usize,
+    rows: Range<usize>,
+    y: *mut f32,
+    dot: impl Fn(*const u8) -> f32,
+) {
     for (k, r) in rows.clone().enumerate() {
         prefetch_row(w, wb, r, rows.end);
-        *y.add(k) = row_dot::<F>(nb, w.add(r * wb), x, dx, corr);
+        *y.add(k) = dot(w.add(r * wb));
     }
-    true
 }
 
 /// The dot product of the weight row at `p` with the activation row.
@@ -175,15 +187,7 @@ unsafe fn row_dot<const F: u8>(
             $acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), $acc);
         }};
     }
-    let mut i = 0;
-    while i + 2 <= nb {
-        block!(i, acc0);
-        block!(i + 1, acc1);
-        i += 2;
-    }
-    if i < nb {
-        block!(i, acc0);
-    }
+    two_banks!(nb, i => block!(i, acc0), block!(i, acc1));
     hsum8(_mm256_add_ps(acc0, acc1))
 }
 
@@ -223,10 +227,7 @@ pub(crate) unsafe fn gemv_q4_1(
         slot.write(_mm_cvtsd_f64(_mm_castps_pd(v)));
     }
     let ds = ds.as_ptr() as *const f64;
-    for (k, r) in rows.clone().enumerate() {
-        prefetch_row(w, wb, r, rows.end);
-        *y.add(k) = row_dot_q4_1(nb, w.add(r * wb), x, ds);
-    }
+    each_row(w, wb, rows, y, |p| row_dot_q4_1(nb, p, x, ds));
     true
 }
 
@@ -251,15 +252,7 @@ unsafe fn row_dot_q4_1(nb: usize, rp: *const u8, x: *const u8, ds: *const f64) -
             $summ = _mm_add_ps($summ, prod);
         }};
     }
-    let mut i = 0;
-    while i + 2 <= nb {
-        block!(i, acc0, summ0);
-        block!(i + 1, acc1, summ1);
-        i += 2;
-    }
-    if i < nb {
-        block!(i, acc0, summ0);
-    }
+    two_banks!(nb, i => block!(i, acc0, summ0), block!(i, acc1, summ1));
     let lanes = hsum8(_mm256_add_ps(acc0, acc1));
     let m0 = _mm_cvtss_f32(_mm_movehdup_ps(summ0));
     let m1 = _mm_cvtss_f32(_mm_movehdup_ps(summ1));

@@ -16,6 +16,27 @@
 //! the pointer-taking kernels additionally need their operands in bounds
 //! (the public wrappers check slice lengths first).
 
+/// Runs the block body over blocks `0..nb` in the reference's bank order
+/// (`Lanes8`): even blocks `$even`, odd blocks `$odd`, a lone last block in
+/// the even bank. `$i` names the block index inside both bodies.
+macro_rules! two_banks {
+    ($nb:expr, $i:ident => $even:expr, $odd:expr) => {{
+        let nb = $nb;
+        let mut $i = 0;
+        while $i + 2 <= nb {
+            $even;
+            {
+                let $i = $i + 1;
+                $odd;
+            }
+            $i += 2;
+        }
+        if $i < nb {
+            $even;
+        }
+    }};
+}
+
 mod attn512;
 mod avx512;
 mod blocks;
