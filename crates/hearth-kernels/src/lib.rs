@@ -174,7 +174,7 @@ fn gemm_with(
 
 /// [`gemm`] restricted to the AVX2 kernels on CPUs that also have AVX-512
 /// (where [`gemm`] takes the AVX-512 prefill kernels for the 32-element
-/// formats), so tests can hold both to the reference on one machine. The
+/// formats and the K-quants), so tests can hold both to the reference on one machine. The
 /// same results as [`gemm`], bit for bit.
 #[doc(hidden)]
 pub fn gemm_avx2_only(

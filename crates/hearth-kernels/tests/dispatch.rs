@@ -253,10 +253,13 @@ fn gemm_tiled_prefill_shapes() {
         // Long rows: tiles of 16 rows.
         check_gemm_with(t, 4096, 40, 4..=9, &[0..40, 3..37, 15..17], &mut r);
     }
+    // K-quants: the AVX-512 tiles take four columns or more, four rows at
+    // a time over row tiles of 4..64 rows (fewer for longer rows).
     for t in [GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q5_K] {
         for n in [256, 768] {
             check_gemm_with(t, n, 70, 3..=13, &[0..70, 5..69, 33..34], &mut r);
         }
+        check_gemm_with(t, 4096, 37, 4..=9, &[0..37, 3..35, 15..17], &mut r);
     }
 }
 
@@ -271,8 +274,15 @@ fn gemm_tiled_extreme_activations() {
         GgmlType::Q5_0,
         GgmlType::Q5_1,
         GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
     ] {
-        let n = 32 * 9;
+        let n = if t.block_size() == 256 {
+            256 * 3
+        } else {
+            32 * 9
+        };
         let nrows = 9;
         let rb = row_bytes(t, n);
         let mut w = Vec::new();

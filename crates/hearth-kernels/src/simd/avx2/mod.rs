@@ -44,6 +44,7 @@ mod float;
 mod gemm_tiles;
 mod gemv;
 mod kquants;
+mod kquants512;
 pub(crate) mod ops;
 mod quantize;
 
@@ -171,7 +172,8 @@ pub(crate) unsafe fn vec_dot(t: GgmlType, n: usize, w: &[u8], x: &[u8]) -> Optio
 /// for four columns in one vector). Every (row, column) result comes from
 /// the same per-column arithmetic as `vec_dot`. On CPUs with AVX-512 VNNI
 /// the 32-element formats' prefill and batched decode (two columns or more)
-/// go to `avx512` instead.
+/// go to `avx512` instead, and Q4_K, Q5_K and Q6_K from four columns up to
+/// `kquants512`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm(
     t: GgmlType,
@@ -210,6 +212,23 @@ pub(crate) unsafe fn gemm(
     const MIN_TILED: usize = 4;
     // The AVX-512 kernels take two or more columns (a few concurrent decodes
     // go through their few-columns path).
+    // K-quants from four columns up: the AVX-512 tiles decode each weight
+    // row once for every column group (fewer columns stay per row).
+    if ncols >= 4 && wide && kquants512::available() {
+        let k: Option<TiledFn> = match t {
+            GgmlType::Q4_K => Some(kquants512::gemm::<{ kquants512::Q4_K }>),
+            GgmlType::Q5_K => Some(kquants512::gemm::<{ kquants512::Q5_K }>),
+            GgmlType::Q6_K => Some(kquants512::gemm::<{ kquants512::Q6_K }>),
+            _ => None,
+        };
+        if let Some(f) = k {
+            // SAFETY: `available()` checked avx512f/bw/vnni (our caller
+            // guarantees avx2/fma/f16c) and the operand sizes were checked
+            // (`reference::check_gemm`); this kernel takes every column.
+            f(nb, w, rows, x, ncols, y);
+            return true;
+        }
+    }
     if ncols >= 2 && wide && avx512::available() {
         let wide: Option<TiledFn> = match t {
             GgmlType::Q4_0 => Some(avx512::gemm::<{ gemm_tiles::Q4_0 }>),
