@@ -33,7 +33,10 @@
 //! scales); per row tile, every weight row is decoded once into per-pair
 //! quants, correction start values and scales. The inner tile is four rows
 //! by four columns: sixteen accumulators, each weight register used for four
-//! columns and each activation register for four rows.
+//! columns and each activation register for four rows. Batched decode
+//! (`few_columns`) lays a pair's two blocks out interleaved by 32-bit lane
+//! instead, so that its scale products can be broadcast from memory
+//! (`direct`).
 
 use super::gemm_tiles::{decode, layout, Q4_1, Q8_0};
 use super::{f16x2_at, hsum8, load256, prefetch_row};
@@ -83,6 +86,12 @@ struct Scratch {
     /// `s_x` of the group's four columns for the pair's two blocks, per
     /// (group, pair) (formats with a minimum).
     sx: Vec<__m256>,
+    /// Few columns ([`few_columns`]): activation quants per (pair, column),
+    /// the two blocks' 4-byte groups interleaved ([`interleave`]).
+    xi: Vec<__m512i>,
+    /// Few columns: per pair, `d_x` of column `c` for the even block in
+    /// lane `2c` and for the odd block in lane `2c + 1` (eight columns).
+    xp: Vec<__m512>,
 }
 
 thread_local! {
@@ -95,6 +104,8 @@ thread_local! {
             xq: Vec::new(),
             xd: Vec::new(),
             sx: Vec::new(),
+            xi: Vec::new(),
+            xp: Vec::new(),
         })
     };
 }
@@ -147,18 +158,27 @@ pub(crate) unsafe fn gemm<const F: u8>(
             grow(&mut s.mw, tr * np, _mm256_setzero_ps());
             grow(&mut s.sx, groups * np, _mm256_setzero_ps());
         }
+        let few = ncols <= 2 * C;
+        if few {
+            grow(&mut s.xi, np * 2 * C, _mm512_setzero_si512());
+            grow(&mut s.xp, np, _mm512_setzero_ps());
+        }
         // SAFETY: every column `c < ncols` is inside `x` (caller); the
         // scratch holds `groups * C` columns of `np` pairs (grown above).
         unsafe {
             for c in 0..groups * C {
                 let col = (c < ncols).then(|| x.as_ptr().add(c * xb));
-                prepare_column::<F>(nb, col, c, s);
+                if few {
+                    prepare_few::<F>(nb, col, c, s);
+                } else {
+                    prepare_column::<F>(nb, col, c, s);
+                }
             }
         }
         // SAFETY: as documented for this function; the scratch was grown
         // for `tr` rows and `groups` column groups above.
         unsafe {
-            if ncols <= 2 * C {
+            if few {
                 few_columns::<F>(nb, w, rows, ncols, y, s)
             } else {
                 rows_and_groups::<F>(nb, w, rows, ncols, y, tr, s)
@@ -301,6 +321,60 @@ unsafe fn halves(a: f32, b: f32) -> __m512 {
     ))
 }
 
+/// Rewrites activation column `c` (`None`: a padding column, all zeros)
+/// into the few-columns scratch: per pair its quants (plus 128 for
+/// signed-weight formats) with the two blocks interleaved, its two `d_x`
+/// in lanes `2c` and `2c + 1` of the pair's scale register, and `s_x` as
+/// [`prepare_column`] stores it.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
+unsafe fn prepare_few<const F: u8>(nb: usize, col: Option<*const u8>, c: usize, s: &mut Scratch) {
+    let (_, xbk, xq, signed, min) = layout(F);
+    let np = nb.div_ceil(2);
+    let (g, cc) = (c / C, c % C);
+    let bias = _mm256_set1_epi8(-128);
+    for j in 0..np {
+        let mut q = [_mm256_setzero_si256(); 2];
+        let mut d = [0f32; 2];
+        let mut m = [0f32; 2];
+        if let Some(p) = col {
+            for h in 0..2 {
+                let i = 2 * j + h;
+                if i >= nb {
+                    continue;
+                }
+                let b = p.add(i * xbk);
+                let v = load256(b.add(xq));
+                q[h] = if signed { _mm256_xor_si256(v, bias) } else { v };
+                let ds = f16x2_at(b);
+                d[h] = _mm_cvtss_f32(ds);
+                m[h] = _mm_cvtss_f32(_mm_movehdup_ps(ds));
+            }
+        }
+        s.xi[j * 2 * C + c] = interleave(q[0], q[1]);
+        let xp = &mut *(s.xp.as_mut_ptr().add(j) as *mut [f32; 16]);
+        xp[2 * c] = d[0];
+        xp[2 * c + 1] = d[1];
+        if min {
+            let v = &mut *(s.sx.as_mut_ptr().add(g * np + j) as *mut [f32; 8]);
+            v[cc] = m[0];
+            v[C + cc] = m[1];
+        }
+    }
+}
+
+/// `[a0, b0, a1, b1, ..., a7, b7]` in 32-bit lanes: two blocks' 4-byte
+/// groups interleaved, so that lane `2k` carries lane `k` of the even
+/// block's bank and lane `2k + 1` that of the odd block's.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
+unsafe fn interleave(a: __m256i, b: __m256i) -> __m512i {
+    _mm512_permutex2var_epi32(
+        _mm512_castsi256_si512(a),
+        _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23),
+        _mm512_castsi256_si512(b),
+    )
+}
+
 /// One pair of a weight row, decoded: the two blocks' quants in one
 /// register, the `vpdpbusd` start value (signed formats; zero otherwise),
 /// `[d_w; 8] ++ [d_w'; 8]` and `[m_w; 4] ++ [m_w'; 4]` (formats with a
@@ -320,8 +394,8 @@ unsafe fn decode_pair<const F: u8>(nb: usize, w: *const u8, j: usize) -> Pair {
     let (wbk, _, _, signed, min) = layout(F);
     if 2 * j + 1 < nb {
         match F {
-            Q4_1 => return q4_1_pair(w.add(2 * j * wbk)),
-            Q8_0 => return q8_0_pair(w.add(2 * j * wbk)),
+            Q4_1 => return q4_1_pair::<false>(w.add(2 * j * wbk)),
+            Q8_0 => return q8_0_pair::<false>(w.add(2 * j * wbk)),
             _ => {}
         }
     }
@@ -360,6 +434,30 @@ unsafe fn decode_pair<const F: u8>(nb: usize, w: *const u8, j: usize) -> Pair {
     }
 }
 
+/// [`decode_pair`] with the two blocks interleaved as [`interleave`] lays
+/// out the activations: quants and start values by 32-bit lane, and the
+/// scales as `[d_w, d_w', d_w, d_w', ...]` (the minimums as before).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
+unsafe fn decode_pair_interleaved<const F: u8>(nb: usize, w: *const u8, j: usize) -> Pair {
+    let wbk = layout(F).0;
+    if 2 * j + 1 < nb {
+        match F {
+            Q4_1 => return q4_1_pair::<true>(w.add(2 * j * wbk)),
+            Q8_0 => return q8_0_pair::<true>(w.add(2 * j * wbk)),
+            _ => {}
+        }
+    }
+    let p = decode_pair::<F>(nb, w, j);
+    let order = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+    Pair {
+        q: _mm512_permutexvar_epi32(order, p.q),
+        c: _mm512_permutexvar_epi32(order, p.c),
+        d: _mm512_permutexvar_ps(order, p.d),
+        m: p.m,
+    }
+}
+
 /// A table of 32 words for `vpermw` / `vpsrlvw`: runs of `(start, step,
 /// count)` (`start, start + step, ...`), one after another, zero after.
 const fn word_table(runs: &[(u16, u16, usize)]) -> [u16; 32] {
@@ -392,22 +490,64 @@ unsafe fn words(t: &[u16; 32]) -> __m512i {
 /// as [`decode`] and [`halves`] give (f16 to f32 is exact either way).
 ///
 /// The pair is read as 20 words: block 0 is words 0..10 (`d` word 0, `m`
-/// word 1, quants words 2..10), block 1 words 10..20.
+/// word 1, quants words 2..10), block 1 words 10..20. `I`: the blocks
+/// interleaved ([`decode_pair_interleaved`]), at no extra cost, since the
+/// shuffles that decode them can put them anywhere.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
-unsafe fn q4_1_pair(p: *const u8) -> Pair {
+unsafe fn q4_1_pair<const I: bool>(p: *const u8) -> Pair {
     // Quants: each block's 16 bytes twice, as four 128-bit lanes; lanes 1
     // and 3 shift down by four to give the high nibbles (elements 16..32).
     const QUANTS: [u16; 32] = word_table(&[(2, 1, 8), (2, 1, 8), (12, 1, 8), (12, 1, 8)]);
     const SHIFTS: [u16; 32] = word_table(&[(0, 0, 8), (4, 0, 8), (0, 0, 8), (4, 0, 8)]);
-    // Scales: `[d; 8] ++ [d'; 8]` in words 0..16, `[m; 4] ++ [m'; 4]` in 16..24.
+    // Interleaved: 32-bit lane 2k is block 0's group k, 2k + 1 block 1's;
+    // groups 0..4 are low nibbles of quant bytes 4k.., groups 4..8 high
+    // nibbles of bytes 4(k - 4)...
+    const QUANTS_I: [u16; 32] = word_table(&[
+        (2, 1, 2),
+        (12, 1, 2),
+        (4, 1, 2),
+        (14, 1, 2),
+        (6, 1, 2),
+        (16, 1, 2),
+        (8, 1, 2),
+        (18, 1, 2),
+        (2, 1, 2),
+        (12, 1, 2),
+        (4, 1, 2),
+        (14, 1, 2),
+        (6, 1, 2),
+        (16, 1, 2),
+        (8, 1, 2),
+        (18, 1, 2),
+    ]);
+    const SHIFTS_I: [u16; 32] = word_table(&[(0, 0, 16), (4, 0, 16)]);
+    // Scales: `[d; 8] ++ [d'; 8]` (interleaved: `[d, d'] x 8`) in words
+    // 0..16, `[m; 4] ++ [m'; 4]` in 16..24.
     const SCALES: [u16; 32] = word_table(&[(0, 0, 8), (10, 0, 8), (1, 0, 4), (11, 0, 4)]);
+    const SCALES_I: [u16; 32] = word_table(&[
+        (0, 10, 2),
+        (0, 10, 2),
+        (0, 10, 2),
+        (0, 10, 2),
+        (0, 10, 2),
+        (0, 10, 2),
+        (0, 10, 2),
+        (0, 10, 2),
+        (1, 0, 4),
+        (11, 0, 4),
+    ]);
+    let (quants, shifts, scales) = if I {
+        (&QUANTS_I, &SHIFTS_I, &SCALES_I)
+    } else {
+        (&QUANTS, &SHIFTS, &SCALES)
+    };
     // SAFETY: the caller's pair holds both blocks, so the 20 words read are
     // inside the row; the masked-off rest of the register is not read.
     let v = _mm512_maskz_loadu_epi16(0xF_FFFF, p as *const i16);
-    let q = _mm512_permutexvar_epi16(words(&QUANTS), v);
-    let q = _mm512_and_si512(_mm512_srlv_epi16(q, words(&SHIFTS)), _mm512_set1_epi8(0x0F));
-    let sc = _mm512_permutexvar_epi16(words(&SCALES), v);
+    let q = _mm512_permutexvar_epi16(words(quants), v);
+    let q = _mm512_and_si512(_mm512_srlv_epi16(q, words(shifts)), _mm512_set1_epi8(0x0F));
+    let sc = _mm512_permutexvar_epi16(words(scales), v);
     Pair {
         q,
         c: _mm512_setzero_si512(),
@@ -421,19 +561,31 @@ unsafe fn q4_1_pair(p: *const u8) -> Pair {
 /// with one shuffle and one conversion. Same bits as the general path.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
-unsafe fn q8_0_pair(p: *const u8) -> Pair {
+unsafe fn q8_0_pair<const I: bool>(p: *const u8) -> Pair {
     const SCALES: [u16; 32] = word_table(&[(0, 0, 8), (1, 0, 8)]);
-    let q = _mm512_inserti64x4::<1>(
-        _mm512_castsi256_si512(load256(p.add(2))),
-        load256(p.add(36)),
-    );
+    const SCALES_I: [u16; 32] = word_table(&[
+        (0, 1, 2),
+        (0, 1, 2),
+        (0, 1, 2),
+        (0, 1, 2),
+        (0, 1, 2),
+        (0, 1, 2),
+        (0, 1, 2),
+        (0, 1, 2),
+    ]);
+    let (a, b) = (load256(p.add(2)), load256(p.add(36)));
+    let q = if I {
+        interleave(a, b)
+    } else {
+        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a), b)
+    };
     // -128 * (w0 + w1 + w2 + w3) per lane, as in `decode_pair`.
     let c = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(-128), q);
     let c = _mm512_sub_epi32(_mm512_setzero_si512(), c);
     let bits = (p as *const u16).read_unaligned() as u32
         | ((p.add(34) as *const u16).read_unaligned() as u32) << 16;
     let ds = _mm512_permutexvar_epi16(
-        words(&SCALES),
+        words(if I { &SCALES_I } else { &SCALES }),
         _mm512_castsi128_si512(_mm_cvtsi32_si128(bits as i32)),
     );
     Pair {
@@ -466,17 +618,17 @@ unsafe fn decode_row<const F: u8>(nb: usize, w: *const u8, k: usize, s: &mut Scr
 /// are decoded into registers and used at once for every column, instead
 /// of going through the tile scratch, whose stores and reloads cost as
 /// much as the arithmetic when there are only a few columns to share them.
-/// The arithmetic per (row, column) is [`tile`]'s, in the same order.
+/// The arithmetic per (row, column) is [`tile`]'s, in the same order
+/// ([`direct`]).
 ///
-/// Up to four columns take two rows at a time (measured 5 % faster than
-/// four rows, which spill, and than one). Five to eight columns take one
-/// row at a time: the kernel is bound by
-/// the vector ALU ports, not by loads, and with two rows the sixteen
-/// accumulators, the decoded pairs and the shuffle constants no longer fit
-/// in the 32 registers (measured: spills, and slower). Q4_1 and Q8_0 pairs,
-/// the formats of SmolLM2, are decoded with whole-register shuffles
-/// ([`q4_1_pair`], [`q8_0_pair`]), and the eight columns are folded
-/// together ([`fold_eight`]).
+/// Two rows at a time, for up to eight columns: since [`direct`] takes its
+/// scale products from memory instead of multiplying per (row, column),
+/// sixteen accumulators and two rows' decoded pairs fit in the 32
+/// registers (measured, 1536 x 576, eight columns: Q4_1 4.4 -> 5.1 GB/s,
+/// Q8_0 8.3 -> 9.9 GB/s over one row at a time with per-column
+/// multiplies). Q4_1 and Q8_0 pairs, the formats of SmolLM2, are decoded
+/// with whole-register shuffles ([`q4_1_pair`], [`q8_0_pair`]), and the
+/// eight columns are folded together ([`fold_banks`]).
 ///
 /// # Safety
 /// As [`gemm`], with the columns prepared in `s` and `ncols <= 2 * C`.
@@ -496,25 +648,32 @@ unsafe fn few_columns<const F: u8>(
     while r < rows.end {
         let out = y.add(r - rows.start);
         let left = rows.end - r;
-        let pair = ncols <= C && left >= 2;
+        let pair = left >= 2;
         for k in 0..1 + pair as usize {
             prefetch_row(w, wb, r + k, rows.end);
         }
-        r += if ncols <= C {
-            if pair {
-                direct::<F, 2, 1>(nb, w.add(r * wb), wb, s, out, nr, ncols)
-            } else {
-                direct::<F, 1, 1>(nb, w.add(r * wb), wb, s, out, nr, ncols)
-            }
-        } else {
-            direct::<F, 1, 2>(nb, w.add(r * wb), wb, s, out, nr, ncols)
+        let row = w.add(r * wb);
+        r += match (ncols <= C, pair) {
+            (true, true) => direct::<F, 2, 1>(nb, row, wb, s, out, nr, ncols),
+            (true, false) => direct::<F, 1, 1>(nb, row, wb, s, out, nr, ncols),
+            (false, true) => direct::<F, 2, 2>(nb, row, wb, s, out, nr, ncols),
+            (false, false) => direct::<F, 1, 2>(nb, row, wb, s, out, nr, ncols),
         };
     }
 }
 
-/// `N` rows from `w` (stride `wb` bytes) against `G` prepared column
-/// groups; writes the first `ncols` columns (`y` stride `nr` per column)
-/// and returns `N`.
+/// `N` rows from `w` (stride `wb` bytes) against `G` groups of four
+/// columns prepared by [`prepare_few`]; writes the first `ncols` columns
+/// (`y` stride `nr` per column) and returns `N`.
+///
+/// The arithmetic per (row, column) is [`tile`]'s, in the same order, with
+/// the blocks interleaved: 32-bit lane `2k` of an accumulator is lane `k`
+/// of bank 0, lane `2k + 1` lane `k` of bank 1. Then both of a pair's scale
+/// products for column `c`, `d_w * d_x` of the even block and of the odd,
+/// sit side by side, and one 64-bit broadcast from memory (a load, no
+/// shuffle) gives the register that [`tile`] builds with a multiply per
+/// (row, column): here one multiply per row gives all eight columns'
+/// products, stored once and broadcast from there.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
 unsafe fn direct<const F: u8, const N: usize, const G: usize>(
@@ -528,9 +687,10 @@ unsafe fn direct<const F: u8, const N: usize, const G: usize>(
 ) -> usize {
     let (_, _, _, signed, min) = layout(F);
     let np = nb.div_ceil(2);
-    let (xq, xd, sx) = (s.xq.as_ptr(), s.xd.as_ptr(), s.sx.as_ptr());
-    let mut acc = [[[_mm512_setzero_ps(); C]; G]; N];
+    let (xi, xp, sx) = (s.xi.as_ptr(), s.xp.as_ptr(), s.sx.as_ptr());
+    let mut acc = [[_mm512_setzero_ps(); 2 * C]; N];
     let mut macc = [[_mm256_setzero_ps(); G]; N];
+    let mut products = [[_mm512_setzero_ps(); 1]; N];
     let zero = Pair {
         q: _mm512_setzero_si512(),
         c: _mm512_setzero_si512(),
@@ -538,26 +698,29 @@ unsafe fn direct<const F: u8, const N: usize, const G: usize>(
         m: _mm256_setzero_ps(),
     };
     for j in 0..np {
+        // A plain loop: `array::from_fn` here left a closure call per pair.
         let mut p = [zero; N];
         for (r, p) in p.iter_mut().enumerate() {
-            *p = decode_pair::<F>(nb, w.add(r * wb), j);
+            *p = decode_pair_interleaved::<F>(nb, w.add(r * wb), j);
         }
-        for g in 0..G {
-            for c in 0..C {
-                let at = (g * np + j) * C + c;
-                let xv = _mm512_load_si512(xq.add(at) as *const _);
-                let dx = _mm512_load_ps(xd.add(at) as *const f32);
-                for r in 0..N {
-                    let v = if signed {
-                        _mm512_dpbusd_epi32(p[r].c, xv, p[r].q)
-                    } else {
-                        _mm512_dpbusd_epi32(_mm512_setzero_si512(), p[r].q, xv)
-                    };
-                    let d = _mm512_mul_ps(p[r].d, dx);
-                    acc[r][g][c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(v), acc[r][g][c]);
-                }
+        let dx = _mm512_load_ps(xp.add(j) as *const f32);
+        for r in 0..N {
+            products[r][0] = _mm512_mul_ps(p[r].d, dx);
+        }
+        for c in 0..G * C {
+            let xv = _mm512_load_si512(xi.add(j * 2 * C + c) as *const _);
+            for r in 0..N {
+                let v = if signed {
+                    _mm512_dpbusd_epi32(p[r].c, xv, p[r].q)
+                } else {
+                    _mm512_dpbusd_epi32(_mm512_setzero_si512(), p[r].q, xv)
+                };
+                let d = broadcast_pair((products[r].as_ptr() as *const f64).add(c));
+                acc[r][c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(v), acc[r][c]);
             }
-            if min {
+        }
+        if min {
+            for g in 0..G {
                 let sv = _mm256_load_ps(sx.add(g * np + j) as *const f32);
                 for r in 0..N {
                     macc[r][g] = _mm256_add_ps(macc[r][g], _mm256_mul_ps(p[r].m, sv));
@@ -565,15 +728,18 @@ unsafe fn direct<const F: u8, const N: usize, const G: usize>(
             }
         }
     }
-    let zero = [_mm512_setzero_ps(); 2 * C];
+    // Lanes 2k of `even_odd(a)`: bank 0 + bank 1 of lane k.
+    let even_odd = |a: __m512| _mm512_add_ps(a, _mm512_permute_ps::<0b10_11_00_01>(a));
+    let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     for r in 0..N {
-        let mut cols = zero;
+        // `[v_2k | v_2k+1]`, v_c = bank 0 + bank 1 of column c, as
+        // `bank_pairs` gives it from the halves layout.
+        let z: [__m512; 4] = std::array::from_fn(|k| {
+            _mm512_permutex2var_ps(even_odd(acc[r][2 * k]), evens, even_odd(acc[r][2 * k + 1]))
+        });
         let mut mins = [_mm256_setzero_ps(); 2];
-        for g in 0..G {
-            cols[g * C..(g + 1) * C].copy_from_slice(&acc[r][g]);
-            mins[g] = macc[r][g];
-        }
-        let v = fold_eight::<F>(&cols, mins);
+        mins[..G].copy_from_slice(&macc[r]);
+        let v = fold_banks::<F>(&z, mins);
         for (c, &v) in v.iter().enumerate().take(ncols) {
             *y.add(c * nr + r) = v;
         }
@@ -581,16 +747,38 @@ unsafe fn direct<const F: u8, const N: usize, const G: usize>(
     N
 }
 
-/// [`fold`] for eight columns at once (two groups; unused columns zero):
-/// the same additions per column, in the same pairs, but done across
-/// columns with shuffles of whole registers instead of one horizontal sum
-/// per column, which in batched decode cost as much as a third of the
+/// The 64 bits at `p` in every 64-bit lane, loaded by the load port.
+/// Written as `asm` because the compiler otherwise keeps [`direct`]'s
+/// stored products in registers and builds each broadcast with a shuffle,
+/// which competes with the arithmetic for the vector ports (measured: the
+/// kernel ran at two thirds of the speed).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
+unsafe fn broadcast_pair(p: *const f64) -> __m512 {
+    let v: __m512;
+    // SAFETY: the caller guarantees eight readable bytes at `p`; the asm
+    // only loads them (no stores, no stack, flags untouched).
+    unsafe {
+        std::arch::asm!(
+            "vbroadcastsd {0}, qword ptr [{1}]",
+            out(zmm_reg) v,
+            in(reg) p,
+            options(pure, readonly, nostack, preserves_flags)
+        );
+    }
+    v
+}
+
+/// [`fold`] for eight columns at once (two groups; unused columns zero),
+/// given each column's `bank0 + bank1` as `z[k] = [v_2k | v_2k+1]`: the
+/// same additions per column, in the same pairs, but done across columns
+/// with shuffles of whole registers instead of one horizontal sum per
+/// column, which in batched decode cost as much as a third of the
 /// products. Plus `min0 + min1` per column for formats with a minimum.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
-unsafe fn fold_eight<const F: u8>(acc: &[__m512; 2 * C], macc: [__m256; 2]) -> [f32; 2 * C] {
-    let z = std::array::from_fn(|k| bank_pairs(acc[2 * k], acc[2 * k + 1]));
-    let mut sum = fold8_eight(&z);
+unsafe fn fold_banks<const F: u8>(z: &[__m512; 4], macc: [__m256; 2]) -> [f32; 2 * C] {
+    let mut sum = fold8_eight(z);
     if layout(F).4 {
         // Per group: lanes 0..4 the even blocks' minimum sums, 4..8 the odd's.
         let banks =
