@@ -6,11 +6,12 @@
 //!
 //! It computes exactly the reference's `Lanes8` arithmetic, bit for bit:
 //!
-//! - Two consecutive blocks share one 512-bit register: the even block in
-//!   the low 256 bits, the odd one in the high 256 bits. The reference sends
-//!   even blocks to float bank 0 and odd blocks to bank 1, so one `zmm`
-//!   accumulator holds both banks (low half bank 0, high half bank 1) and
-//!   the final `low + high`, folded as `fold8`, is the reference's sum.
+//! - Two consecutive blocks share one 512-bit register, interleaved by
+//!   32-bit lane: lane `2k` is the even block's lane `k`, lane `2k + 1` the
+//!   odd block's. The reference sends even blocks to float bank 0 and odd
+//!   blocks to bank 1, so one `zmm` accumulator holds both banks and the
+//!   final `bank0 + bank1` per lane, folded as `fold8`, is the reference's
+//!   sum.
 //! - `vpdpbusd` sums four `u8 x i8` products into each 32-bit lane: lane
 //!   `k` of a block is the exact integer sum over elements `4k..4k+4`, the
 //!   reference's partial sum, in one instruction instead of
@@ -21,7 +22,9 @@
 //!   Unsigned weights (Q4_1, Q5_1) meet the signed activations directly.
 //! - Per block the lanes are converted, multiplied (fused) by
 //!   `d_w * d_x` (one rounding, as in the reference) and added into the
-//!   bank. A lone last block (odd block count) is paired with zero quants
+//!   bank. Interleaving puts a pair's two products for one (row, column)
+//!   side by side, so one multiply per row gives every column's products,
+//!   and a 64-bit broadcast load hands each accumulator its own. A lone last block (odd block count) is paired with zero quants
 //!   and a zero scale, which adds `+0` to bank 1: the reference's bank 1
 //!   never holds `-0` (it starts at `+0` and round-to-nearest sums that
 //!   cancel give `+0`), so the bits do not change.
@@ -29,17 +32,16 @@
 //!   tiles do (`gemm_tiles::min_sums`).
 //!
 //! Layout: per call, every activation column is rewritten once into
-//! per-pair registers (quants, possibly offset, and `[d_x; 8] ++ [d_x'; 8]`
-//! scales); per row tile, every weight row is decoded once into per-pair
-//! quants, correction start values and scales. The inner tile is four rows
-//! by four columns: sixteen accumulators, each weight register used for four
-//! columns and each activation register for four rows. Batched decode
-//! (`few_columns`) lays a pair's two blocks out interleaved by 32-bit lane
-//! instead, so that its scale products can be broadcast from memory
-//! (`direct`).
+//! per-pair registers (quants, possibly offset, and its `d_x` pairs beside
+//! those of its group's other columns); per row tile, every weight row is
+//! decoded once into per-pair quants, correction start values and scales.
+//! The inner tile is four rows by four columns: sixteen accumulators, each
+//! weight register used for four columns and each activation register for
+//! four rows. Batched decode (`few_columns`) decodes each row straight into
+//! registers instead (`direct`).
 
 use super::gemm_tiles::{decode, layout, Q4_1, Q8_0};
-use super::{f16x2_at, hsum8, load256, prefetch_row};
+use super::{f16x2_at, load256, prefetch_row};
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -75,23 +77,19 @@ struct Scratch {
     wq: Vec<__m512i>,
     /// `vpdpbusd` start values per (row, pair) (signed formats).
     wc: Vec<__m512i>,
-    /// `[d_w; 8] ++ [d_w'; 8]` per (row, pair).
+    /// `[d_w, d_w'] x 8` per (row, pair).
     wd: Vec<__m512>,
     /// `[m_w; 4] ++ [m_w'; 4]` per (row, pair) (formats with a minimum).
     mw: Vec<__m256>,
-    /// Activation quants per (group, pair, column).
+    /// Activation quants per (group, pair, column), the pair's two blocks
+    /// interleaved ([`interleave`]).
     xq: Vec<__m512i>,
-    /// `[d_x; 8] ++ [d_x'; 8]` per (group, pair, column).
-    xd: Vec<__m512>,
+    /// Per (group, pair): `d_x` of the group's column `c` for the even block
+    /// in lane `2c`, for the odd block in lane `2c + 1`.
+    xd: Vec<__m256>,
     /// `s_x` of the group's four columns for the pair's two blocks, per
     /// (group, pair) (formats with a minimum).
     sx: Vec<__m256>,
-    /// Few columns ([`few_columns`]): activation quants per (pair, column),
-    /// the two blocks' 4-byte groups interleaved ([`interleave`]).
-    xi: Vec<__m512i>,
-    /// Few columns: per pair, `d_x` of column `c` for the even block in
-    /// lane `2c` and for the odd block in lane `2c + 1` (eight columns).
-    xp: Vec<__m512>,
 }
 
 thread_local! {
@@ -104,8 +102,6 @@ thread_local! {
             xq: Vec::new(),
             xd: Vec::new(),
             sx: Vec::new(),
-            xi: Vec::new(),
-            xp: Vec::new(),
         })
     };
 }
@@ -153,26 +149,18 @@ pub(crate) unsafe fn gemm<const F: u8>(
         grow(&mut s.wc, tr * np, _mm512_setzero_si512());
         grow(&mut s.wd, tr * np, _mm512_setzero_ps());
         grow(&mut s.xq, groups * np * C, _mm512_setzero_si512());
-        grow(&mut s.xd, groups * np * C, _mm512_setzero_ps());
+        grow(&mut s.xd, groups * np, _mm256_setzero_ps());
         if min {
             grow(&mut s.mw, tr * np, _mm256_setzero_ps());
             grow(&mut s.sx, groups * np, _mm256_setzero_ps());
         }
         let few = ncols <= 2 * C;
-        if few {
-            grow(&mut s.xi, np * 2 * C, _mm512_setzero_si512());
-            grow(&mut s.xp, np, _mm512_setzero_ps());
-        }
         // SAFETY: every column `c < ncols` is inside `x` (caller); the
         // scratch holds `groups * C` columns of `np` pairs (grown above).
         unsafe {
             for c in 0..groups * C {
                 let col = (c < ncols).then(|| x.as_ptr().add(c * xb));
-                if few {
-                    prepare_few::<F>(nb, col, c, s);
-                } else {
-                    prepare_column::<F>(nb, col, c, s);
-                }
+                prepare_column::<F>(nb, col, c, s);
             }
         }
         // SAFETY: as documented for this function; the scratch was grown
@@ -213,7 +201,7 @@ unsafe fn rows_and_groups<const F: u8>(
         }
         for g in 0..groups {
             let cn = C.min(ncols - g * C);
-            let (xq, xd) = (s.xq.as_ptr().add(g * np * C), s.xd.as_ptr().add(g * np * C));
+            let (xq, xd) = (s.xq.as_ptr().add(g * np * C), s.xd.as_ptr().add(g * np));
             let sx = s.sx.as_ptr().add(if layout(F).4 { g * np } else { 0 });
             let mut r = r0;
             while r < r1 {
@@ -261,7 +249,9 @@ unsafe fn store<const N: usize>(y: *mut f32, nr: usize, cn: usize, v: &[[f32; C]
 
 /// Rewrites activation column `c` (`None`: a padding column, all zeros)
 /// into the scratch: per pair its quants (plus 128 for signed-weight
-/// formats) and its two blocks' `d_x` widened over eight lanes each.
+/// formats) with the two blocks interleaved, its two `d_x` in lanes `2c'`
+/// and `2c' + 1` of its group's scale register (`c'` its place in the
+/// group), and its two `s_x` in lanes `c'` and `4 + c'` of the group's.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
 unsafe fn prepare_column<const F: u8>(
     nb: usize,
@@ -269,65 +259,6 @@ unsafe fn prepare_column<const F: u8>(
     c: usize,
     s: &mut Scratch,
 ) {
-    let (_, xbk, xq, signed, min) = layout(F);
-    let np = nb.div_ceil(2);
-    let (g, cc) = (c / C, c % C);
-    let bias = _mm256_set1_epi8(-128);
-    for j in 0..np {
-        let at = (g * np + j) * C + cc;
-        let Some(p) = col else {
-            s.xq[at] = _mm512_setzero_si512();
-            s.xd[at] = _mm512_setzero_ps();
-            if min {
-                let v = &mut *(s.sx.as_mut_ptr().add(g * np + j) as *mut [f32; 8]);
-                v[cc] = 0.0;
-                v[C + cc] = 0.0;
-            }
-            continue;
-        };
-        let mut q = [_mm256_setzero_si256(); 2];
-        let mut d = [0f32; 2];
-        for h in 0..2 {
-            let i = 2 * j + h;
-            if i >= nb {
-                if min {
-                    (*(s.sx.as_mut_ptr().add(g * np + j) as *mut [f32; 8]))[C * h + cc] = 0.0;
-                }
-                continue;
-            }
-            let b = p.add(i * xbk);
-            let v = load256(b.add(xq));
-            q[h] = if signed { _mm256_xor_si256(v, bias) } else { v };
-            let ds = f16x2_at(b);
-            d[h] = _mm_cvtss_f32(ds);
-            if min {
-                let v = &mut *(s.sx.as_mut_ptr().add(g * np + j) as *mut [f32; 8]);
-                v[C * h + cc] = _mm_cvtss_f32(_mm_movehdup_ps(ds));
-            }
-        }
-        s.xq[at] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q[0]), q[1]);
-        s.xd[at] = halves(d[0], d[1]);
-    }
-}
-
-/// `[a; 8] ++ [b; 8]`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
-unsafe fn halves(a: f32, b: f32) -> __m512 {
-    let lo = _mm512_castps256_ps512(_mm256_set1_ps(a));
-    _mm512_castpd_ps(_mm512_insertf64x4::<1>(
-        _mm512_castps_pd(lo),
-        _mm256_castps_pd(_mm256_set1_ps(b)),
-    ))
-}
-
-/// Rewrites activation column `c` (`None`: a padding column, all zeros)
-/// into the few-columns scratch: per pair its quants (plus 128 for
-/// signed-weight formats) with the two blocks interleaved, its two `d_x`
-/// in lanes `2c` and `2c + 1` of the pair's scale register, and `s_x` as
-/// [`prepare_column`] stores it.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
-unsafe fn prepare_few<const F: u8>(nb: usize, col: Option<*const u8>, c: usize, s: &mut Scratch) {
     let (_, xbk, xq, signed, min) = layout(F);
     let np = nb.div_ceil(2);
     let (g, cc) = (c / C, c % C);
@@ -350,16 +281,27 @@ unsafe fn prepare_few<const F: u8>(nb: usize, col: Option<*const u8>, c: usize, 
                 m[h] = _mm_cvtss_f32(_mm_movehdup_ps(ds));
             }
         }
-        s.xi[j * 2 * C + c] = interleave(q[0], q[1]);
-        let xp = &mut *(s.xp.as_mut_ptr().add(j) as *mut [f32; 16]);
-        xp[2 * c] = d[0];
-        xp[2 * c + 1] = d[1];
+        s.xq[(g * np + j) * C + cc] = interleave(q[0], q[1]);
+        let xd = &mut *(s.xd.as_mut_ptr().add(g * np + j) as *mut [f32; 8]);
+        xd[2 * cc] = d[0];
+        xd[2 * cc + 1] = d[1];
         if min {
             let v = &mut *(s.sx.as_mut_ptr().add(g * np + j) as *mut [f32; 8]);
             v[cc] = m[0];
             v[C + cc] = m[1];
         }
     }
+}
+
+/// `[a; 8] ++ [b; 8]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
+unsafe fn halves(a: f32, b: f32) -> __m512 {
+    let lo = _mm512_castps256_ps512(_mm256_set1_ps(a));
+    _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+        _mm512_castps_pd(lo),
+        _mm256_castps_pd(_mm256_set1_ps(b)),
+    ))
 }
 
 /// `[a0, b0, a1, b1, ..., a7, b7]` in 32-bit lanes: two blocks' 4-byte
@@ -377,8 +319,10 @@ unsafe fn interleave(a: __m256i, b: __m256i) -> __m512i {
 
 /// One pair of a weight row, decoded: the two blocks' quants in one
 /// register, the `vpdpbusd` start value (signed formats; zero otherwise),
-/// `[d_w; 8] ++ [d_w'; 8]` and `[m_w; 4] ++ [m_w'; 4]` (formats with a
-/// minimum; zero otherwise).
+/// the scales, and `[m_w; 4] ++ [m_w'; 4]` (formats with a minimum; zero
+/// otherwise). [`decode_pair`] gives the blocks as halves (scales
+/// `[d_w; 8] ++ [d_w'; 8]`), [`decode_pair_interleaved`] interleaved
+/// (scales `[d_w, d_w'] x 8`), which is what the kernels use.
 #[derive(Clone, Copy)]
 struct Pair {
     q: __m512i,
@@ -392,13 +336,6 @@ struct Pair {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
 unsafe fn decode_pair<const F: u8>(nb: usize, w: *const u8, j: usize) -> Pair {
     let (wbk, _, _, signed, min) = layout(F);
-    if 2 * j + 1 < nb {
-        match F {
-            Q4_1 => return q4_1_pair::<false>(w.add(2 * j * wbk)),
-            Q8_0 => return q8_0_pair::<false>(w.add(2 * j * wbk)),
-            _ => {}
-        }
-    }
     let mut q = [_mm256_setzero_si256(); 2];
     let mut d = [0f32; 2];
     let mut m = [0f32; 2];
@@ -443,8 +380,8 @@ unsafe fn decode_pair_interleaved<const F: u8>(nb: usize, w: *const u8, j: usize
     let wbk = layout(F).0;
     if 2 * j + 1 < nb {
         match F {
-            Q4_1 => return q4_1_pair::<true>(w.add(2 * j * wbk)),
-            Q8_0 => return q8_0_pair::<true>(w.add(2 * j * wbk)),
+            Q4_1 => return q4_1_pair(w.add(2 * j * wbk)),
+            Q8_0 => return q8_0_pair(w.add(2 * j * wbk)),
             _ => {}
         }
     }
@@ -484,26 +421,22 @@ unsafe fn words(t: &[u16; 32]) -> __m512i {
 }
 
 /// Two whole Q4_1 blocks at `p` (40 bytes: `d, m, qs[16]` twice), decoded
-/// with a handful of 512-bit shuffles instead of per-block scalar work:
-/// batched decode re-decodes every pair for each row, so this is most of
-/// the kernel's cost beside the arithmetic. The results are the same bits
-/// as [`decode`] and [`halves`] give (f16 to f32 is exact either way).
+/// with a handful of 512-bit shuffles instead of per-block scalar work, and
+/// interleaved as [`decode_pair_interleaved`] lays them out (the shuffles
+/// can put them anywhere, so that costs nothing): batched decode
+/// re-decodes every pair for each row, so this is most of the kernel's
+/// cost beside the arithmetic. The results are the same bits as that
+/// function's general path gives (f16 to f32 is exact either way).
 ///
 /// The pair is read as 20 words: block 0 is words 0..10 (`d` word 0, `m`
-/// word 1, quants words 2..10), block 1 words 10..20. `I`: the blocks
-/// interleaved ([`decode_pair_interleaved`]), at no extra cost, since the
-/// shuffles that decode them can put them anywhere.
+/// word 1, quants words 2..10), block 1 words 10..20.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
-unsafe fn q4_1_pair<const I: bool>(p: *const u8) -> Pair {
-    // Quants: each block's 16 bytes twice, as four 128-bit lanes; lanes 1
-    // and 3 shift down by four to give the high nibbles (elements 16..32).
-    const QUANTS: [u16; 32] = word_table(&[(2, 1, 8), (2, 1, 8), (12, 1, 8), (12, 1, 8)]);
-    const SHIFTS: [u16; 32] = word_table(&[(0, 0, 8), (4, 0, 8), (0, 0, 8), (4, 0, 8)]);
-    // Interleaved: 32-bit lane 2k is block 0's group k, 2k + 1 block 1's;
-    // groups 0..4 are low nibbles of quant bytes 4k.., groups 4..8 high
-    // nibbles of bytes 4(k - 4)...
-    const QUANTS_I: [u16; 32] = word_table(&[
+unsafe fn q4_1_pair(p: *const u8) -> Pair {
+    // Quants: 32-bit lane 2k is block 0's group k, 2k + 1 block 1's;
+    // groups 0..4 are the low nibbles of quant bytes 4k.., groups 4..8
+    // the high nibbles of bytes 4(k - 4).. (elements 16..32).
+    const QUANTS: [u16; 32] = word_table(&[
         (2, 1, 2),
         (12, 1, 2),
         (4, 1, 2),
@@ -521,11 +454,9 @@ unsafe fn q4_1_pair<const I: bool>(p: *const u8) -> Pair {
         (8, 1, 2),
         (18, 1, 2),
     ]);
-    const SHIFTS_I: [u16; 32] = word_table(&[(0, 0, 16), (4, 0, 16)]);
-    // Scales: `[d; 8] ++ [d'; 8]` (interleaved: `[d, d'] x 8`) in words
-    // 0..16, `[m; 4] ++ [m'; 4]` in 16..24.
-    const SCALES: [u16; 32] = word_table(&[(0, 0, 8), (10, 0, 8), (1, 0, 4), (11, 0, 4)]);
-    const SCALES_I: [u16; 32] = word_table(&[
+    const SHIFTS: [u16; 32] = word_table(&[(0, 0, 16), (4, 0, 16)]);
+    // Scales: `[d, d'] x 8` in words 0..16, `[m; 4] ++ [m'; 4]` in 16..24.
+    const SCALES: [u16; 32] = word_table(&[
         (0, 10, 2),
         (0, 10, 2),
         (0, 10, 2),
@@ -537,17 +468,12 @@ unsafe fn q4_1_pair<const I: bool>(p: *const u8) -> Pair {
         (1, 0, 4),
         (11, 0, 4),
     ]);
-    let (quants, shifts, scales) = if I {
-        (&QUANTS_I, &SHIFTS_I, &SCALES_I)
-    } else {
-        (&QUANTS, &SHIFTS, &SCALES)
-    };
     // SAFETY: the caller's pair holds both blocks, so the 20 words read are
     // inside the row; the masked-off rest of the register is not read.
     let v = _mm512_maskz_loadu_epi16(0xF_FFFF, p as *const i16);
-    let q = _mm512_permutexvar_epi16(words(quants), v);
-    let q = _mm512_and_si512(_mm512_srlv_epi16(q, words(shifts)), _mm512_set1_epi8(0x0F));
-    let sc = _mm512_permutexvar_epi16(words(scales), v);
+    let q = _mm512_permutexvar_epi16(words(&QUANTS), v);
+    let q = _mm512_and_si512(_mm512_srlv_epi16(q, words(&SHIFTS)), _mm512_set1_epi8(0x0F));
+    let sc = _mm512_permutexvar_epi16(words(&SCALES), v);
     Pair {
         q,
         c: _mm512_setzero_si512(),
@@ -557,13 +483,13 @@ unsafe fn q4_1_pair<const I: bool>(p: *const u8) -> Pair {
 }
 
 /// Two whole Q8_0 blocks at `p` (68 bytes: `d, qs[32]` twice): the quants
-/// are two plain loads; the two scales are widened to `[d; 8] ++ [d'; 8]`
-/// with one shuffle and one conversion. Same bits as the general path.
+/// are two plain loads, interleaved; the two scales are widened to
+/// `[d, d'] x 8` with one shuffle and one conversion. Same bits as
+/// [`decode_pair_interleaved`]'s general path.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
-unsafe fn q8_0_pair<const I: bool>(p: *const u8) -> Pair {
-    const SCALES: [u16; 32] = word_table(&[(0, 0, 8), (1, 0, 8)]);
-    const SCALES_I: [u16; 32] = word_table(&[
+unsafe fn q8_0_pair(p: *const u8) -> Pair {
+    const SCALES: [u16; 32] = word_table(&[
         (0, 1, 2),
         (0, 1, 2),
         (0, 1, 2),
@@ -573,19 +499,14 @@ unsafe fn q8_0_pair<const I: bool>(p: *const u8) -> Pair {
         (0, 1, 2),
         (0, 1, 2),
     ]);
-    let (a, b) = (load256(p.add(2)), load256(p.add(36)));
-    let q = if I {
-        interleave(a, b)
-    } else {
-        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a), b)
-    };
+    let q = interleave(load256(p.add(2)), load256(p.add(36)));
     // -128 * (w0 + w1 + w2 + w3) per lane, as in `decode_pair`.
     let c = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(-128), q);
     let c = _mm512_sub_epi32(_mm512_setzero_si512(), c);
     let bits = (p as *const u16).read_unaligned() as u32
         | ((p.add(34) as *const u16).read_unaligned() as u32) << 16;
     let ds = _mm512_permutexvar_epi16(
-        words(if I { &SCALES_I } else { &SCALES }),
+        words(&SCALES),
         _mm512_castsi128_si512(_mm_cvtsi32_si128(bits as i32)),
     );
     Pair {
@@ -602,7 +523,7 @@ unsafe fn decode_row<const F: u8>(nb: usize, w: *const u8, k: usize, s: &mut Scr
     let (_, _, _, signed, min) = layout(F);
     let np = nb.div_ceil(2);
     for j in 0..np {
-        let p = decode_pair::<F>(nb, w, j);
+        let p = decode_pair_interleaved::<F>(nb, w, j);
         if min {
             s.mw[k * np + j] = p.m;
         }
@@ -687,10 +608,10 @@ unsafe fn direct<const F: u8, const N: usize, const G: usize>(
 ) -> usize {
     let (_, _, _, signed, min) = layout(F);
     let np = nb.div_ceil(2);
-    let (xi, xp, sx) = (s.xi.as_ptr(), s.xp.as_ptr(), s.sx.as_ptr());
+    let (xq, xd, sx) = (s.xq.as_ptr(), s.xd.as_ptr(), s.sx.as_ptr());
     let mut acc = [[_mm512_setzero_ps(); 2 * C]; N];
     let mut macc = [[_mm256_setzero_ps(); G]; N];
-    let mut products = [[_mm512_setzero_ps(); 1]; N];
+    let mut products = [[_mm256_setzero_ps(); G]; N];
     let zero = Pair {
         q: _mm512_setzero_si512(),
         c: _mm512_setzero_si512(),
@@ -703,19 +624,22 @@ unsafe fn direct<const F: u8, const N: usize, const G: usize>(
         for (r, p) in p.iter_mut().enumerate() {
             *p = decode_pair_interleaved::<F>(nb, w.add(r * wb), j);
         }
-        let dx = _mm512_load_ps(xp.add(j) as *const f32);
-        for r in 0..N {
-            products[r][0] = _mm512_mul_ps(p[r].d, dx);
+        for g in 0..G {
+            let dx = _mm256_load_ps(xd.add(g * np + j) as *const f32);
+            for r in 0..N {
+                products[r][g] = _mm256_mul_ps(_mm512_castps512_ps256(p[r].d), dx);
+            }
         }
         for c in 0..G * C {
-            let xv = _mm512_load_si512(xi.add(j * 2 * C + c) as *const _);
+            let (g, cc) = (c / C, c % C);
+            let xv = _mm512_load_si512(xq.add((g * np + j) * C + cc) as *const _);
             for r in 0..N {
                 let v = if signed {
                     _mm512_dpbusd_epi32(p[r].c, xv, p[r].q)
                 } else {
                     _mm512_dpbusd_epi32(_mm512_setzero_si512(), p[r].q, xv)
                 };
-                let d = broadcast_pair((products[r].as_ptr() as *const f64).add(c));
+                let d = broadcast_pair((products[r].as_ptr().add(g) as *const f64).add(cc));
                 acc[r][c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(v), acc[r][c]);
             }
         }
@@ -728,18 +652,10 @@ unsafe fn direct<const F: u8, const N: usize, const G: usize>(
             }
         }
     }
-    // Lanes 2k of `even_odd(a)`: bank 0 + bank 1 of lane k.
-    let even_odd = |a: __m512| _mm512_add_ps(a, _mm512_permute_ps::<0b10_11_00_01>(a));
-    let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     for r in 0..N {
-        // `[v_2k | v_2k+1]`, v_c = bank 0 + bank 1 of column c, as
-        // `bank_pairs` gives it from the halves layout.
-        let z: [__m512; 4] = std::array::from_fn(|k| {
-            _mm512_permutex2var_ps(even_odd(acc[r][2 * k]), evens, even_odd(acc[r][2 * k + 1]))
-        });
         let mut mins = [_mm256_setzero_ps(); 2];
         mins[..G].copy_from_slice(&macc[r]);
-        let v = fold_banks::<F>(&z, mins);
+        let v = fold_interleaved::<F>(&acc[r], mins);
         for (c, &v) in v.iter().enumerate().take(ncols) {
             *y.add(c * nr + r) = v;
         }
@@ -833,28 +749,34 @@ pub(super) unsafe fn fold8_eight(z: &[__m512; 4]) -> __m256 {
 /// for formats with a minimum, `min0 + min1` where bank `b`'s minimum is
 /// the block-order sum of `m_w * s_x` over its blocks (one register per
 /// row: lanes 0..4 the even block's four columns, 4..8 the odd block's).
+///
+/// Per pair, each row's eight scale products (`d_w * d_x` for four columns
+/// and two blocks) come from one multiply, are stored, and reach the
+/// (row, column) accumulators by broadcast loads ([`broadcast_pair`]), as
+/// in [`direct`]: sixteen multiplies per pair become four.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
 unsafe fn tile<const F: u8, const N: usize>(
     np: usize,
     a: &Rows,
     xq: *const __m512i,
-    xd: *const __m512,
+    xd: *const __m256,
     sx: *const __m256,
 ) -> [[f32; C]; N] {
     let (_, _, _, signed, min) = layout(F);
     let mut acc = [[_mm512_setzero_ps(); C]; N];
     let mut macc = [_mm256_setzero_ps(); N];
+    let mut products = [_mm256_setzero_ps(); N];
     for j in 0..np {
         let mut w = [_mm512_setzero_si512(); N];
-        let mut dw = [_mm512_setzero_ps(); N];
+        let dx = _mm256_load_ps(xd.add(j) as *const f32);
         for r in 0..N {
             w[r] = _mm512_load_si512(a.wq.add(r * np + j) as *const _);
-            dw[r] = _mm512_load_ps(a.wd.add(r * np + j) as *const f32);
+            let dw = _mm256_load_ps(a.wd.add(r * np + j) as *const f32);
+            products[r] = _mm256_mul_ps(dw, dx);
         }
         for c in 0..C {
             let xv = _mm512_load_si512(xq.add(j * C + c) as *const _);
-            let dx = _mm512_load_ps(xd.add(j * C + c) as *const f32);
             for r in 0..N {
                 let p = if signed {
                     let start = _mm512_load_si512(a.wc.add(r * np + j) as *const _);
@@ -862,7 +784,7 @@ unsafe fn tile<const F: u8, const N: usize>(
                 } else {
                     _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[r], xv)
                 };
-                let d = _mm512_mul_ps(dw[r], dx);
+                let d = broadcast_pair((&products[r] as *const __m256 as *const f64).add(c));
                 acc[r][c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(p), acc[r][c]);
             }
         }
@@ -876,33 +798,26 @@ unsafe fn tile<const F: u8, const N: usize>(
     }
     let mut out = [[0f32; C]; N];
     for r in 0..N {
-        out[r] = fold::<F>(&acc[r], macc[r]);
+        let mut cols = [_mm512_setzero_ps(); 2 * C];
+        cols[..C].copy_from_slice(&acc[r]);
+        let v = fold_interleaved::<F>(&cols, [macc[r], _mm256_setzero_ps()]);
+        out[r].copy_from_slice(&v[..C]);
     }
     out
 }
 
-/// One row's results for a group of four columns: per column
-/// `fold8(bank0 + bank1)`, plus the two banks' minimum sums for formats
-/// with a minimum.
+/// One row's eight interleaved column accumulators (two groups; unused
+/// columns zero) folded to its eight results: per column `bank0 + bank1`
+/// (lanes `2k` and `2k + 1`), then [`fold_banks`].
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
-unsafe fn fold<const F: u8>(acc: &[__m512; C], macc: __m256) -> [f32; C] {
-    let min = layout(F).4;
-    let mut m = [0f32; C];
-    if min {
-        let banks = _mm_add_ps(
-            _mm256_castps256_ps128(macc),
-            _mm256_extractf128_ps::<1>(macc),
-        );
-        _mm_storeu_ps(m.as_mut_ptr(), banks);
-    }
-    let mut out = [0f32; C];
-    for c in 0..C {
-        let v = acc[c];
-        let lo = _mm512_castps512_ps256(v);
-        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
-        let sum = hsum8(_mm256_add_ps(lo, hi));
-        out[c] = if min { sum + m[c] } else { sum };
-    }
-    out
+unsafe fn fold_interleaved<const F: u8>(acc: &[__m512; 2 * C], macc: [__m256; 2]) -> [f32; 2 * C] {
+    // Lanes 2k of `even_odd(a)`: bank 0 + bank 1 of lane k.
+    let even_odd = |a: __m512| _mm512_add_ps(a, _mm512_permute_ps::<0b10_11_00_01>(a));
+    let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    // `[v_2k | v_2k+1]`, v_c = bank 0 + bank 1 of column c.
+    let z: [__m512; 4] = std::array::from_fn(|k| {
+        _mm512_permutex2var_ps(even_odd(acc[2 * k]), evens, even_odd(acc[2 * k + 1]))
+    });
+    fold_banks::<F>(&z, macc)
 }
