@@ -253,13 +253,14 @@ fn gemm_tiled_prefill_shapes() {
         // Long rows: tiles of 16 rows.
         check_gemm_with(t, 4096, 40, 4..=9, &[0..40, 3..37, 15..17], &mut r);
     }
-    // K-quants: the AVX-512 tiles take four columns or more, four rows at
-    // a time over row tiles of 4..64 rows (fewer for longer rows).
+    // K-quants: the AVX-512 tiles take nine columns or more, in groups of
+    // four, four rows at a time over row tiles of 4..64 rows (fewer for
+    // longer rows).
     for t in [GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q5_K] {
         for n in [256, 768] {
             check_gemm_with(t, n, 70, 3..=13, &[0..70, 5..69, 33..34], &mut r);
         }
-        check_gemm_with(t, 4096, 37, 4..=9, &[0..37, 3..35, 15..17], &mut r);
+        check_gemm_with(t, 4096, 37, 8..=13, &[0..37, 3..35, 15..17], &mut r);
     }
 }
 
@@ -291,7 +292,8 @@ fn gemm_tiled_extreme_activations() {
         }
         let xt = vec_dot_type(t);
         let xb = row_bytes(xt, n);
-        let ncols = 8;
+        // Past eight columns for the K-quants' AVX-512 tiles.
+        let ncols = if t.block_size() == 256 { 11 } else { 8 };
         let mut x = Vec::new();
         for c in 0..ncols {
             let v: Vec<f32> = (0..n)

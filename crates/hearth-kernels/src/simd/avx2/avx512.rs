@@ -413,6 +413,41 @@ const fn word_table(runs: &[(u16, u16, usize)]) -> [u16; 32] {
     t
 }
 
+/// Words 0..16 alternate `a, b`; then `tail`'s runs as [`word_table`]
+/// lays them out, from word 16 on.
+const fn alternating(a: u16, b: u16, tail: &[(u16, u16, usize)]) -> [u16; 32] {
+    let runs = word_table(tail);
+    let mut t = [0u16; 32];
+    let mut i = 0;
+    while i < 32 {
+        t[i] = if i >= 16 {
+            runs[i - 16]
+        } else if i % 2 == 0 {
+            a
+        } else {
+            b
+        };
+        i += 1;
+    }
+    t
+}
+
+/// Words of two 16-byte runs of quants, at word `a` and word `b`, read by
+/// 32-bit lane as [`interleave`] lays out two blocks: lane `2k` takes words
+/// `a + 2(k % 4)` and the next, lane `2k + 1` the same from `b`.
+const fn interleaved_words(a: u16, b: u16) -> [u16; 32] {
+    let mut t = [0u16; 32];
+    let mut lane = 0;
+    while lane < 16 {
+        let base = if lane % 2 == 0 { a } else { b };
+        let w = base + 2 * ((lane / 2) % 4) as u16;
+        t[2 * lane] = w;
+        t[2 * lane + 1] = w + 1;
+        lane += 1;
+    }
+    t
+}
+
 /// A [`word_table`] in a register.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
@@ -436,38 +471,10 @@ unsafe fn q4_1_pair(p: *const u8) -> Pair {
     // Quants: 32-bit lane 2k is block 0's group k, 2k + 1 block 1's;
     // groups 0..4 are the low nibbles of quant bytes 4k.., groups 4..8
     // the high nibbles of bytes 4(k - 4).. (elements 16..32).
-    const QUANTS: [u16; 32] = word_table(&[
-        (2, 1, 2),
-        (12, 1, 2),
-        (4, 1, 2),
-        (14, 1, 2),
-        (6, 1, 2),
-        (16, 1, 2),
-        (8, 1, 2),
-        (18, 1, 2),
-        (2, 1, 2),
-        (12, 1, 2),
-        (4, 1, 2),
-        (14, 1, 2),
-        (6, 1, 2),
-        (16, 1, 2),
-        (8, 1, 2),
-        (18, 1, 2),
-    ]);
+    const QUANTS: [u16; 32] = interleaved_words(2, 12);
     const SHIFTS: [u16; 32] = word_table(&[(0, 0, 16), (4, 0, 16)]);
     // Scales: `[d, d'] x 8` in words 0..16, `[m; 4] ++ [m'; 4]` in 16..24.
-    const SCALES: [u16; 32] = word_table(&[
-        (0, 10, 2),
-        (0, 10, 2),
-        (0, 10, 2),
-        (0, 10, 2),
-        (0, 10, 2),
-        (0, 10, 2),
-        (0, 10, 2),
-        (0, 10, 2),
-        (1, 0, 4),
-        (11, 0, 4),
-    ]);
+    const SCALES: [u16; 32] = alternating(0, 10, &[(1, 0, 4), (11, 0, 4)]);
     // SAFETY: the caller's pair holds both blocks, so the 20 words read are
     // inside the row; the masked-off rest of the register is not read.
     let v = _mm512_maskz_loadu_epi16(0xF_FFFF, p as *const i16);
@@ -489,16 +496,7 @@ unsafe fn q4_1_pair(p: *const u8) -> Pair {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
 unsafe fn q8_0_pair(p: *const u8) -> Pair {
-    const SCALES: [u16; 32] = word_table(&[
-        (0, 1, 2),
-        (0, 1, 2),
-        (0, 1, 2),
-        (0, 1, 2),
-        (0, 1, 2),
-        (0, 1, 2),
-        (0, 1, 2),
-        (0, 1, 2),
-    ]);
+    const SCALES: [u16; 32] = alternating(0, 1, &[]);
     let q = interleave(load256(p.add(2)), load256(p.add(36)));
     // -128 * (w0 + w1 + w2 + w3) per lane, as in `decode_pair`.
     let c = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(-128), q);

@@ -313,6 +313,37 @@ pub(crate) unsafe fn dot_q5_k<const C: usize>(
     dot_q45_k::<C, true>(nb, w, x)
 }
 
+/// Half `h` of the Q6_K super-block at `p`: its 128 unsigned quants
+/// (0..=63) in element order, 32 per register (`q6_k::unpack`, vectorised).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q6_k_half(p: *const u8, h: usize) -> [__m256i; 4] {
+    use crate::formats::q6_k;
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m30 = _mm256_set1_epi8(0x30);
+    let ql0 = load256(p.add(64 * h));
+    let ql1 = load256(p.add(64 * h + 32));
+    let qh = load256(p.add(q6_k::QH + 32 * h));
+    [
+        _mm256_or_si256(
+            _mm256_and_si256(ql0, m4),
+            _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m30),
+        ),
+        _mm256_or_si256(
+            _mm256_and_si256(ql1, m4),
+            _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m30),
+        ),
+        _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
+            _mm256_and_si256(qh, m30),
+        ),
+        _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+            _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m30),
+        ),
+    ]
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q6_k<const C: usize>(
     nb: usize,
@@ -324,8 +355,6 @@ pub(crate) unsafe fn dot_q6_k<const C: usize>(
     let mut sumf = [0f32; C];
     // With four columns, their `sumf` as the lanes of one vector.
     let mut sum4 = _mm_setzero_ps();
-    let m4 = _mm256_set1_epi8(0x0F);
-    let m30 = _mm256_set1_epi8(0x30);
     for i in 0..nb {
         let p = w.add(i * q6_k::BYTES);
         let scp = p.add(q6_k::SCALES);
@@ -338,27 +367,7 @@ pub(crate) unsafe fn dot_q6_k<const C: usize>(
         ];
         let mut acc = [_mm256_setzero_si256(); C];
         for h in 0..2 {
-            let ql0 = load256(p.add(64 * h));
-            let ql1 = load256(p.add(64 * h + 32));
-            let qh = load256(p.add(q6_k::QH + 32 * h));
-            let u = [
-                _mm256_or_si256(
-                    _mm256_and_si256(ql0, m4),
-                    _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m30),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(ql1, m4),
-                    _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m30),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
-                    _mm256_and_si256(qh, m30),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
-                    _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m30),
-                ),
-            ];
+            let u = q6_k_half(p, h);
             for (s, &uq) in u.iter().enumerate() {
                 let t = 4 * h + s;
                 // `pair_scales(scales, t)` from the widened scales.

@@ -1,7 +1,8 @@
 //! GEMM for the K-quant weights Q4_K, Q5_K and Q6_K (Q8_K activations) on
 //! CPUs with AVX-512 F/BW and VNNI, chosen at run time over the per-row AVX2
-//! kernels (`kquants`) from four columns up: prompt prefill of Gemma 3's
-//! K-quant layers, and batched decode of four streams or more.
+//! kernels (`kquants`) past eight columns: prompt prefill of Gemma 3's
+//! K-quant layers (batched decode stays per row, where decoding every row
+//! into scratch costs more than it saves).
 //!
 //! The reference (`formats::q4_k`, `q5_k`, `q6_k`) takes each super-block
 //! as one exact integer sum followed by one float update. Integers are
@@ -30,6 +31,7 @@
 //! arithmetic it must reproduce lives in `formats`.
 
 use super::avx512;
+use super::kquants::q6_k_half;
 use super::{f16_at_end, f16x2_at, f32_at, load128, load256};
 use crate::formats::{q4_k, q5_k, q6_k, q8_k};
 use std::arch::x86_64::*;
@@ -278,32 +280,10 @@ unsafe fn decode_q45_k<const F: u8>(p: *const u8, q: *mut __m512i) -> (f32, f32,
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
 unsafe fn decode_q6_k(p: *const u8, q: *mut __m512i) -> f32 {
-    let m4 = _mm256_set1_epi8(0x0F);
-    let m30 = _mm256_set1_epi8(0x30);
     let sc16 = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(load128(p.add(q6_k::SCALES))));
     let offset = _mm512_set1_epi16(32);
     for h in 0..2 {
-        let ql0 = load256(p.add(64 * h));
-        let ql1 = load256(p.add(64 * h + 32));
-        let qh = load256(p.add(q6_k::QH + 32 * h));
-        let u = [
-            _mm256_or_si256(
-                _mm256_and_si256(ql0, m4),
-                _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m30),
-            ),
-            _mm256_or_si256(
-                _mm256_and_si256(ql1, m4),
-                _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m30),
-            ),
-            _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
-                _mm256_and_si256(qh, m30),
-            ),
-            _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
-                _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m30),
-            ),
-        ];
+        let u = q6_k_half(p, h);
         for (s, &u) in u.iter().enumerate() {
             let j = 4 * h + s;
             // Words 0..16 take scale 2j, words 16..32 scale 2j + 1.
