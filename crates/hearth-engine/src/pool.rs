@@ -167,10 +167,17 @@ impl ThreadPool {
     }
 }
 
-/// The chunk length [`ThreadPool::for_chunks`] uses.
+/// The chunk length [`ThreadPool::for_chunks`] uses: about four chunks per
+/// thread, so that a thread that falls behind is caught up by the others.
 pub(crate) fn chunk_size(n: usize, threads: usize, min_chunk: usize, align: usize) -> usize {
+    chunk_size_in(n, threads * 4, min_chunk, align)
+}
+
+/// A chunk length that splits `n` into about `parts` chunks of at least
+/// `min_chunk`, rounded up to a multiple of `align`.
+pub(crate) fn chunk_size_in(n: usize, parts: usize, min_chunk: usize, align: usize) -> usize {
     let align = align.max(1);
-    let target = n.div_ceil(threads * 4).max(min_chunk).max(1);
+    let target = n.div_ceil(parts.max(1)).max(min_chunk).max(1);
     target.div_ceil(align) * align
 }
 

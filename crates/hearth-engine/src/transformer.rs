@@ -459,11 +459,21 @@ impl Transformer {
         }
         // Decode writes straight into the output row; small batches write
         // each chunk's `[column][row]` block to scratch, then scatter it.
-        let min_chunk = if n_tok == 1 { 16 } else { 4 };
+        //
+        // Several tokens take one chunk per thread per matrix: every task
+        // rewrites all the activation columns for its kernel and scatters
+        // its block, which costs more than finer chunks save in balance
+        // (8 streams of SmolLM2, 2 threads: 425-432 t/s with four chunks
+        // per thread, 430-440 with two, 451-462 with one; beside a busy
+        // process, 221 against 227). Decode keeps four per thread.
         let mut tasks = Vec::new();
         let mut scratch_len = 0;
         for (j, (w, _)) in jobs.iter().enumerate() {
-            let chunk = crate::pool::chunk_size(w.n_out, threads, min_chunk, 4);
+            let chunk = if n_tok == 1 {
+                crate::pool::chunk_size(w.n_out, threads, 16, 4)
+            } else {
+                crate::pool::chunk_size_in(w.n_out, threads, 4, 4)
+            };
             for start in (0..w.n_out).step_by(chunk) {
                 tasks.push(Task::Base {
                     job: j,
