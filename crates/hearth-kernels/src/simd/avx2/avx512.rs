@@ -24,8 +24,9 @@
 //!   `d_w * d_x` (one rounding, as in the reference) and added into the
 //!   bank. Interleaving puts a pair's two products for one (row, column)
 //!   side by side, so one multiply per row gives every column's products,
-//!   and a 64-bit broadcast load hands each accumulator its own. A lone last block (odd block count) is paired with zero quants
-//!   and a zero scale, which adds `+0` to bank 1: the reference's bank 1
+//!   and a 64-bit broadcast load hands each accumulator its own. A lone
+//!   last block (odd block count) is paired with zero quants and a zero
+//!   scale, which adds `+0` to bank 1: the reference's bank 1
 //!   never holds `-0` (it starts at `+0` and round-to-nearest sums that
 //!   cancel give `+0`), so the bits do not change.
 //! - Formats with a minimum add `m_w * s_x` per block exactly as the AVX2
@@ -154,7 +155,6 @@ pub(crate) unsafe fn gemm<const F: u8>(
             grow(&mut s.mw, tr * np, _mm256_setzero_ps());
             grow(&mut s.sx, groups * np, _mm256_setzero_ps());
         }
-        let few = ncols <= 2 * C;
         // SAFETY: every column `c < ncols` is inside `x` (caller); the
         // scratch holds `groups * C` columns of `np` pairs (grown above).
         unsafe {
@@ -166,7 +166,7 @@ pub(crate) unsafe fn gemm<const F: u8>(
         // SAFETY: as documented for this function; the scratch was grown
         // for `tr` rows and `groups` column groups above.
         unsafe {
-            if few {
+            if ncols <= 2 * C {
                 few_columns::<F>(nb, w, rows, ncols, y, s)
             } else {
                 rows_and_groups::<F>(nb, w, rows, ncols, y, tr, s)
@@ -293,17 +293,6 @@ unsafe fn prepare_column<const F: u8>(
     }
 }
 
-/// `[a; 8] ++ [b; 8]`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
-unsafe fn halves(a: f32, b: f32) -> __m512 {
-    let lo = _mm512_castps256_ps512(_mm256_set1_ps(a));
-    _mm512_castpd_ps(_mm512_insertf64x4::<1>(
-        _mm512_castps_pd(lo),
-        _mm256_castps_pd(_mm256_set1_ps(b)),
-    ))
-}
-
 /// `[a0, b0, a1, b1, ..., a7, b7]` in 32-bit lanes: two blocks' 4-byte
 /// groups interleaved, so that lane `2k` carries lane `k` of the even
 /// block's bank and lane `2k + 1` that of the odd block's.
@@ -320,9 +309,9 @@ unsafe fn interleave(a: __m256i, b: __m256i) -> __m512i {
 /// One pair of a weight row, decoded: the two blocks' quants in one
 /// register, the `vpdpbusd` start value (signed formats; zero otherwise),
 /// the scales, and `[m_w; 4] ++ [m_w'; 4]` (formats with a minimum; zero
-/// otherwise). [`decode_pair`] gives the blocks as halves (scales
-/// `[d_w; 8] ++ [d_w'; 8]`), [`decode_pair_interleaved`] interleaved
-/// (scales `[d_w, d_w'] x 8`), which is what the kernels use.
+/// otherwise). The two blocks are interleaved as [`interleave`] lays out
+/// the activations: quants and start values by 32-bit lane, scales as
+/// `[d_w, d_w'] x 8`.
 #[derive(Clone, Copy)]
 struct Pair {
     q: __m512i,
@@ -336,6 +325,13 @@ struct Pair {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
 unsafe fn decode_pair<const F: u8>(nb: usize, w: *const u8, j: usize) -> Pair {
     let (wbk, _, _, signed, min) = layout(F);
+    if 2 * j + 1 < nb {
+        match F {
+            Q4_1 => return q4_1_pair(w.add(2 * j * wbk)),
+            Q8_0 => return q8_0_pair(w.add(2 * j * wbk)),
+            _ => {}
+        }
+    }
     let mut q = [_mm256_setzero_si256(); 2];
     let mut d = [0f32; 2];
     let mut m = [0f32; 2];
@@ -350,7 +346,7 @@ unsafe fn decode_pair<const F: u8>(nb: usize, w: *const u8, j: usize) -> Pair {
         d[h] = _mm_cvtss_f32(dm);
         m[h] = _mm_cvtss_f32(_mm_movehdup_ps(dm));
     }
-    let q = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q[0]), q[1]);
+    let q = interleave(q[0], q[1]);
     let c = if signed {
         // -128 * (w0 + w1 + w2 + w3) per lane: exact in i32.
         let c = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(-128), q);
@@ -363,35 +359,13 @@ unsafe fn decode_pair<const F: u8>(nb: usize, w: *const u8, j: usize) -> Pair {
     } else {
         _mm256_setzero_ps()
     };
+    // `[d, d']` as one 64-bit lane, in every 64-bit lane.
+    let dd = (d[1].to_bits() as u64) << 32 | d[0].to_bits() as u64;
     Pair {
         q,
         c,
-        d: halves(d[0], d[1]),
+        d: _mm512_castsi512_ps(_mm512_set1_epi64(dd as i64)),
         m,
-    }
-}
-
-/// [`decode_pair`] with the two blocks interleaved as [`interleave`] lays
-/// out the activations: quants and start values by 32-bit lane, and the
-/// scales as `[d_w, d_w', d_w, d_w', ...]` (the minimums as before).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
-unsafe fn decode_pair_interleaved<const F: u8>(nb: usize, w: *const u8, j: usize) -> Pair {
-    let wbk = layout(F).0;
-    if 2 * j + 1 < nb {
-        match F {
-            Q4_1 => return q4_1_pair(w.add(2 * j * wbk)),
-            Q8_0 => return q8_0_pair(w.add(2 * j * wbk)),
-            _ => {}
-        }
-    }
-    let p = decode_pair::<F>(nb, w, j);
-    let order = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
-    Pair {
-        q: _mm512_permutexvar_epi32(order, p.q),
-        c: _mm512_permutexvar_epi32(order, p.c),
-        d: _mm512_permutexvar_ps(order, p.d),
-        m: p.m,
     }
 }
 
@@ -457,7 +431,7 @@ unsafe fn words(t: &[u16; 32]) -> __m512i {
 
 /// Two whole Q4_1 blocks at `p` (40 bytes: `d, m, qs[16]` twice), decoded
 /// with a handful of 512-bit shuffles instead of per-block scalar work, and
-/// interleaved as [`decode_pair_interleaved`] lays them out (the shuffles
+/// interleaved as [`decode_pair`] lays them out (the shuffles
 /// can put them anywhere, so that costs nothing): batched decode
 /// re-decodes every pair for each row, so this is most of the kernel's
 /// cost beside the arithmetic. The results are the same bits as that
@@ -492,7 +466,7 @@ unsafe fn q4_1_pair(p: *const u8) -> Pair {
 /// Two whole Q8_0 blocks at `p` (68 bytes: `d, qs[32]` twice): the quants
 /// are two plain loads, interleaved; the two scales are widened to
 /// `[d, d'] x 8` with one shuffle and one conversion. Same bits as
-/// [`decode_pair_interleaved`]'s general path.
+/// [`decode_pair`]'s general path.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
 unsafe fn q8_0_pair(p: *const u8) -> Pair {
@@ -521,7 +495,7 @@ unsafe fn decode_row<const F: u8>(nb: usize, w: *const u8, k: usize, s: &mut Scr
     let (_, _, _, signed, min) = layout(F);
     let np = nb.div_ceil(2);
     for j in 0..np {
-        let p = decode_pair_interleaved::<F>(nb, w, j);
+        let p = decode_pair::<F>(nb, w, j);
         if min {
             s.mw[k * np + j] = p.m;
         }
@@ -582,7 +556,7 @@ unsafe fn few_columns<const F: u8>(
 }
 
 /// `N` rows from `w` (stride `wb` bytes) against `G` groups of four
-/// columns prepared by [`prepare_few`]; writes the first `ncols` columns
+/// columns prepared by [`prepare_column`]; writes the first `ncols` columns
 /// (`y` stride `nr` per column) and returns `N`.
 ///
 /// The arithmetic per (row, column) is [`tile`]'s, in the same order, with
@@ -620,7 +594,7 @@ unsafe fn direct<const F: u8, const N: usize, const G: usize>(
         // A plain loop: `array::from_fn` here left a closure call per pair.
         let mut p = [zero; N];
         for (r, p) in p.iter_mut().enumerate() {
-            *p = decode_pair_interleaved::<F>(nb, w.add(r * wb), j);
+            *p = decode_pair::<F>(nb, w.add(r * wb), j);
         }
         for g in 0..G {
             let dx = _mm256_load_ps(xd.add(g * np + j) as *const f32);

@@ -210,8 +210,6 @@ pub(crate) unsafe fn gemm(
     // Prefill: the tiled kernels take whole groups of four columns; the
     // rest (and decode, ncols < MIN_TILED) go through the per-row kernels.
     const MIN_TILED: usize = 4;
-    // The AVX-512 kernels take two or more columns (a few concurrent decodes
-    // go through their few-columns path).
     // K-quants past eight columns (prefill): the AVX-512 tiles decode each
     // weight row once into scratch for every column group. Up to eight
     // columns (batched decode) the per-row AVX2 kernels are as fast or
@@ -232,6 +230,8 @@ pub(crate) unsafe fn gemm(
             return true;
         }
     }
+    // The AVX-512 kernels take two or more columns (a few concurrent decodes
+    // go through their few-columns path).
     if ncols >= 2 && wide && avx512::available() {
         let wide: Option<TiledFn> = match t {
             GgmlType::Q4_0 => Some(avx512::gemm::<{ gemm_tiles::Q4_0 }>),
