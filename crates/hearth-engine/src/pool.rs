@@ -317,6 +317,19 @@ impl<T> SharedMut<T> {
             std::slice::from_raw_parts_mut(self.ptr.add(range.start), range.end - range.start)
         }
     }
+
+    /// A pointer to element `start`, for writes that reach at most `span`
+    /// elements past it (checked), strided so that other tasks' parts lie
+    /// in between.
+    ///
+    /// # Safety
+    /// The elements written through it must be disjoint from every other
+    /// live slice or pointer's, and the buffer must outlive it.
+    pub(crate) unsafe fn ptr_at(&self, start: usize, span: usize) -> *mut T {
+        assert!(start <= self.len && span <= self.len - start);
+        // SAFETY: `start` is inside the buffer (checked above).
+        unsafe { self.ptr.add(start) }
+    }
 }
 
 #[cfg(test)]

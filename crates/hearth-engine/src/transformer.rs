@@ -457,17 +457,16 @@ impl Transformer {
             }
             return;
         }
-        // Decode writes straight into the output row; small batches write
-        // each chunk's `[column][row]` block to scratch, then scatter it.
+        // Each task writes its rows of every token straight into the
+        // token-major output (`gemm_strided`, column stride `n_out`).
         //
         // Several tokens take one chunk per thread per matrix: every task
-        // rewrites all the activation columns for its kernel and scatters
-        // its block, which costs more than finer chunks save in balance
-        // (8 streams of SmolLM2, 2 threads: 425-432 t/s with four chunks
-        // per thread, 430-440 with two, 451-462 with one; beside a busy
-        // process, 221 against 227). Decode keeps four per thread.
+        // rewrites all the activation columns for its kernel, which costs
+        // more than finer chunks save in balance (8 streams of SmolLM2, 2
+        // threads: 425-432 t/s with four chunks per thread, 430-440 with
+        // two, 451-462 with one; beside a busy process, 221 against 227).
+        // Decode keeps four per thread.
         let mut tasks = Vec::new();
-        let mut scratch_len = 0;
         for (j, (w, _)) in jobs.iter().enumerate() {
             let chunk = if n_tok == 1 {
                 crate::pool::chunk_size(w.n_out, threads, 16, 4)
@@ -478,10 +477,8 @@ impl Transformer {
                 tasks.push(Task::Base {
                     job: j,
                     rows: start..(start + chunk).min(w.n_out),
-                    at: scratch_len + start * n_tok,
                 });
             }
-            scratch_len += w.n_out * n_tok;
         }
         let n_in = jobs.first().map_or(0, |(w, _)| w.n_in);
         let plan = LoraPlan::new(lora, jobs.len());
@@ -493,22 +490,13 @@ impl Transformer {
         }
         let mut t_all = vec![0f32; plan.t_len];
         let shared_t = SharedMut::new(&mut t_all);
-        // Reused between calls: a fresh buffer of the output matrix's size
-        // (1.5 MiB for 8 tokens of SmolLM2) page-faults on every step.
-        // Every task writes its whole block before reading it, so old
-        // contents need no clearing.
-        let mut scratch = MATMUL_SCRATCH.take();
-        if n_tok > 1 && scratch.len() < scratch_len {
-            scratch.resize(scratch_len, 0.0);
-        }
-        let shared_scratch = SharedMut::new(&mut scratch);
         let outs: Vec<(&Matrix, SharedMut<f32>)> = jobs
             .iter_mut()
             .map(|(w, out)| (*w, SharedMut::new(out)))
             .collect();
         pool.run(tasks.len(), &|i| {
-            let (j, rows, at) = match &tasks[i] {
-                Task::Base { job, rows, at } => (*job, rows, *at),
+            let (j, rows) = match &tasks[i] {
+                Task::Base { job, rows } => (*job, rows),
                 Task::LoraDown { group, toks } => {
                     if let Some(lu) = lora {
                         lora_down(&plan, lu, x, n_in, *group, toks.clone(), &shared_t);
@@ -525,18 +513,13 @@ impl Transformer {
                 k::gemm(w.ty, w.n_in, wb, rows.clone(), xq, 1, y);
                 return;
             }
-            let len = rows.len();
-            // SAFETY: each task owns its own `len * n_tok` block of scratch.
-            let y = unsafe { shared_scratch.slice(at..at + len * n_tok) };
-            k::gemm(w.ty, w.n_in, wb, rows.clone(), xq, n_tok, y);
-            for t in 0..n_tok {
-                let base = t * w.n_out;
-                // SAFETY: rows `rows` of output row `t` belong to this task alone.
-                let dst = unsafe { out.slice(base + rows.start..base + rows.end) };
-                dst.copy_from_slice(&y[t * len..(t + 1) * len]);
+            // SAFETY: the output holds `n_tok` rows of `n_out` floats, and
+            // rows `rows` of each token belong to this task alone.
+            unsafe {
+                let y = out.ptr_at(rows.start, (n_tok - 1) * w.n_out + rows.len());
+                k::gemm_strided(w.ty, w.n_in, wb, rows.clone(), xq, n_tok, y, w.n_out);
             }
         });
-        keep(&MATMUL_SCRATCH, scratch);
         if let Some(lu) = lora {
             if !plan.parts.is_empty() {
                 self.lora_up(pool, &plan, lu, &t_all, &outs);
@@ -849,9 +832,6 @@ thread_local! {
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
     /// A LoRA task's gathered input rows, as the F32 GEMM's bytes.
     static LORA_X: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    /// The small-batch matmul's `[column][row]` blocks before they are
-    /// scattered into the output (the forward pass's own thread).
-    static MATMUL_SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
     /// The logits of the wanted rows before they are split per item.
     static LOGITS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
     /// A LoRA task's `B·t` rows for one token before they are scaled into the output.
@@ -860,11 +840,10 @@ thread_local! {
 
 /// One task of a matmul pass.
 enum Task {
-    /// Rows `rows` of job `job`'s base matmul (scratch block at `at`).
+    /// Rows `rows` of job `job`'s base matmul, for every token.
     Base {
         job: usize,
         rows: std::ops::Range<usize>,
-        at: usize,
     },
     /// `T = X·Aᵀ` for positions `toks` of adapter group `group`, every job.
     LoraDown {

@@ -145,30 +145,68 @@ pub fn gemm(
     ncols: usize,
     y: &mut [f32],
 ) {
-    gemm_with(t, n, w, rows, x, ncols, y, true)
+    reference::check_gemm(t, n, w, &rows, x, ncols, y);
+    let nr = rows.len();
+    // SAFETY: `y` holds `ncols * nr` floats (checked just above).
+    unsafe { gemm_with(t, n, w, rows, x, ncols, y.as_mut_ptr(), nr, true) }
 }
 
+/// [`gemm`] writing column `c` to `y[c * ldy..][..rows.len()]`, so that
+/// callers splitting a matrix by rows can write every column's part
+/// straight into a token-major output (`ldy` = the matrix's row count)
+/// instead of through a scratch block. The same results, bit for bit.
+///
+/// # Safety
+/// `y` must be valid for writes at `c * ldy + i` for every `c < ncols`
+/// and `i < rows.len()`, and nothing else may read or write those floats
+/// during the call (other threads may use the floats in between).
 #[allow(clippy::too_many_arguments)]
-fn gemm_with(
+pub unsafe fn gemm_strided(
     t: GgmlType,
     n: usize,
     w: &[u8],
     rows: Range<usize>,
     x: &[u8],
     ncols: usize,
-    y: &mut [f32],
+    y: *mut f32,
+    ldy: usize,
+) {
+    reference::check_inputs(t, n, w, &rows, x, ncols);
+    assert!(
+        ncols <= 1 || ldy >= rows.len(),
+        "gemm: output stride {ldy} is shorter than the {} rows of a column",
+        rows.len()
+    );
+    // SAFETY: the caller's promise about `y`; the inputs were checked.
+    unsafe { gemm_with(t, n, w, rows, x, ncols, y, ldy, true) }
+}
+
+/// # Safety
+/// The inputs were checked (`reference::check_inputs`) and `y` is writable
+/// as [`gemm_strided`] requires.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_with(
+    t: GgmlType,
+    n: usize,
+    w: &[u8],
+    rows: Range<usize>,
+    x: &[u8],
+    ncols: usize,
+    y: *mut f32,
+    ldy: usize,
     wide: bool,
 ) {
     match simd::isa() {
         Isa::Avx2 => {
-            reference::check_gemm(t, n, w, &rows, x, ncols, y);
-            // SAFETY: Avx2 is only selected when the CPU has avx2, fma and f16c;
-            // the operand sizes were checked just above.
-            if !unsafe { simd::avx2::gemm(t, n, w, rows.clone(), x, ncols, y, wide) } {
-                reference::gemm(t, n, w, rows, x, ncols, y)
+            // SAFETY: Avx2 is only selected when the CPU has avx2, fma and
+            // f16c; the operand sizes were checked by our caller.
+            if !unsafe { simd::avx2::gemm(t, n, w, rows.clone(), x, ncols, y, ldy, wide) } {
+                // SAFETY: as above.
+                unsafe { reference::gemm_into(t, n, w, rows, x, ncols, y, ldy) }
             }
         }
-        Isa::Scalar => reference::gemm(t, n, w, rows, x, ncols, y),
+        // SAFETY: as above.
+        Isa::Scalar => unsafe { reference::gemm_into(t, n, w, rows, x, ncols, y, ldy) },
     }
 }
 
@@ -186,7 +224,10 @@ pub fn gemm_avx2_only(
     ncols: usize,
     y: &mut [f32],
 ) {
-    gemm_with(t, n, w, rows, x, ncols, y, false)
+    reference::check_gemm(t, n, w, &rows, x, ncols, y);
+    let nr = rows.len();
+    // SAFETY: `y` holds `ncols * nr` floats (checked just above).
+    unsafe { gemm_with(t, n, w, rows, x, ncols, y.as_mut_ptr(), nr, false) }
 }
 
 macro_rules! dispatch_op {

@@ -117,7 +117,8 @@ pub fn vec_dot(t: GgmlType, n: usize, w: &[u8], x: &[u8]) -> f32 {
     }
 }
 
-/// Checks gemm operand sizes; returns (weight row bytes, activation row bytes).
+/// Checks gemm operand sizes (the output's too, for a contiguous `y`);
+/// returns (weight row bytes, activation row bytes).
 pub(crate) fn check_gemm(
     t: GgmlType,
     n: usize,
@@ -126,6 +127,26 @@ pub(crate) fn check_gemm(
     x: &[u8],
     ncols: usize,
     y: &[f32],
+) -> (usize, usize) {
+    let sizes = check_inputs(t, n, w, rows, x, ncols);
+    assert!(
+        y.len() >= ncols * rows.len(),
+        "gemm: output has {} floats, needs {}",
+        y.len(),
+        ncols * rows.len()
+    );
+    sizes
+}
+
+/// Checks the weight and activation sizes of a gemm; returns (weight row
+/// bytes, activation row bytes).
+pub(crate) fn check_inputs(
+    t: GgmlType,
+    n: usize,
+    w: &[u8],
+    rows: &Range<usize>,
+    x: &[u8],
+    ncols: usize,
 ) -> (usize, usize) {
     let wb = row_bytes(t, n);
     let xb = row_bytes(vec_dot_type(t), n);
@@ -146,12 +167,6 @@ pub(crate) fn check_gemm(
         x.len(),
         ncols * xb
     );
-    assert!(
-        y.len() >= ncols * rows.len(),
-        "gemm: output has {} floats, needs {}",
-        y.len(),
-        ncols * rows.len()
-    );
     (wb, xb)
 }
 
@@ -165,12 +180,35 @@ pub fn gemm(
     ncols: usize,
     y: &mut [f32],
 ) {
-    let (wb, xb) = check_gemm(t, n, w, &rows, x, ncols, y);
+    check_gemm(t, n, w, &rows, x, ncols, y);
     let nr = rows.len();
+    // SAFETY: `y` holds `ncols * nr` floats (checked), every index written.
+    unsafe { gemm_into(t, n, w, rows, x, ncols, y.as_mut_ptr(), nr) }
+}
+
+/// [`gemm`] with column `c` written to `y[c * ldy..][..rows.len()]`.
+///
+/// # Safety
+/// `y` must be valid for writes at `c * ldy + i` for every `c < ncols` and
+/// `i < rows.len()`, and nothing else may access those floats meanwhile.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_into(
+    t: GgmlType,
+    n: usize,
+    w: &[u8],
+    rows: Range<usize>,
+    x: &[u8],
+    ncols: usize,
+    y: *mut f32,
+    ldy: usize,
+) {
+    let (wb, xb) = check_inputs(t, n, w, &rows, x, ncols);
     for c in 0..ncols {
         let xc = &x[c * xb..(c + 1) * xb];
         for (i, r) in rows.clone().enumerate() {
-            y[c * nr + i] = vec_dot(t, n, &w[r * wb..(r + 1) * wb], xc);
+            let v = vec_dot(t, n, &w[r * wb..(r + 1) * wb], xc);
+            // SAFETY: `c < ncols`, `i < rows.len()`: writable (caller).
+            unsafe { *y.add(c * ldy + i) = v };
         }
     }
 }

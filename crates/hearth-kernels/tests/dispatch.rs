@@ -185,6 +185,35 @@ fn check_gemm_with(
                 bits(&expect),
                 "{t} n={n} ncols={ncols} rows={rows:?}"
             );
+            // Strided: each column at `c * ldy`, the gaps between untouched.
+            let ldy = nr + 3;
+            let sentinel = f32::from_bits(0x7fc0_1234);
+            let mut ys = vec![sentinel; ncols * ldy];
+            // SAFETY: `ys` holds `ncols` columns of `ldy >= nr` floats.
+            unsafe {
+                hearth_kernels::gemm_strided(
+                    t,
+                    n,
+                    &w,
+                    rows.clone(),
+                    &x,
+                    ncols,
+                    ys.as_mut_ptr(),
+                    ldy,
+                )
+            };
+            for c in 0..ncols {
+                let col = &ys[c * ldy..(c + 1) * ldy];
+                assert_eq!(
+                    bits(&col[..nr]),
+                    bits(&expect[c * nr..(c + 1) * nr]),
+                    "strided {t} n={n} ncols={ncols} rows={rows:?} column {c}"
+                );
+                assert!(
+                    col[nr..].iter().all(|v| v.to_bits() == sentinel.to_bits()),
+                    "strided {t} n={n} ncols={ncols} rows={rows:?}: wrote past column {c}"
+                );
+            }
             let mut ya = vec![f32::NAN; ncols * nr];
             hearth_kernels::gemm_avx2_only(t, n, &w, rows.clone(), &x, ncols, &mut ya);
             assert_eq!(

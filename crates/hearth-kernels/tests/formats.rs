@@ -393,3 +393,15 @@ fn quantize_row_rejects_wrong_dst() {
     let mut b = vec![0u8; 17];
     reference::quantize_row(GgmlType::Q4_0, &[0.0; 32], &mut b);
 }
+
+#[test]
+#[should_panic(expected = "output stride")]
+fn gemm_strided_rejects_overlapping_columns() {
+    let t = GgmlType::Q8_0;
+    let w = vec![0u8; 4 * row_bytes(t, 32)];
+    let x = vec![0u8; 2 * row_bytes(vec_dot_type(t), 32)];
+    let mut y = vec![0f32; 8];
+    // Two columns of four rows cannot sit three floats apart.
+    // SAFETY: `y` is larger than any write the call could make.
+    unsafe { hearth_kernels::gemm_strided(t, 32, &w, 0..4, &x, 2, y.as_mut_ptr(), 3) };
+}

@@ -191,3 +191,52 @@ fn sampler_is_send() {
     fn assert_send<T: Send>() {}
     assert_send::<Sampler>();
 }
+
+/// The one-pass definition `argmax` must agree with: first index of the
+/// largest non-NaN logit, 0 when there is none.
+fn argmax_by_definition(v: &[f32]) -> Option<u32> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut best: Option<usize> = None;
+    for (i, &l) in v.iter().enumerate() {
+        if !l.is_nan() && best.is_none_or(|b| l > v[b]) {
+            best = Some(i);
+        }
+    }
+    Some(best.unwrap_or(0) as u32)
+}
+
+#[test]
+fn argmax_matches_its_definition_on_odd_lengths_ties_and_nans() {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for len in [1usize, 2, 15, 16, 17, 31, 33, 100, 1000, 49_153] {
+        for trial in 0..20 {
+            let v: Vec<f32> = (0..len)
+                .map(|_| match next() % 16 {
+                    // Few distinct values, so ties across lanes are common.
+                    0 => f32::NAN,
+                    1 => f32::NEG_INFINITY,
+                    2 if trial % 5 == 0 => f32::INFINITY,
+                    k => (k % 5) as f32 - 2.0,
+                })
+                .collect();
+            assert_eq!(
+                argmax(&v),
+                argmax_by_definition(&v),
+                "len {len} trial {trial}"
+            );
+        }
+        let nans = vec![f32::NAN; len];
+        assert_eq!(argmax(&nans), Some(0));
+        let mut late = vec![f32::NEG_INFINITY; len];
+        late[len - 1] = -1.0;
+        assert_eq!(argmax(&late), Some(len as u32 - 1));
+    }
+}

@@ -29,7 +29,8 @@ pub(crate) mod avx2 {
         _: Range<usize>,
         _: &[u8],
         _: usize,
-        _: &mut [f32],
+        _: *mut f32,
+        _: usize,
         _: bool,
     ) -> bool {
         false

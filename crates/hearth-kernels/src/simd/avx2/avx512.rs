@@ -124,19 +124,20 @@ fn tile_rows(np: usize) -> usize {
 /// # Safety
 /// avx2, fma, f16c, avx512f, avx512bw and avx512vnni must be available
 /// ([`available`]); `w` must hold rows up to `rows.end`, `x` `ncols`
-/// activation rows and `y` `ncols * rows.len()` floats (the caller checked).
+/// activation rows, and `y` must be writable at `c * ldy + i` for every
+/// column `c` and `i < rows.len()` (the caller checked).
 pub(crate) unsafe fn gemm<const F: u8>(
     nb: usize,
     w: &[u8],
     rows: std::ops::Range<usize>,
     x: &[u8],
     ncols: usize,
-    y: &mut [f32],
+    y: *mut f32,
+    ldy: usize,
 ) {
     let (wbk, xbk, _, _, min) = layout(F);
     let (wb, xb) = (nb * wbk, nb * xbk);
     debug_assert!(w.len() >= rows.end * wb && x.len() >= ncols * xb);
-    debug_assert!(y.len() >= ncols * rows.len());
     let nr = rows.len();
     if nr == 0 || ncols == 0 || nb == 0 {
         return;
@@ -167,9 +168,9 @@ pub(crate) unsafe fn gemm<const F: u8>(
         // for `tr` rows and `groups` column groups above.
         unsafe {
             if ncols <= 2 * C {
-                few_columns::<F>(nb, w, rows, ncols, y, s)
+                few_columns::<F>(nb, w, rows, ncols, y, ldy, s)
             } else {
-                rows_and_groups::<F>(nb, w, rows, ncols, y, tr, s)
+                rows_and_groups::<F>(nb, w, rows, ncols, y, ldy, tr, s)
             }
         };
     });
@@ -177,22 +178,23 @@ pub(crate) unsafe fn gemm<const F: u8>(
 
 /// The row tiles of [`gemm`]: decode a tile, then run every column group
 /// over it four rows at a time (one row at a time for the last few).
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
 unsafe fn rows_and_groups<const F: u8>(
     nb: usize,
     w: &[u8],
     rows: std::ops::Range<usize>,
     ncols: usize,
-    y: &mut [f32],
+    y: *mut f32,
+    ldy: usize,
     tr: usize,
     s: &mut Scratch,
 ) {
     let (wbk, _, _, _, _) = layout(F);
     let wb = nb * wbk;
     let np = nb.div_ceil(2);
-    let nr = rows.len();
     let groups = ncols.div_ceil(C);
-    let (w, y) = (w.as_ptr(), y.as_mut_ptr());
+    let w = w.as_ptr();
     let mut r0 = rows.start;
     while r0 < rows.end {
         let r1 = (r0 + tr).min(rows.end);
@@ -212,14 +214,14 @@ unsafe fn rows_and_groups<const F: u8>(
                     wd: s.wd.as_ptr().add(k * np),
                     mw: s.mw.as_ptr().add(if layout(F).4 { k * np } else { 0 }),
                 };
-                let out = y.add(g * C * nr + (r - rows.start));
+                let out = y.add(g * C * ldy + (r - rows.start));
                 if r + R <= r1 {
                     let v = tile::<F, R>(np, &a, xq, xd, sx);
-                    store::<R>(out, nr, cn, &v);
+                    store::<R>(out, ldy, cn, &v);
                     r += R;
                 } else {
                     let v = tile::<F, 1>(np, &a, xq, xd, sx);
-                    store::<1>(out, nr, cn, &v);
+                    store::<1>(out, ldy, cn, &v);
                     r += 1;
                 }
             }
@@ -236,13 +238,13 @@ struct Rows {
     mw: *const __m256,
 }
 
-/// Writes `N` rows by `cn` columns of results (`y` stride `nr` per column).
+/// Writes `N` rows by `cn` columns of results (`y` stride `ldy` per column).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
-unsafe fn store<const N: usize>(y: *mut f32, nr: usize, cn: usize, v: &[[f32; C]; N]) {
+unsafe fn store<const N: usize>(y: *mut f32, ldy: usize, cn: usize, v: &[[f32; C]; N]) {
     for (i, row) in v.iter().enumerate() {
         for (c, &x) in row.iter().enumerate().take(cn) {
-            *y.add(c * nr + i) = x;
+            *y.add(c * ldy + i) = x;
         }
     }
 }
@@ -531,12 +533,12 @@ unsafe fn few_columns<const F: u8>(
     w: &[u8],
     rows: std::ops::Range<usize>,
     ncols: usize,
-    y: &mut [f32],
+    y: *mut f32,
+    ldy: usize,
     s: &Scratch,
 ) {
     let wb = nb * layout(F).0;
-    let nr = rows.len();
-    let (w, y) = (w.as_ptr(), y.as_mut_ptr());
+    let w = w.as_ptr();
     let mut r = rows.start;
     while r < rows.end {
         let out = y.add(r - rows.start);
@@ -547,17 +549,17 @@ unsafe fn few_columns<const F: u8>(
         }
         let row = w.add(r * wb);
         r += match (ncols <= C, pair) {
-            (true, true) => direct::<F, 2, 1>(nb, row, wb, s, out, nr, ncols),
-            (true, false) => direct::<F, 1, 1>(nb, row, wb, s, out, nr, ncols),
-            (false, true) => direct::<F, 2, 2>(nb, row, wb, s, out, nr, ncols),
-            (false, false) => direct::<F, 1, 2>(nb, row, wb, s, out, nr, ncols),
+            (true, true) => direct::<F, 2, 1>(nb, row, wb, s, out, ldy, ncols),
+            (true, false) => direct::<F, 1, 1>(nb, row, wb, s, out, ldy, ncols),
+            (false, true) => direct::<F, 2, 2>(nb, row, wb, s, out, ldy, ncols),
+            (false, false) => direct::<F, 1, 2>(nb, row, wb, s, out, ldy, ncols),
         };
     }
 }
 
 /// `N` rows from `w` (stride `wb` bytes) against `G` groups of four
 /// columns prepared by [`prepare_column`]; writes the first `ncols` columns
-/// (`y` stride `nr` per column) and returns `N`.
+/// (`y` stride `ldy` per column) and returns `N`.
 ///
 /// The arithmetic per (row, column) is [`tile`]'s, in the same order, with
 /// the blocks interleaved: 32-bit lane `2k` of an accumulator is lane `k`
@@ -575,7 +577,7 @@ unsafe fn direct<const F: u8, const N: usize, const G: usize>(
     wb: usize,
     s: &Scratch,
     y: *mut f32,
-    nr: usize,
+    ldy: usize,
     ncols: usize,
 ) -> usize {
     let (_, _, _, signed, min) = layout(F);
@@ -629,7 +631,7 @@ unsafe fn direct<const F: u8, const N: usize, const G: usize>(
         mins[..G].copy_from_slice(&macc[r]);
         let v = fold_interleaved::<F>(&acc[r], mins);
         for (c, &v) in v.iter().enumerate().take(ncols) {
-            *y.add(c * nr + r) = v;
+            *y.add(c * ldy + r) = v;
         }
     }
     N

@@ -150,21 +150,22 @@ fn tile_rows(nb: usize) -> usize {
 ///
 /// # Safety
 /// avx2, fma and f16c must be available; `w` must hold rows up to
-/// `rows.end`, `x` `ncols` activation rows and `y` `ncols * rows.len()`
-/// floats (the caller checked this).
+/// `rows.end`, `x` `ncols` activation rows, and `y` must be writable at
+/// `c * ldy + i` for every column `c` and `i < rows.len()` (the caller
+/// checked this).
 pub(crate) unsafe fn gemm<const F: u8>(
     nb: usize,
     w: &[u8],
     rows: std::ops::Range<usize>,
     x: &[u8],
     ncols: usize,
-    y: &mut [f32],
+    y: *mut f32,
+    ldy: usize,
 ) {
     let (wbk, xbk, _, _, _) = layout(F);
     let (wb, xb) = (nb * wbk, nb * xbk);
     debug_assert!(w.len() >= rows.end * wb && x.len() >= ncols * xb);
-    debug_assert!(y.len() >= ncols * rows.len());
-    let (w, x, y) = (w.as_ptr(), x.as_ptr(), y.as_mut_ptr());
+    let (w, x) = (w.as_ptr(), x.as_ptr());
     let (_, _, _, _, min) = layout(F);
     let nr = rows.len();
     let groups = ncols / C;
@@ -243,9 +244,9 @@ pub(crate) unsafe fn gemm<const F: u8>(
                         v
                     };
                     for (c, &v) in out.iter().enumerate() {
-                        // SAFETY: `(C * g + c) * nr + (r - rows.start)` is below
-                        // `ncols * nr`, the size the caller checked.
-                        unsafe { *y.add((C * g + c) * nr + (r - rows.start)) = v };
+                        // SAFETY: column `C * g + c < ncols`, row `r - rows.start
+                        // < nr`: inside what the caller made writable.
+                        unsafe { *y.add((C * g + c) * ldy + (r - rows.start)) = v };
                     }
                 }
             }

@@ -111,19 +111,20 @@ fn tile_rows(nb: usize) -> usize {
 /// # Safety
 /// avx2, fma, f16c, avx512f, avx512bw and avx512vnni must be available
 /// ([`available`]); `w` must hold rows up to `rows.end`, `x` `ncols`
-/// activation rows and `y` `ncols * rows.len()` floats (the caller checked).
+/// activation rows, and `y` must be writable at `c * ldy + i` for every
+/// column `c` and `i < rows.len()` (the caller checked).
 pub(crate) unsafe fn gemm<const F: u8>(
     nb: usize,
     w: &[u8],
     rows: Range<usize>,
     x: &[u8],
     ncols: usize,
-    y: &mut [f32],
+    y: *mut f32,
+    ldy: usize,
 ) {
     let wb = nb * block_bytes(F);
     let xb = nb * q8_k::BYTES;
     debug_assert!(w.len() >= rows.end * wb && x.len() >= ncols * xb);
-    debug_assert!(y.len() >= ncols * rows.len());
     let nr = rows.len();
     if nr == 0 || ncols == 0 || nb == 0 {
         return;
@@ -146,7 +147,7 @@ pub(crate) unsafe fn gemm<const F: u8>(
                 let col = (c < ncols).then(|| x.as_ptr().add(c * xb));
                 prepare_column(nb, col, c, s);
             }
-            let (w, y) = (w.as_ptr(), y.as_mut_ptr());
+            let w = w.as_ptr();
             let mut r0 = rows.start;
             while r0 < rows.end {
                 let r1 = (r0 + tr).min(rows.end);
@@ -163,7 +164,7 @@ pub(crate) unsafe fn gemm<const F: u8>(
                         for r in 0..4.min(r1 - r0 - 4 * q) {
                             let row = r0 + 4 * q + r - rows.start;
                             for c in 0..4.min(ncols - 4 * g) {
-                                *y.add((4 * g + c) * nr + row) = out[4 * r + c];
+                                *y.add((4 * g + c) * ldy + row) = out[4 * r + c];
                             }
                         }
                     }

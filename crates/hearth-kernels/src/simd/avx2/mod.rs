@@ -62,7 +62,7 @@ type DotFn<const C: usize> =
 type GemvFn = unsafe fn(usize, *const u8, usize, Range<usize>, *const u8, *mut f32) -> bool;
 
 /// A tiled prefill GEMM (`gemm_tiles::gemm`): whole groups of four columns.
-type TiledFn = unsafe fn(usize, &[u8], Range<usize>, &[u8], usize, &mut [f32]);
+type TiledFn = unsafe fn(usize, &[u8], Range<usize>, &[u8], usize, *mut f32, usize);
 
 /// One format's kernels, instantiated for 1..=4 columns; `pre` holds the
 /// variants that read activation scales from a table `gemm` fills.
@@ -160,7 +160,8 @@ pub(crate) unsafe fn vec_dot(t: GgmlType, n: usize, w: &[u8], x: &[u8]) -> Optio
 }
 
 /// `false` if there is no SIMD kernel for `t`. Operand sizes must have been
-/// checked by the caller (`reference::check_gemm`). `wide: false` keeps to
+/// checked by the caller (`reference::check_gemm`); column `c` of the
+/// result goes to `y[c * ldy..][..rows.len()]`. `wide: false` keeps to
 /// the AVX2 kernels even where the AVX-512 ones could run (tests use it so
 /// both stay covered on CPUs that have AVX-512).
 ///
@@ -182,15 +183,15 @@ pub(crate) unsafe fn gemm(
     rows: Range<usize>,
     x: &[u8],
     ncols: usize,
-    y: &mut [f32],
+    y: *mut f32,
+    ldy: usize,
     wide: bool,
 ) -> bool {
     let Some(k) = kernel_for(t) else { return false };
     let wb = row_bytes(t, n);
     let xb = row_bytes(vec_dot_type(t), n);
     let nb = n / k.qk;
-    let nr = rows.len();
-    debug_assert!(w.len() >= rows.end * wb && x.len() >= ncols * xb && y.len() >= ncols * nr);
+    debug_assert!(w.len() >= rows.end * wb && x.len() >= ncols * xb);
     // Decode: the multi-row GEMV kernels.
     if ncols == 1 {
         let f: Option<GemvFn> = match t {
@@ -202,8 +203,8 @@ pub(crate) unsafe fn gemm(
         };
         // SAFETY: our caller guarantees avx2/fma/f16c and checked the
         // operand sizes (`reference::check_gemm`): `w` holds `rows.end`
-        // rows of `wb` bytes, `x` one activation row, `y` `nr` floats.
-        if f.is_some_and(|f| f(nb, w.as_ptr(), wb, rows.clone(), x.as_ptr(), y.as_mut_ptr())) {
+        // rows of `wb` bytes, `x` one activation row, `y` `rows.len()` floats.
+        if f.is_some_and(|f| f(nb, w.as_ptr(), wb, rows.clone(), x.as_ptr(), y)) {
             return true;
         }
     }
@@ -226,7 +227,7 @@ pub(crate) unsafe fn gemm(
             // SAFETY: `available()` checked avx512f/bw/vnni (our caller
             // guarantees avx2/fma/f16c) and the operand sizes were checked
             // (`reference::check_gemm`); this kernel takes every column.
-            f(nb, w, rows, x, ncols, y);
+            f(nb, w, rows, x, ncols, y, ldy);
             return true;
         }
     }
@@ -246,7 +247,7 @@ pub(crate) unsafe fn gemm(
             // SAFETY: `available()` checked avx512f/bw/vnni (our caller
             // guarantees avx2/fma/f16c) and the operand sizes were checked
             // (`reference::check_gemm`); this kernel takes every column.
-            f(nb, w, rows, x, ncols, y);
+            f(nb, w, rows, x, ncols, y, ldy);
             return true;
         }
     }
@@ -265,7 +266,7 @@ pub(crate) unsafe fn gemm(
             // SAFETY: our caller guarantees avx2/fma/f16c and checked the
             // operand sizes (`reference::check_gemm`), which is what the
             // tiled kernel requires.
-            f(nb, w, rows.clone(), x, ncols, y);
+            f(nb, w, rows.clone(), x, ncols, y, ldy);
             c_start = ncols - ncols % 4;
         }
     }
@@ -275,7 +276,7 @@ pub(crate) unsafe fn gemm(
     const MAX_PRE: usize = 512;
     let mut table = [[0f32; 2 * MAX_PRE]; 4];
     let pre = k.pre.filter(|_| nb <= MAX_PRE);
-    let (wp, xp, yp) = (w.as_ptr(), x.as_ptr(), y.as_mut_ptr());
+    let (wp, xp, yp) = (w.as_ptr(), x.as_ptr(), y);
     let mut r0 = rows.start;
     while r0 < rows.end {
         let r1 = (r0 + tile).min(rows.end);
@@ -294,11 +295,11 @@ pub(crate) unsafe fn gemm(
                     prefetch_row(wp, wb, r, rows.end);
                 }
                 let row = wp.add(r * wb);
-                let out = yp.add(c0 * nr + (r - rows.start));
+                let out = yp.add(c0 * ldy + (r - rows.start));
                 match (cn, pre) {
                     (4, Some(p)) => store(
                         out,
-                        nr,
+                        ldy,
                         (p.3)(
                             nb,
                             row,
@@ -308,25 +309,25 @@ pub(crate) unsafe fn gemm(
                     ),
                     (3, Some(p)) => store(
                         out,
-                        nr,
+                        ldy,
                         (p.2)(nb, row, &[col(0), col(1), col(2)], &[s(0), s(1), s(2)]),
                     ),
                     (2, Some(p)) => {
-                        store(out, nr, (p.1)(nb, row, &[col(0), col(1)], &[s(0), s(1)]))
+                        store(out, ldy, (p.1)(nb, row, &[col(0), col(1)], &[s(0), s(1)]))
                     }
-                    (_, Some(p)) => store(out, nr, (p.0)(nb, row, &[col(0)], &[s(0)])),
+                    (_, Some(p)) => store(out, ldy, (p.0)(nb, row, &[col(0)], &[s(0)])),
                     (4, None) => store(
                         out,
-                        nr,
+                        ldy,
                         (k.d4)(nb, row, &[col(0), col(1), col(2), col(3)], &[s(0); 4]),
                     ),
                     (3, None) => store(
                         out,
-                        nr,
+                        ldy,
                         (k.d3)(nb, row, &[col(0), col(1), col(2)], &[s(0); 3]),
                     ),
-                    (2, None) => store(out, nr, (k.d2)(nb, row, &[col(0), col(1)], &[s(0); 2])),
-                    (_, None) => store(out, nr, (k.d1)(nb, row, &[col(0)], &[s(0)])),
+                    (2, None) => store(out, ldy, (k.d2)(nb, row, &[col(0), col(1)], &[s(0); 2])),
+                    (_, None) => store(out, ldy, (k.d1)(nb, row, &[col(0)], &[s(0)])),
                 }
             }
             c0 += cn;
@@ -336,11 +337,11 @@ pub(crate) unsafe fn gemm(
     true
 }
 
-/// Writes one row's results for `C` consecutive columns (stride `nr`).
+/// Writes one row's results for `C` consecutive columns (stride `ldy`).
 #[inline(always)]
-unsafe fn store<const C: usize>(out: *mut f32, nr: usize, v: [f32; C]) {
+unsafe fn store<const C: usize>(out: *mut f32, ldy: usize, v: [f32; C]) {
     for (c, &r) in v.iter().enumerate() {
-        *out.add(c * nr) = r;
+        *out.add(c * ldy) = r;
     }
 }
 
