@@ -321,19 +321,21 @@ impl Transformer {
             // Feed-forward block.
             rms_rows(pool, &x, &layer.ffn_norm, hp.rms_eps, &mut h, d);
             acts.clear();
-            self.matmuls(
-                pool,
-                &mut [(&layer.w_gate, &mut gate), (&layer.w_up, &mut up)],
-                &h,
-                n_tok,
-                &mut acts,
-                lora(li, &[Role::Gate, Role::Up]),
-            );
-            match hp.activation {
-                Activation::Silu => k::silu_mul_inplace(&mut gate, &up),
-                Activation::GeluTanh => k::gelu_tanh_mul_inplace(&mut gate, &up),
+            let gate_up = lora(li, &[Role::Gate, Role::Up]);
+            if !self.gated_in_pass(
+                pool, layer, &h, n_tok, &mut gate, &mut up, &mut acts, gate_up,
+            ) {
+                self.matmuls(
+                    pool,
+                    &mut [(&layer.w_gate, &mut gate), (&layer.w_up, &mut up)],
+                    &h,
+                    n_tok,
+                    &mut acts,
+                    gate_up,
+                );
+                gated(hp.activation, &mut gate, &up);
+                acts.clear();
             }
-            acts.clear();
             self.matmul(
                 pool,
                 (&layer.w_down, &mut o),
@@ -525,6 +527,120 @@ impl Transformer {
                 self.lora_up(pool, &plan, lu, &t_all, &outs);
             }
         }
+    }
+
+    /// Gate and up for a small batch (decode), with the gated activation
+    /// and its quantisation for the down matrix done by the same tasks, so
+    /// neither runs on one thread between the passes. Each task takes the
+    /// same rows of both matrices for every token, then applies the
+    /// activation to those rows and quantises their blocks into `acts`
+    /// (cleared, then holding only the down matrix's input).
+    ///
+    /// The numbers are those of [`Self::matmuls`] followed by [`gated`] and
+    /// the down matrix's quantisation: the activation is elementwise (its
+    /// SIMD lanes see whole multiples of eight elements either way) and
+    /// quantisation works block by block, so row chunks aligned to both
+    /// give the same bits. Returns false, having done nothing, where that
+    /// does not hold or where adapters must first add into gate and up.
+    #[allow(clippy::too_many_arguments)]
+    fn gated_in_pass(
+        &self,
+        pool: &ThreadPool,
+        layer: &Layer,
+        x: &[f32],
+        n_tok: usize,
+        gate: &mut [f32],
+        up: &mut [f32],
+        acts: &mut ActCache,
+        lora: Option<LoraUse>,
+    ) -> bool {
+        let (wg, wu, wd) = (&layer.w_gate, &layer.w_up, &layer.w_down);
+        let threads = pool.n_threads();
+        let n_ff = wg.n_out;
+        let down_ty = k::vec_dot_type(wd.ty);
+        // Whole quantisation blocks, and whole eight-lane vectors of the activation.
+        let align = down_ty.block_size().max(8).next_multiple_of(8);
+        if lora.is_some()
+            || n_tok >= 64 * threads
+            || wu.n_out != n_ff
+            || wd.n_in != n_ff
+            || !n_ff.is_multiple_of(align)
+        {
+            return false;
+        }
+        acts.ensure(pool, k::vec_dot_type(wg.ty), x, wg.n_in, n_tok);
+        acts.ensure(pool, k::vec_dot_type(wu.ty), x, wu.n_in, n_tok);
+        let chunk = if n_tok == 1 {
+            crate::pool::chunk_size(n_ff, threads, 16, align)
+        } else {
+            crate::pool::chunk_size_in(n_ff, threads, align, align)
+        };
+        let rb = k::row_bytes(down_ty, n_ff);
+        let mut down_in = vec![0u8; rb * n_tok];
+        {
+            let acts = &*acts;
+            let (xg, xu) = (
+                acts.find(k::vec_dot_type(wg.ty)),
+                acts.find(k::vec_dot_type(wu.ty)),
+            );
+            let (gs, us, ds) = (
+                SharedMut::new(gate),
+                SharedMut::new(up),
+                SharedMut::new(&mut down_in),
+            );
+            let span = (n_tok - 1) * n_ff;
+            pool.run(n_ff.div_ceil(chunk), &|i| {
+                let rows = i * chunk..((i + 1) * chunk).min(n_ff);
+                let len = rows.len();
+                // SAFETY: both outputs hold `n_tok` rows of `n_ff` floats,
+                // and rows `rows` of each token belong to this task alone.
+                unsafe {
+                    let g = gs.ptr_at(rows.start, span + len);
+                    k::gemm_strided(
+                        wg.ty,
+                        wg.n_in,
+                        self.weights(wg),
+                        rows.clone(),
+                        xg,
+                        n_tok,
+                        g,
+                        n_ff,
+                    );
+                    let u = us.ptr_at(rows.start, span + len);
+                    k::gemm_strided(
+                        wu.ty,
+                        wu.n_in,
+                        self.weights(wu),
+                        rows.clone(),
+                        xu,
+                        n_tok,
+                        u,
+                        n_ff,
+                    );
+                }
+                let (b0, b1) = (
+                    k::row_bytes(down_ty, rows.start),
+                    k::row_bytes(down_ty, rows.end),
+                );
+                for t in 0..n_tok {
+                    let at = t * n_ff + rows.start;
+                    // SAFETY: as above; the gemm calls have returned, so these
+                    // are the only references to this task's floats and bytes.
+                    let (g, u, q) = unsafe {
+                        (
+                            gs.slice(at..at + len),
+                            &*us.slice(at..at + len),
+                            ds.slice(t * rb + b0..t * rb + b1),
+                        )
+                    };
+                    gated(self.hp.activation, g, u);
+                    k::quantize_row(down_ty, g, q);
+                }
+            });
+        }
+        acts.clear();
+        acts.entries.push((down_ty, down_in));
+        true
     }
 
     /// Both LoRA passes after a base product that ran on its own (the
@@ -1007,6 +1123,14 @@ fn rms_rows_inplace(pool: &ThreadPool, x: &mut [f32], w: &[f32], eps: f32, d: us
             k::rms_norm_inplace(xr, w, eps);
         }
     });
+}
+
+/// `gate = act(gate) · up`, elementwise.
+fn gated(act: Activation, gate: &mut [f32], up: &[f32]) {
+    match act {
+        Activation::Silu => k::silu_mul_inplace(gate, up),
+        Activation::GeluTanh => k::gelu_tanh_mul_inplace(gate, up),
+    }
 }
 
 fn round_to_f16(x: &mut [f32]) {

@@ -195,6 +195,47 @@ fn long_prompts_batch_like_short_ones() {
     }
 }
 
+/// A prompt long enough for one pass to split its matmuls by tokens (and
+/// run gate, up and the gated activation as separate steps) gives the same
+/// bits as feeding it a few tokens at a time, where the small passes split
+/// by rows and apply the activation and the down matrix's quantisation
+/// inside the gate and up tasks.
+#[test]
+fn one_long_pass_equals_many_small_ones() {
+    let tokens: Vec<u32> = (0..140).map(|i| (i * 11 + 5) % N_VOCAB as u32).collect();
+    for (arch, ty) in [
+        (Arch::Llama, GgmlType::Q4_1),
+        (Arch::Gemma3, GgmlType::Q8_0),
+        (Arch::Qwen3, GgmlType::F32),
+    ] {
+        let m = common::tiny(arch, 6);
+        let model = common::load(&m, ty, 2);
+        let mut whole = model.new_cache(160);
+        let mut items = [BatchItem {
+            cache: &mut whole,
+            tokens: &tokens,
+            want: Want::All,
+            adapter: None,
+        }];
+        let expect = model.forward(&mut items).unwrap().remove(0);
+        let mut cache = model.new_cache(160);
+        let mut got = Vec::new();
+        for part in tokens.chunks(9) {
+            let mut items = [BatchItem {
+                cache: &mut cache,
+                tokens: part,
+                want: Want::All,
+                adapter: None,
+            }];
+            got.extend(model.forward(&mut items).unwrap().remove(0));
+        }
+        assert!(
+            got == expect,
+            "{arch:?} {ty}: small passes changed the logits"
+        );
+    }
+}
+
 #[test]
 fn threads_do_not_change_results() {
     let m = common::tiny(Arch::Qwen2, 5);
