@@ -212,12 +212,14 @@ impl KvCache {
         let (b, slot) = (pos / g.block_positions, pos % g.block_positions);
         let block = Arc::get_mut(&mut self.blocks[b])
             .expect("reserve() made the written block this cache's own");
-        let base = g.layer_offset(layer);
         let data = block.data_mut();
-        let kb = base + slot * g.k_dim;
-        hearth_kernels::f32_to_f16_row(k, &mut data[kb..kb + g.k_dim]);
-        let vb = base + g.block_positions * g.k_dim + slot * g.v_dim;
-        hearth_kernels::f32_to_f16_row(v, &mut data[vb..vb + g.v_dim]);
+        let (hk, hv) = g.head_dims();
+        for h in 0..g.n_head_kv {
+            let kb = g.key_offset(layer, h, slot);
+            hearth_kernels::f32_to_f16_row(&k[h * hk..(h + 1) * hk], &mut data[kb..kb + hk]);
+            let vb = g.value_offset(layer, h, slot);
+            hearth_kernels::f32_to_f16_row(&v[h * hv..(h + 1) * hv], &mut data[vb..vb + hv]);
+        }
     }
 
     /// Mark `n` more positions as complete in every layer.
@@ -225,17 +227,19 @@ impl KvCache {
         self.len += n;
     }
 
-    /// Layer `layer`'s keys in block `b`: `block_positions` rows of `k_dim`.
-    pub(crate) fn key_block(&self, layer: usize, b: usize) -> &[f16] {
+    /// KV head `head`'s keys of layer `layer` in block `b`:
+    /// `block_positions` rows of one head's key size, one after another.
+    pub(crate) fn key_rows(&self, layer: usize, b: usize, head: usize) -> &[f16] {
         let g = self.geom;
-        let base = g.layer_offset(layer);
-        &self.blocks[b].data()[base..base + g.block_positions * g.k_dim]
+        let base = g.key_offset(layer, head, 0);
+        &self.blocks[b].data()[base..base + g.block_positions * g.head_dims().0]
     }
 
-    /// Layer `layer`'s values in block `b`: `block_positions` rows of `v_dim`.
-    pub(crate) fn value_block(&self, layer: usize, b: usize) -> &[f16] {
+    /// KV head `head`'s values of layer `layer` in block `b`:
+    /// `block_positions` rows of one head's value size, one after another.
+    pub(crate) fn value_rows(&self, layer: usize, b: usize, head: usize) -> &[f16] {
         let g = self.geom;
-        let base = g.layer_offset(layer) + g.block_positions * g.k_dim;
-        &self.blocks[b].data()[base..base + g.block_positions * g.v_dim]
+        let base = g.value_offset(layer, head, 0);
+        &self.blocks[b].data()[base..base + g.block_positions * g.head_dims().1]
     }
 }

@@ -31,6 +31,8 @@ pub const DEFAULT_BLOCK_POSITIONS: usize = 32;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KvGeometry {
     pub n_layer: usize,
+    /// KV heads; `k_dim` and `v_dim` are whole multiples of it.
+    pub n_head_kv: usize,
     /// Elements of one position's keys in one layer (KV heads × key head size).
     pub k_dim: usize,
     /// Elements of one position's values in one layer.
@@ -60,10 +62,35 @@ impl KvGeometry {
     }
 
     /// Where layer `layer`'s keys start inside a block; its values follow
-    /// them. Each layer's keys (and values) are `block_positions` rows of
-    /// `k_dim` (`v_dim`), the layout attention reads with a fixed stride.
+    /// them. Each layer's keys (and values) are stored head by head: KV
+    /// head `h`'s `block_positions` rows of one head's size lie together
+    /// ([`Self::key_offset`], [`Self::value_offset`]). One attention task
+    /// reads one KV head, so its rows are one contiguous run per block,
+    /// which the hardware prefetcher streams; rows of whole positions
+    /// (every head side by side) left it 128 of every 384 bytes, in short
+    /// runs it did not follow, and attention waited on memory.
     pub(crate) fn layer_offset(&self, layer: usize) -> usize {
         layer * self.block_positions * (self.k_dim + self.v_dim)
+    }
+
+    /// Elements of one KV head's key (value) at one position.
+    pub fn head_dims(&self) -> (usize, usize) {
+        let h = self.n_head_kv.max(1);
+        (self.k_dim / h, self.v_dim / h)
+    }
+
+    /// Offset of KV head `head`'s key at `slot` inside layer `layer` of a block.
+    pub(crate) fn key_offset(&self, layer: usize, head: usize, slot: usize) -> usize {
+        let (hk, _) = self.head_dims();
+        self.layer_offset(layer) + (head * self.block_positions + slot) * hk
+    }
+
+    /// Offset of KV head `head`'s value at `slot` inside layer `layer` of a block.
+    pub(crate) fn value_offset(&self, layer: usize, head: usize, slot: usize) -> usize {
+        let (_, hv) = self.head_dims();
+        self.layer_offset(layer)
+            + self.block_positions * self.k_dim
+            + (head * self.block_positions + slot) * hv
     }
 }
 
@@ -174,7 +201,13 @@ impl KvPool {
     /// A pool of blocks of shape `geom` that hands out at most
     /// `capacity` bytes (`usize::MAX`: no limit).
     pub fn new(geom: KvGeometry, capacity: usize) -> Result<KvPool> {
-        if geom.block_positions == 0 || geom.n_layer == 0 || geom.k_dim + geom.v_dim == 0 {
+        if geom.block_positions == 0
+            || geom.n_layer == 0
+            || geom.k_dim + geom.v_dim == 0
+            || geom.n_head_kv == 0
+            || !geom.k_dim.is_multiple_of(geom.n_head_kv)
+            || !geom.v_dim.is_multiple_of(geom.n_head_kv)
+        {
             return Err(EngineError::Hyperparameter {
                 key: "kv block".into(),
                 why: format!("a KV block of shape {geom:?} holds nothing"),

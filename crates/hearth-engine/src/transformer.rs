@@ -153,6 +153,7 @@ impl Transformer {
         let hp = &self.hp;
         KvGeometry {
             n_layer: hp.n_layer,
+            n_head_kv: hp.n_head_kv,
             k_dim: hp.n_head_kv * hp.head_dim_k,
             v_dim: hp.n_head_kv * hp.head_dim_v,
             block_positions,
@@ -174,15 +175,17 @@ impl Transformer {
             }
             it.cache.check_room(it.tokens.len())?;
             let (found, expected) = (it.cache.geometry(), self.kv_geometry(0));
-            if (found.n_layer, found.k_dim, found.v_dim)
-                != (expected.n_layer, expected.k_dim, expected.v_dim)
-            {
+            let shape = |g: KvGeometry| (g.n_layer, g.n_head_kv, g.k_dim, g.v_dim);
+            if shape(found) != shape(expected) {
+                let text = |g: KvGeometry| {
+                    format!(
+                        "{} layers × {} heads × {}+{}",
+                        g.n_layer, g.n_head_kv, g.k_dim, g.v_dim
+                    )
+                };
                 return Err(EngineError::CacheShape {
-                    found: format!("{} layers × {}+{}", found.n_layer, found.k_dim, found.v_dim),
-                    expected: format!(
-                        "{} layers × {}+{}",
-                        expected.n_layer, expected.k_dim, expected.v_dim
-                    ),
+                    found: text(found),
+                    expected: text(expected),
                 });
             }
             for (j, &id) in it.tokens.iter().enumerate() {
@@ -808,7 +811,7 @@ impl Transformer {
     /// scores and sums run in key order, as they would alone.
     ///
     /// Keys and values are read block by block from the cache's block
-    /// table. Scores are written into one contiguous row per head (so the
+    /// table; in each block, one KV head's rows are one contiguous run. Scores are written into one contiguous row per head (so the
     /// softmax is the same call on the same row whatever the block size)
     /// and the value sums take the blocks in key order, so a paged cache
     /// gives bit-identical results to one contiguous buffer. A key run
@@ -828,8 +831,6 @@ impl Transformer {
         let hp = &self.hp;
         let (hdk, hdv) = (hp.head_dim_k, hp.head_dim_v);
         let group = hp.n_head / hp.n_head_kv;
-        let k_dim = hp.n_head_kv * hdk;
-        let v_dim = hp.n_head_kv * hdv;
         let window = self.layers[li].window;
         let shared_att = SharedMut::new(att);
         pool.run(toks.len() * hp.n_head_kv, &|task| {
@@ -858,13 +859,13 @@ impl Transformer {
                 // others, so scoring block by block gives the same numbers
                 // as scoring one contiguous run.
                 for (b, slot, len) in spans.clone() {
-                    let key_rows = &cache.key_block(li, b)[slot * k_dim + kvh * hdk..];
+                    let key_rows = &cache.key_rows(li, b, kvh)[slot * hdk..];
                     if single {
                         k::attn_scores_f16_heads(
                             q_group,
                             group,
                             key_rows,
-                            k_dim,
+                            hdk,
                             hp.kq_scale,
                             scores,
                         );
@@ -872,7 +873,7 @@ impl Transformer {
                     }
                     part.clear();
                     part.resize(group * len, 0.0);
-                    k::attn_scores_f16_heads(q_group, group, key_rows, k_dim, hp.kq_scale, part);
+                    k::attn_scores_f16_heads(q_group, group, key_rows, hdk, hp.kq_scale, part);
                     let at = b * spans.block + slot - first;
                     for (h, row) in part.chunks_exact(len).enumerate() {
                         scores[h * n_keys + at..][..len].copy_from_slice(row);
@@ -891,9 +892,9 @@ impl Transformer {
                 // output element sees the same additions in the same order
                 // as one contiguous run.
                 for (b, slot, len) in spans.clone() {
-                    let value_rows = &cache.value_block(li, b)[slot * v_dim + kvh * hdv..];
+                    let value_rows = &cache.value_rows(li, b, kvh)[slot * hdv..];
                     if single {
-                        k::attn_values_f16_heads(out, group, scores, value_rows, v_dim);
+                        k::attn_values_f16_heads(out, group, scores, value_rows, hdv);
                         continue;
                     }
                     let at = b * spans.block + slot - first;
@@ -901,7 +902,7 @@ impl Transformer {
                     for h in 0..group {
                         part.extend_from_slice(&scores[h * n_keys + at..][..len]);
                     }
-                    k::attn_values_f16_heads(out, group, part, value_rows, v_dim);
+                    k::attn_values_f16_heads(out, group, part, value_rows, hdv);
                 }
             });
         });

@@ -8,7 +8,7 @@ mod common;
 use std::sync::{Arc, Mutex, Weak};
 
 use common::{Arch, N_VOCAB};
-use hearth_engine::{BatchItem, EngineError, KvCache, KvReclaim, Model, Want};
+use hearth_engine::{BatchItem, EngineError, KvCache, KvGeometry, KvPool, KvReclaim, Model, Want};
 use hearth_gguf::GgmlType;
 
 const N_CTX: usize = 80;
@@ -279,4 +279,30 @@ fn a_cache_of_another_shape_is_refused() {
         llama.forward(&mut items),
         Err(EngineError::CacheShape { .. })
     ));
+}
+
+/// Keys and values are stored head by head, so a geometry whose head
+/// count does not divide its key and value sizes is refused, by name.
+#[test]
+fn a_geometry_whose_heads_do_not_divide_is_refused() {
+    let good = KvGeometry {
+        n_layer: 2,
+        n_head_kv: 3,
+        k_dim: 48,
+        v_dim: 48,
+        block_positions: 4,
+    };
+    assert!(KvPool::new(good, usize::MAX).is_ok());
+    assert_eq!(good.head_dims(), (16, 16));
+    for bad in [
+        KvGeometry {
+            n_head_kv: 0,
+            ..good
+        },
+        KvGeometry { k_dim: 47, ..good },
+        KvGeometry { v_dim: 50, ..good },
+    ] {
+        let err = KvPool::new(bad, usize::MAX).err().expect("refused");
+        assert!(err.to_string().contains("kv block"), "{err}");
+    }
 }
