@@ -12,7 +12,13 @@
 //! Reported per level (the median over repetitions): aggregate tokens per
 //! second (all completion tokens over the wall time from the first request
 //! to the last end), time to first token (p50 and worst), and each stream's
-//! own decode rate. This module owns the load generator and its arithmetic;
+//! own decode rate. Then one more run of the level adds probes: short
+//! requests sent one after another while the streams decode, whose time to
+//! first token is what a new caller waits under that load. The probes run
+//! apart from the measured repetitions because each joins the batch with a
+//! prompt to prefill, which slows the streams, and slows one stream by a
+//! larger share of its run than eight. This module owns the load generator
+//! and its arithmetic;
 //! the daemon it measures is the ordinary one, unchanged.
 //!
 //! `hearth bench experts` ([`run_experts`]) measures the on-demand experts
@@ -190,10 +196,12 @@ pub fn run(target: &Target, b: &ServeBench) -> Result<ServeBenchResult> {
     for &n in &b.streams {
         let mut reps = Vec::new();
         for _ in 0..b.reps {
-            reps.push(level_once(target, b, n)?);
+            reps.push(level_once(target, b, n, false)?);
         }
         reps.sort_by(|a, b| a.aggregate_tps.total_cmp(&b.aggregate_tps));
-        levels.push(reps.swap_remove(reps.len() / 2));
+        let mut level = reps.swap_remove(reps.len() / 2);
+        level.probe_ttft_ms_p50 = level_once(target, b, n, true)?.probe_ttft_ms_p50;
+        levels.push(level);
     }
     Ok(ServeBenchResult {
         model: b.model.clone(),
@@ -202,7 +210,8 @@ pub fn run(target: &Target, b: &ServeBench) -> Result<ServeBenchResult> {
     })
 }
 
-fn level_once(target: &Target, b: &ServeBench, n: usize) -> Result<Level> {
+/// One run of `n` streams; with `probe`, probes sent while they decode.
+fn level_once(target: &Target, b: &ServeBench, n: usize, probe: bool) -> Result<Level> {
     let barrier = Arc::new(Barrier::new(n + 1));
     let started = Arc::new(AtomicUsize::new(0));
     let finished = Arc::new(AtomicUsize::new(0));
@@ -225,11 +234,11 @@ fn level_once(target: &Target, b: &ServeBench, n: usize) -> Result<Level> {
             r
         }));
     }
-    let probe = {
+    let probe = probe.then(|| {
         let (t, model) = (target.clone(), b.model.clone());
         let (started, finished) = (started.clone(), finished.clone());
         std::thread::spawn(move || probes(&t, &model, n, &started, &finished))
-    };
+    });
     barrier.wait();
     let t0 = Instant::now();
     let mut timed = Vec::new();
@@ -241,11 +250,13 @@ fn level_once(target: &Target, b: &ServeBench, n: usize) -> Result<Level> {
     }
     let wall = t0.elapsed().as_secs_f64();
     let mut level = summarise(n, &timed, wall);
-    let mut probe = probe
-        .join()
-        .map_err(|_| anyhow::anyhow!("the probe thread panicked"))??;
-    probe.sort_by(f64::total_cmp);
-    level.probe_ttft_ms_p50 = (!probe.is_empty()).then(|| median(&probe));
+    if let Some(probe) = probe {
+        let mut probe = probe
+            .join()
+            .map_err(|_| anyhow::anyhow!("the probe thread panicked"))??;
+        probe.sort_by(f64::total_cmp);
+        level.probe_ttft_ms_p50 = (!probe.is_empty()).then(|| median(&probe));
+    }
     Ok(level)
 }
 
