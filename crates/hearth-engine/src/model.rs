@@ -72,4 +72,10 @@ impl Model {
     pub fn forward(&self, items: &mut [BatchItem]) -> Result<Vec<Vec<f32>>> {
         self.transformer.forward(&self.pool, items)
     }
+
+    /// Hand back a logits vector from [`Self::forward`] once it is read, so
+    /// that a later pass on this thread reuses its memory.
+    pub fn recycle_logits(&self, v: Vec<f32>) {
+        self.transformer.recycle_logits(v)
+    }
 }

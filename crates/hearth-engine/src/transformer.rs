@@ -375,10 +375,17 @@ impl Transformer {
             counts[i] = n - from;
             start += n;
         }
+        let mut spare = SPARE_ROWS.take();
         let mut out: Vec<Vec<f32>> = counts
             .iter()
-            .map(|&c| Vec::with_capacity(c * hp.n_vocab))
+            .map(|&c| {
+                let mut v = spare.pop().unwrap_or_default();
+                v.clear();
+                v.reserve(c * hp.n_vocab);
+                v
+            })
             .collect();
+        keep_spares(spare);
         if rows.is_empty() {
             return Ok(out);
         }
@@ -412,6 +419,24 @@ impl Transformer {
         }
         keep(&LOGITS, logits);
         Ok(out)
+    }
+
+    /// Take back a logits vector that [`Self::forward`] returned, for a
+    /// later pass on this thread to fill. Decode returns one vocabulary-
+    /// sized row per sequence per step (0.2 MB for SmolLM2, 1 MB for Gemma
+    /// 3); allocated afresh each step, those rows went back to the kernel
+    /// when freed and page-faulted in again on the next. Only a few
+    /// rows' worth is kept: a prompt's every-position logits are let go.
+    pub fn recycle_logits(&self, v: Vec<f32>) {
+        const MAX_SPARES: usize = 64;
+        if v.capacity() > 4 * self.hp.n_vocab {
+            return;
+        }
+        let mut spare = SPARE_ROWS.take();
+        if spare.len() < MAX_SPARES {
+            spare.push(v);
+        }
+        keep_spares(spare);
     }
 
     /// `out[t][r] = W[r] · x[t]` for `n_tok` rows of `x`.
@@ -935,6 +960,10 @@ impl Iterator for KeySpans {
 /// Puts a reusable buffer back for the next call, unless it is larger than
 /// a decode step needs (a perplexity pass's logits run to hundreds of MiB,
 /// which must not stay resident outside the memory governor's view).
+fn keep_spares(v: Vec<Vec<f32>>) {
+    SPARE_ROWS.set(v);
+}
+
 fn keep(slot: &'static std::thread::LocalKey<std::cell::Cell<Vec<f32>>>, v: Vec<f32>) {
     const MAX_KEPT: usize = 16 << 20;
     if v.capacity() * std::mem::size_of::<f32>() <= MAX_KEPT {
@@ -951,6 +980,9 @@ thread_local! {
     static LORA_X: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     /// The logits of the wanted rows before they are split per item.
     static LOGITS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// Logits vectors handed back by [`Transformer::recycle_logits`] for
+    /// the next pass's output (the forward pass's own thread).
+    static SPARE_ROWS: std::cell::Cell<Vec<Vec<f32>>> = const { std::cell::Cell::new(Vec::new()) };
     /// A LoRA task's `B·t` rows for one token before they are scaled into the output.
     static LORA_U: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }

@@ -346,3 +346,31 @@ fn wrong_shape_is_named() {
     }));
     assert!(e.contains("ffn_gate.weight") && e.contains("shape"), "{e}");
 }
+
+/// A logits vector handed back is refilled by the next pass on the same
+/// thread (the same allocation), with the numbers a fresh one gets.
+#[test]
+fn recycled_logits_are_reused_and_refilled() {
+    let m = common::tiny(Arch::Llama, 9);
+    let model = common::load(&m, GgmlType::Q8_0, 2);
+    let last = |model: &Model| {
+        let mut cache = model.new_cache(64);
+        let mut items = [BatchItem {
+            cache: &mut cache,
+            tokens: &TOKENS,
+            want: Want::Last,
+            adapter: None,
+        }];
+        model.forward(&mut items).unwrap().remove(0)
+    };
+    let first = last(&model);
+    let expect = first.clone();
+    let ptr = first.as_ptr();
+    model.recycle_logits(first);
+    let second = last(&model);
+    assert_eq!(second.as_ptr(), ptr, "the recycled vector was not reused");
+    assert!(second == expect, "a recycled vector changed the logits");
+    // A prompt's every-position logits go back too, and change nothing.
+    model.recycle_logits(run_all(&model, &TOKENS));
+    assert!(last(&model) == expect);
+}

@@ -349,18 +349,18 @@ impl Sequence {
     /// Scoring: take the logits of the prompt's last position (which score
     /// every candidate's first token) or of a candidate's fed tokens (which
     /// score its later tokens), and move on.
-    fn on_score_logits(&mut self, n_vocab: usize, logits: Vec<f32>) {
+    fn on_score_logits(&mut self, n_vocab: usize, logits: &[f32]) {
         let Some(mut sc) = self.scoring.take() else {
             return;
         };
         match sc.next {
             None if sc.logprobs.is_empty() => {
-                let row = LogSoftmax::new(&logits);
+                let row = LogSoftmax::new(logits);
                 sc.logprobs = self
                     .params
                     .score
                     .iter()
-                    .map(|cand| vec![row.at(&logits, cand[0])])
+                    .map(|cand| vec![row.at(logits, cand[0])])
                     .collect();
             }
             None => {}
@@ -392,10 +392,10 @@ impl Sequence {
     }
 
     /// Take the logits of this sequence's last fed position.
-    fn on_logits(&mut self, rt: &Runtime, mut logits: Vec<f32>) {
+    fn on_logits(&mut self, rt: &Runtime, logits: &mut [f32]) {
         let (logprob_of, top) = if self.params.logprobs || self.params.top_logprobs > 0 {
-            let lp = hearth_sample::log_softmax(&logits);
-            let top = hearth_sample::top_logprobs(&logits, self.params.top_logprobs)
+            let lp = hearth_sample::log_softmax(logits);
+            let top = hearth_sample::top_logprobs(logits, self.params.top_logprobs)
                 .into_iter()
                 .map(|(id, logprob)| TopEntry { id, logprob })
                 .collect();
@@ -404,13 +404,13 @@ impl Sequence {
             (None, Vec::new())
         };
         if self.params.ignore_eos {
-            hearth_sample::ban(&mut logits, rt.tokenizer.eog_ids());
+            hearth_sample::ban(logits, rt.tokenizer.eog_ids());
         }
         // The grammar's mask goes first, so penalties and filters only ever
         // see (and renormalise over) tokens it allows.
         let mut token = None;
         if let Some(c) = self.constraint.as_mut() {
-            match c.mask_logits(&mut logits) {
+            match c.mask_logits(logits) {
                 Ok(true) => {}
                 // Only ending is allowed: the output is complete.
                 Ok(false) => {
@@ -423,7 +423,7 @@ impl Sequence {
                     return;
                 }
             }
-            let t = self.sampler.sample(&logits);
+            let t = self.sampler.sample(logits);
             // Sampling falls back to the raw arg-max when every candidate
             // has lost its mass; keep to the mask even then.
             let t = match c.allows(t) {
@@ -440,7 +440,7 @@ impl Sequence {
                 return;
             }
         }
-        let token = token.unwrap_or_else(|| self.sampler.sample(&logits));
+        let token = token.unwrap_or_else(|| self.sampler.sample(logits));
         self.sampler.accept(token);
         let logprob = match (&logprob_of, self.params.logprobs) {
             (Some(lp), true) => lp.get(token as usize).copied(),
@@ -620,7 +620,7 @@ impl Runtime {
             }
             self.model.forward(&mut items)?
         };
-        for (&(i, n, _), out) in plan.iter().zip(logits) {
+        for (&(i, n, _), mut out) in plan.iter().zip(logits) {
             let s = &mut *seqs[i];
             if s.prefilling() {
                 s.fed += n;
@@ -629,11 +629,12 @@ impl Runtime {
             }
             if !s.prefilling() && !out.is_empty() {
                 if s.scoring.is_some() {
-                    s.on_score_logits(self.model.hyper().n_vocab, out);
+                    s.on_score_logits(self.model.hyper().n_vocab, &out);
                 } else {
-                    s.on_logits(self, out);
+                    s.on_logits(self, &mut out);
                 }
             }
+            self.model.recycle_logits(out);
         }
         Ok(plan.len())
     }
