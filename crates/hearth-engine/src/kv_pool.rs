@@ -201,16 +201,21 @@ impl KvPool {
     /// A pool of blocks of shape `geom` that hands out at most
     /// `capacity` bytes (`usize::MAX`: no limit).
     pub fn new(geom: KvGeometry, capacity: usize) -> Result<KvPool> {
-        if geom.block_positions == 0
-            || geom.n_layer == 0
-            || geom.k_dim + geom.v_dim == 0
-            || geom.n_head_kv == 0
+        let why = if geom.block_positions == 0 || geom.n_layer == 0 || geom.k_dim + geom.v_dim == 0
+        {
+            Some("holds nothing")
+        } else if geom.n_head_kv == 0
             || !geom.k_dim.is_multiple_of(geom.n_head_kv)
             || !geom.v_dim.is_multiple_of(geom.n_head_kv)
         {
+            Some("cannot be split into whole KV heads")
+        } else {
+            None
+        };
+        if let Some(why) = why {
             return Err(EngineError::Hyperparameter {
                 key: "kv block".into(),
-                why: format!("a KV block of shape {geom:?} holds nothing"),
+                why: format!("a KV block of shape {geom:?} {why}"),
             });
         }
         Ok(KvPool {

@@ -385,7 +385,7 @@ impl Transformer {
                 v
             })
             .collect();
-        keep_spares(spare);
+        SPARE_ROWS.set(spare);
         if rows.is_empty() {
             return Ok(out);
         }
@@ -436,7 +436,7 @@ impl Transformer {
         if spare.len() < MAX_SPARES {
             spare.push(v);
         }
-        keep_spares(spare);
+        SPARE_ROWS.set(spare);
     }
 
     /// `out[t][r] = W[r] · x[t]` for `n_tok` rows of `x`.
@@ -480,7 +480,7 @@ impl Transformer {
         // has many of them. A burst of short prompts (8 requests of ~15
         // tokens) is faster split by rows: 120 tokens measured 700-720
         // against 550-630 prompt t/s (SmolLM2, 2 threads).
-        if n_tok >= 64 * threads {
+        if splits_by_tokens(n_tok, threads) {
             self.matmuls_by_columns(pool, jobs, n_tok, acts);
             if let Some(lu) = lora {
                 self.lora_after(pool, jobs, x, lu);
@@ -498,11 +498,7 @@ impl Transformer {
         // Decode keeps four per thread.
         let mut tasks = Vec::new();
         for (j, (w, _)) in jobs.iter().enumerate() {
-            let chunk = if n_tok == 1 {
-                crate::pool::chunk_size(w.n_out, threads, 16, 4)
-            } else {
-                crate::pool::chunk_size_in(w.n_out, threads, 4, 4)
-            };
+            let chunk = row_chunk(w.n_out, n_tok, threads, 4);
             for start in (0..w.n_out).step_by(chunk) {
                 tasks.push(Task::Base {
                     job: j,
@@ -536,19 +532,8 @@ impl Transformer {
             };
             let (w, ref out) = outs[j];
             let xq = acts.find(k::vec_dot_type(w.ty));
-            let wb = self.weights(w);
-            if n_tok == 1 {
-                // SAFETY: the tasks of matrix j cover disjoint row ranges of its output.
-                let y = unsafe { out.slice(rows.clone()) };
-                k::gemm(w.ty, w.n_in, wb, rows.clone(), xq, 1, y);
-                return;
-            }
-            // SAFETY: the output holds `n_tok` rows of `n_out` floats, and
-            // rows `rows` of each token belong to this task alone.
-            unsafe {
-                let y = out.ptr_at(rows.start, (n_tok - 1) * w.n_out + rows.len());
-                k::gemm_strided(w.ty, w.n_in, wb, rows.clone(), xq, n_tok, y, w.n_out);
-            }
+            // SAFETY: the tasks of matrix j cover disjoint row ranges.
+            unsafe { self.gemm_rows(w, rows.clone(), xq, n_tok, out) };
         });
         if let Some(lu) = lora {
             if !plan.parts.is_empty() {
@@ -589,7 +574,7 @@ impl Transformer {
         // Whole quantisation blocks, and whole eight-lane vectors of the activation.
         let align = down_ty.block_size().max(8).next_multiple_of(8);
         if lora.is_some()
-            || n_tok >= 64 * threads
+            || splits_by_tokens(n_tok, threads)
             || wu.n_out != n_ff
             || wd.n_in != n_ff
             || !n_ff.is_multiple_of(align)
@@ -598,11 +583,7 @@ impl Transformer {
         }
         acts.ensure(pool, k::vec_dot_type(wg.ty), x, wg.n_in, n_tok);
         acts.ensure(pool, k::vec_dot_type(wu.ty), x, wu.n_in, n_tok);
-        let chunk = if n_tok == 1 {
-            crate::pool::chunk_size(n_ff, threads, 16, align)
-        } else {
-            crate::pool::chunk_size_in(n_ff, threads, align, align)
-        };
+        let chunk = row_chunk(n_ff, n_tok, threads, align);
         let rb = k::row_bytes(down_ty, n_ff);
         let mut down_in = vec![0u8; rb * n_tok];
         {
@@ -616,35 +597,13 @@ impl Transformer {
                 SharedMut::new(up),
                 SharedMut::new(&mut down_in),
             );
-            let span = (n_tok - 1) * n_ff;
             pool.run(n_ff.div_ceil(chunk), &|i| {
                 let rows = i * chunk..((i + 1) * chunk).min(n_ff);
                 let len = rows.len();
-                // SAFETY: both outputs hold `n_tok` rows of `n_ff` floats,
-                // and rows `rows` of each token belong to this task alone.
+                // SAFETY: rows `rows` of gate and up belong to this task alone.
                 unsafe {
-                    let g = gs.ptr_at(rows.start, span + len);
-                    k::gemm_strided(
-                        wg.ty,
-                        wg.n_in,
-                        self.weights(wg),
-                        rows.clone(),
-                        xg,
-                        n_tok,
-                        g,
-                        n_ff,
-                    );
-                    let u = us.ptr_at(rows.start, span + len);
-                    k::gemm_strided(
-                        wu.ty,
-                        wu.n_in,
-                        self.weights(wu),
-                        rows.clone(),
-                        xu,
-                        n_tok,
-                        u,
-                        n_ff,
-                    );
+                    self.gemm_rows(wg, rows.clone(), xg, n_tok, &gs);
+                    self.gemm_rows(wu, rows.clone(), xu, n_tok, &us);
                 }
                 let (b0, b1) = (
                     k::row_bytes(down_ty, rows.start),
@@ -669,6 +628,28 @@ impl Transformer {
         acts.clear();
         acts.entries.push((down_ty, down_in));
         true
+    }
+
+    /// Rows `rows` of `w` against the `n_tok` activation columns `xq`,
+    /// written into those rows of every token of the token-major `out`
+    /// (`n_tok` rows of `w.n_out`), straight from the kernel.
+    ///
+    /// # Safety
+    /// No other task may touch rows `rows` of `out` during the call.
+    unsafe fn gemm_rows(
+        &self,
+        w: &Matrix,
+        rows: std::ops::Range<usize>,
+        xq: &[u8],
+        n_tok: usize,
+        out: &SharedMut<f32>,
+    ) {
+        // SAFETY: `ptr_at` checks that the last token's rows are inside
+        // `out`; the caller owns these rows of every token.
+        unsafe {
+            let y = out.ptr_at(rows.start, (n_tok - 1) * w.n_out + rows.len());
+            k::gemm_strided(w.ty, w.n_in, self.weights(w), rows, xq, n_tok, y, w.n_out);
+        }
     }
 
     /// Both LoRA passes after a base product that ran on its own (the
@@ -836,7 +817,8 @@ impl Transformer {
     /// scores and sums run in key order, as they would alone.
     ///
     /// Keys and values are read block by block from the cache's block
-    /// table; in each block, one KV head's rows are one contiguous run. Scores are written into one contiguous row per head (so the
+    /// table; in each block, one KV head's rows are one contiguous run.
+    /// Scores are written into one contiguous row per head (so the
     /// softmax is the same call on the same row whatever the block size)
     /// and the value sums take the blocks in key order, so a paged cache
     /// gives bit-identical results to one contiguous buffer. A key run
@@ -960,10 +942,6 @@ impl Iterator for KeySpans {
 /// Puts a reusable buffer back for the next call, unless it is larger than
 /// a decode step needs (a perplexity pass's logits run to hundreds of MiB,
 /// which must not stay resident outside the memory governor's view).
-fn keep_spares(v: Vec<Vec<f32>>) {
-    SPARE_ROWS.set(v);
-}
-
 fn keep(slot: &'static std::thread::LocalKey<std::cell::Cell<Vec<f32>>>, v: Vec<f32>) {
     const MAX_KEPT: usize = 16 << 20;
     if v.capacity() * std::mem::size_of::<f32>() <= MAX_KEPT {
@@ -1156,6 +1134,23 @@ fn rms_rows_inplace(pool: &ThreadPool, x: &mut [f32], w: &[f32], eps: f32, d: us
             k::rms_norm_inplace(xr, w, eps);
         }
     });
+}
+
+/// Whether a pass of `n_tok` tokens splits its matmuls by token runs
+/// ([`Transformer::matmuls_by_columns`]) rather than by rows.
+fn splits_by_tokens(n_tok: usize, threads: usize) -> bool {
+    n_tok >= 64 * threads
+}
+
+/// Rows per task when a matmul of `n` rows is split by rows: about four
+/// chunks per thread for decode, one per thread for several tokens (see
+/// [`Transformer::matmuls`]), a multiple of `align`.
+fn row_chunk(n: usize, n_tok: usize, threads: usize, align: usize) -> usize {
+    if n_tok == 1 {
+        crate::pool::chunk_size(n, threads, 16, align)
+    } else {
+        crate::pool::chunk_size_in(n, threads, align, align)
+    }
 }
 
 /// `gate = act(gate) · up`, elementwise.

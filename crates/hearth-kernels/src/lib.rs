@@ -145,10 +145,7 @@ pub fn gemm(
     ncols: usize,
     y: &mut [f32],
 ) {
-    reference::check_gemm(t, n, w, &rows, x, ncols, y);
-    let nr = rows.len();
-    // SAFETY: `y` holds `ncols * nr` floats (checked just above).
-    unsafe { gemm_with(t, n, w, rows, x, ncols, y.as_mut_ptr(), nr, true) }
+    gemm_contiguous(t, n, w, rows, x, ncols, y, true)
 }
 
 /// [`gemm`] writing column `c` to `y[c * ldy..][..rows.len()]`, so that
@@ -224,10 +221,25 @@ pub fn gemm_avx2_only(
     ncols: usize,
     y: &mut [f32],
 ) {
+    gemm_contiguous(t, n, w, rows, x, ncols, y, false)
+}
+
+/// [`gemm`] (`wide`) or [`gemm_avx2_only`] into a checked contiguous `y`.
+#[allow(clippy::too_many_arguments)]
+fn gemm_contiguous(
+    t: GgmlType,
+    n: usize,
+    w: &[u8],
+    rows: Range<usize>,
+    x: &[u8],
+    ncols: usize,
+    y: &mut [f32],
+    wide: bool,
+) {
     reference::check_gemm(t, n, w, &rows, x, ncols, y);
     let nr = rows.len();
     // SAFETY: `y` holds `ncols * nr` floats (checked just above).
-    unsafe { gemm_with(t, n, w, rows, x, ncols, y.as_mut_ptr(), nr, false) }
+    unsafe { gemm_with(t, n, w, rows, x, ncols, y.as_mut_ptr(), nr, wide) }
 }
 
 macro_rules! dispatch_op {

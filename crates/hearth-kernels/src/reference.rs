@@ -186,7 +186,8 @@ pub fn gemm(
     unsafe { gemm_into(t, n, w, rows, x, ncols, y.as_mut_ptr(), nr) }
 }
 
-/// [`gemm`] with column `c` written to `y[c * ldy..][..rows.len()]`.
+/// [`gemm`] with column `c` written to `y[c * ldy..][..rows.len()]`. The
+/// caller has checked the inputs ([`check_inputs`]).
 ///
 /// # Safety
 /// `y` must be valid for writes at `c * ldy + i` for every `c < ncols` and
@@ -202,7 +203,7 @@ pub(crate) unsafe fn gemm_into(
     y: *mut f32,
     ldy: usize,
 ) {
-    let (wb, xb) = check_inputs(t, n, w, &rows, x, ncols);
+    let (wb, xb) = (row_bytes(t, n), row_bytes(vec_dot_type(t), n));
     for c in 0..ncols {
         let xc = &x[c * xb..(c + 1) * xb];
         for (i, r) in rows.clone().enumerate() {
