@@ -42,7 +42,7 @@
 //! registers instead (`direct`).
 
 use super::gemm_tiles::{decode, layout, Q4_1, Q8_0};
-use super::{f16x2_at, load256, prefetch_row};
+use super::{f16x2_at, load256, prefetch_row, FEW_COLUMNS_PREFETCH_BYTES};
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -545,7 +545,7 @@ unsafe fn few_columns<const F: u8>(
         let left = rows.end - r;
         let pair = left >= 2;
         for k in 0..1 + pair as usize {
-            prefetch_row(w, wb, r + k, rows.end);
+            prefetch_row(w, wb, r + k, rows.end, FEW_COLUMNS_PREFETCH_BYTES);
         }
         let row = w.add(r * wb);
         r += match (ncols <= C, pair) {

@@ -31,7 +31,7 @@
 //! Activation rows longer than `MAX_NB` blocks use the plain kernels.
 
 use super::blocks::fifth_bits;
-use super::{f16x2_at, hsum8, load256, prefetch_row};
+use super::{f16x2_at, hsum8, load256, prefetch_row, PREFETCH_BYTES};
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -138,7 +138,7 @@ unsafe fn each_row(
     dot: impl Fn(*const u8) -> f32,
 ) {
     for (k, r) in rows.clone().enumerate() {
-        prefetch_row(w, wb, r, rows.end);
+        prefetch_row(w, wb, r, rows.end, PREFETCH_BYTES);
         *y.add(k) = dot(w.add(r * wb));
     }
 }

@@ -292,7 +292,7 @@ pub(crate) unsafe fn gemm(
             let s = |c: usize| table[c].as_ptr();
             for r in r0..r1 {
                 if cn == 1 {
-                    prefetch_row(wp, wb, r, rows.end);
+                    prefetch_row(wp, wb, r, rows.end, PREFETCH_BYTES);
                 }
                 let row = wp.add(r * wb);
                 let out = yp.add(c0 * ldy + (r - rows.start));
@@ -402,15 +402,26 @@ pub(crate) unsafe fn f32_at(p: *const u8) -> f32 {
     (p as *const f32).read_unaligned()
 }
 
-/// Prefetches, into L1, the weight row that lies about
-/// [`PREFETCH_BYTES`] ahead of row `r` (rows of `wb` bytes from `w`, up to
-/// `end`). Decode streams every weight once from memory; on the Xeon hosts
-/// measured, one thread's hardware prefetch alone reached 5.3-6.4 GB/s on
-/// Gemma 3's 178 MB output matrix and this 8-9.9 GB/s (on Zen 3 it made no
+/// Prefetches, into L1, the weight row that lies about `ahead_bytes`
+/// ahead of row `r` (rows of `wb` bytes from `w`, up to `end`). Decode
+/// streams every weight once from memory; on the Xeon hosts measured, one
+/// thread's hardware prefetch alone reached 5.3-6.4 GB/s on Gemma 3's
+/// 178 MB output matrix and this 8-9.9 GB/s (on Zen 3 it made no
 /// difference either way).
+///
+/// How far ahead depends on how long a row takes: [`PREFETCH_BYTES`] for
+/// one column, which streams as fast as memory allows, and
+/// [`FEW_COLUMNS_PREFETCH_BYTES`] for batched decode, which spends about
+/// three times as long on each row.
 #[inline(always)]
-pub(crate) unsafe fn prefetch_row(w: *const u8, wb: usize, r: usize, end: usize) {
-    let ahead = PREFETCH_BYTES.div_ceil(wb.max(1));
+pub(crate) unsafe fn prefetch_row(
+    w: *const u8,
+    wb: usize,
+    r: usize,
+    end: usize,
+    ahead_bytes: usize,
+) {
+    let ahead = ahead_bytes.div_ceil(wb.max(1));
     if r + ahead < end {
         let p = w.add((r + ahead) * wb);
         let mut o = 0;
@@ -422,8 +433,15 @@ pub(crate) unsafe fn prefetch_row(w: *const u8, wb: usize, r: usize, end: usize)
     }
 }
 
-/// See [`prefetch_row`].
+/// How far ahead one-column decode prefetches (see [`prefetch_row`]).
 pub(crate) const PREFETCH_BYTES: usize = 4096;
+
+/// How far ahead batched decode prefetches (see [`prefetch_row`]). Four
+/// KiB ahead, the lines arrived too early for a kernel this slow per byte:
+/// SmolLM2's eight streams (2 threads) went from 583-602 to 627-648 t/s
+/// at 1 KiB. One column is slower at 1 KiB (193-204 -> 187 t/s), so it
+/// keeps its own distance.
+pub(crate) const FEW_COLUMNS_PREFETCH_BYTES: usize = 1024;
 
 #[inline(always)]
 pub(crate) unsafe fn load256(p: *const u8) -> __m256i {
