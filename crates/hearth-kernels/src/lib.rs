@@ -339,3 +339,23 @@ dispatch_op!(
 pub fn rope_inplace(x: &mut [f32], pos: usize, n_rot: usize, freq_base: f32, neox: bool) {
     ops::scalar::rope_inplace(x, pos, n_rot, freq_base, neox)
 }
+
+/// Asks the CPU to bring `data` into its L1 cache ahead of use: a hint,
+/// which never faults and never changes a result (a no-op off x86-64).
+pub fn prefetch<T>(data: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let p = data.as_ptr() as *const u8;
+        let bytes = std::mem::size_of_val(data);
+        let mut o = 0;
+        while o < bytes {
+            // SAFETY: a prefetch never faults; the address is inside `data`.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    p.add(o) as *const i8
+                )
+            };
+            o += 64;
+        }
+    }
+}
