@@ -145,6 +145,14 @@ pub(crate) unsafe fn gemm<const F: u8>(
     let np = nb.div_ceil(2);
     let groups = ncols.div_ceil(C);
     let tr = tile_rows(np).min(nr.next_multiple_of(R));
+    if ncols <= 2 * C {
+        // The rows `few_columns` reaches before its own prefetches have
+        // run ahead, asked for now so that they arrive while the columns
+        // are prepared.
+        let ahead = FEW_COLUMNS_PREFETCH_BYTES.div_ceil(wb.max(1));
+        let first = rows.start * wb..(rows.start + ahead).min(rows.end) * wb;
+        crate::prefetch(&w[first]);
+    }
     SCRATCH.with(|s| {
         let s = &mut *s.borrow_mut();
         grow(&mut s.wq, tr * np, _mm512_setzero_si512());
