@@ -358,4 +358,6 @@ pub fn prefetch<T>(data: &[T]) {
             o += 64;
         }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
 }
