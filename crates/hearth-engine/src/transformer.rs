@@ -420,11 +420,24 @@ impl Transformer {
             &mut acts,
             None,
         );
-        let mut r = 0;
-        for (i, &c) in counts.iter().enumerate() {
-            out[i].extend_from_slice(&logits[r * hp.n_vocab..(r + c) * hp.n_vocab]);
-            r += c;
-        }
+        // Each sequence's rows are copied out by a pool task: one thread
+        // copying eight streams' rows (1.5 MB for SmolLM2) took 120 µs a
+        // step while the others waited (8 streams, median of four
+        // alternating runs: 519 -> 526 t/s).
+        let firsts: Vec<usize> = counts
+            .iter()
+            .scan(0, |r, &c| {
+                *r += c;
+                Some(*r - c)
+            })
+            .collect();
+        let nv = hp.n_vocab;
+        let shared_out = SharedMut::new(&mut out);
+        pool.run(counts.len(), &|i| {
+            // SAFETY: task i alone touches sequence i's vector.
+            let v = unsafe { &mut shared_out.slice(i..i + 1)[0] };
+            v.extend_from_slice(&logits[firsts[i] * nv..(firsts[i] + counts[i]) * nv]);
+        });
         keep(&LOGITS, logits);
         Ok(out)
     }
