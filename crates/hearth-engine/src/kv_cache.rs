@@ -214,11 +214,9 @@ impl KvCache {
             .expect("reserve() made the written block this cache's own");
         let data = block.data_mut();
         let (hk, hv) = g.head_dims();
-        for h in 0..g.n_head_kv {
-            let kb = g.key_offset(layer, h, slot);
-            hearth_kernels::f32_to_f16_row(&k[h * hk..(h + 1) * hk], &mut data[kb..kb + hk]);
-            let vb = g.value_offset(layer, h, slot);
-            hearth_kernels::f32_to_f16_row(&v[h * hv..(h + 1) * hv], &mut data[vb..vb + hv]);
+        for (h, (kr, vr)) in g.slot_heads(layer, slot).enumerate() {
+            hearth_kernels::f32_to_f16_row(&k[h * hk..(h + 1) * hk], &mut data[kr]);
+            hearth_kernels::f32_to_f16_row(&v[h * hv..(h + 1) * hv], &mut data[vr]);
         }
     }
 
@@ -234,12 +232,9 @@ impl KvCache {
             return;
         };
         let data = block.data();
-        let (hk, hv) = g.head_dims();
-        for h in 0..g.n_head_kv {
-            let kb = g.key_offset(layer, h, slot);
-            hearth_kernels::prefetch(&data[kb..kb + hk]);
-            let vb = g.value_offset(layer, h, slot);
-            hearth_kernels::prefetch(&data[vb..vb + hv]);
+        for (kr, vr) in g.slot_heads(layer, slot) {
+            hearth_kernels::prefetch(&data[kr]);
+            hearth_kernels::prefetch(&data[vr]);
         }
     }
 

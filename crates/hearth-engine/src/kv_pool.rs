@@ -85,6 +85,24 @@ impl KvGeometry {
         self.layer_offset(layer) + (head * self.block_positions + slot) * hk
     }
 
+    /// Per KV head, where one position's key and value lie in a block:
+    /// the element ranges of head `h`'s key and value at `slot` of layer
+    /// `layer`, in head order (what a write stores, or a prefetch asks for).
+    pub(crate) fn slot_heads(
+        &self,
+        layer: usize,
+        slot: usize,
+    ) -> impl Iterator<Item = (std::ops::Range<usize>, std::ops::Range<usize>)> + '_ {
+        let (hk, hv) = self.head_dims();
+        (0..self.n_head_kv).map(move |h| {
+            let (kb, vb) = (
+                self.key_offset(layer, h, slot),
+                self.value_offset(layer, h, slot),
+            );
+            (kb..kb + hk, vb..vb + hv)
+        })
+    }
+
     /// Offset of KV head `head`'s value at `slot` inside layer `layer` of a block.
     pub(crate) fn value_offset(&self, layer: usize, head: usize, slot: usize) -> usize {
         let (_, hv) = self.head_dims();

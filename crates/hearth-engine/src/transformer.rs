@@ -1148,8 +1148,8 @@ const PREFETCH_POSITIONS: usize = 128;
 /// to a few hundred positions a task) attention was waiting on memory:
 /// asking for all of it at once overlaps those waits (8 streams of SmolLM2,
 /// 2 threads, median of seven alternating runs: 575 -> 586 t/s). Longer
-/// histories are only partly
-/// asked for; the rest streams from the blocks' long runs as before.
+/// histories are only partly asked for; the rest streams from the blocks'
+/// long runs as before.
 fn prefetch_head(cache: &KvCache, li: usize, kvh: usize, spans: &KeySpans, hdk: usize, hdv: usize) {
     let mut left = PREFETCH_POSITIONS;
     for (b, slot, len) in spans.clone() {

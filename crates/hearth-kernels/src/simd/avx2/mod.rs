@@ -423,13 +423,8 @@ pub(crate) unsafe fn prefetch_row(
 ) {
     let ahead = ahead_bytes.div_ceil(wb.max(1));
     if r + ahead < end {
-        let p = w.add((r + ahead) * wb);
-        let mut o = 0;
-        while o < wb {
-            // SAFETY: a prefetch never faults; the address is inside `w`.
-            _mm_prefetch::<_MM_HINT_T0>(p.add(o) as *const i8);
-            o += 64;
-        }
+        // SAFETY: row `r + ahead` is below `end`, so inside the matrix at `w`.
+        crate::prefetch(std::slice::from_raw_parts(w.add((r + ahead) * wb), wb));
     }
 }
 
