@@ -105,6 +105,9 @@ pub fn serve(config: ServeConfig) -> Result<()> {
 }
 
 async fn run(config: ServeConfig) -> Result<()> {
+    // Signal handlers first: a SIGTERM that arrives once the listeners
+    // answer must end the daemon gracefully, not by the default action.
+    let signals = Signals::install()?;
     let home = Home::at(&config.home);
     let store = Store::open(home.clone())?;
     let _lock = take_lock(&config.home)?;
@@ -192,7 +195,7 @@ async fn run(config: ServeConfig) -> Result<()> {
     let _ = std::io::stdout().flush();
     tracing::info!(%url, "listening");
 
-    wait_for_signal().await;
+    signals.wait().await;
     tracing::info!("stopping: no new connections; in-flight requests get {grace:?}");
     eprintln!(
         "hearth: stopping (in-flight requests get {}s)",
@@ -281,19 +284,25 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
     Ok(l)
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut t), Ok(mut i)) => {
-            tokio::select! {
-                _ = t.recv() => {}
-                _ = i.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+/// SIGTERM and SIGINT, registered before the daemon listens.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
     }
 }

@@ -519,7 +519,22 @@ fn unix_socket_identity_by_uid_and_anonymous() {
         "no warning: {}",
         d.log()
     );
-    assert!(d.terminate(Duration::from_secs(20)).success());
+    let st = d.terminate(Duration::from_secs(20));
+    assert!(st.success(), "{st:?}\n{}", d.log());
+}
+
+/// SIGTERM as soon as the daemon says it listens ends it gracefully
+/// (exit 0): the handlers are in place before the listeners answer. They
+/// once were installed after, and a busy machine let the default action
+/// kill a daemon that had already served a request.
+#[test]
+fn sigterm_right_after_listening_exits_cleanly() {
+    let home = Home::with_models(&["smollm2"]);
+    for round in 0..5 {
+        let mut d = Daemon::start(&home, &["--allow-anonymous"]);
+        let st = d.terminate(Duration::from_secs(20));
+        assert!(st.success(), "round {round}: {st:?}\n{}", d.log());
+    }
 }
 
 #[test]
