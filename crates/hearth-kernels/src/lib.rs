@@ -314,6 +314,28 @@ dispatch_op!(
     /// a key row converted once can serve every head.
     fn attn_scores_f16_heads(q: &[f32], heads: usize, rows: &[f16], stride: usize, scale: f32, out: &mut [f32])
 );
+/// [`attn_scores_f16_heads`] restricted to the AVX2 kernels on CPUs that
+/// also have AVX-512, so tests can hold both to the reference on one
+/// machine. The same results, bit for bit.
+#[doc(hidden)]
+pub fn attn_scores_f16_heads_avx2_only(
+    q: &[f32],
+    heads: usize,
+    rows: &[f16],
+    stride: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    match simd::isa() {
+        // SAFETY: Avx2 is only selected when the CPU has avx2, fma and f16c;
+        // the kernel checks its own slice lengths.
+        Isa::Avx2 => unsafe {
+            simd::avx2::ops::scores_heads(q, heads, rows, stride, scale, out, false)
+        },
+        Isa::Scalar => ops::scalar::attn_scores_f16_heads(q, heads, rows, stride, scale, out),
+    }
+}
+
 dispatch_op!(
     /// [`attn_values_f16`] for `heads` output heads stored one after another
     /// in `y` that share the value rows, head `h` weighted by row `h` of `w`

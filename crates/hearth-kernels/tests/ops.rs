@@ -359,6 +359,20 @@ fn grouped_attention_helpers_match_per_head_calls() {
                     bits(&want),
                     "scores hd {hd} heads {heads} keys {n_keys}"
                 );
+                let mut narrow = vec![f32::NAN; heads * n_keys];
+                hearth_kernels::attn_scores_f16_heads_avx2_only(
+                    &q,
+                    heads,
+                    &rows,
+                    stride,
+                    0.3,
+                    &mut narrow,
+                );
+                assert_eq!(
+                    bits(&narrow),
+                    bits(&want),
+                    "AVX2 scores hd {hd} heads {heads} keys {n_keys}"
+                );
 
                 let w: Vec<f32> = randn(&mut r, heads * n_keys, 0.5);
                 let y0: Vec<f32> = randn(&mut r, heads * hd, 1.0);

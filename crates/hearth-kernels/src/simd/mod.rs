@@ -43,6 +43,17 @@ pub(crate) mod avx2 {
             mul_inplace, rms_norm, rms_norm_inplace, rope_apply, scale_inplace, silu_mul_inplace,
             softmax_inplace,
         };
+        pub(crate) unsafe fn scores_heads(
+            q: &[f32],
+            heads: usize,
+            rows: &[half::f16],
+            stride: usize,
+            scale: f32,
+            out: &mut [f32],
+            _: bool,
+        ) {
+            attn_scores_f16_heads(q, heads, rows, stride, scale, out)
+        }
     }
 }
 

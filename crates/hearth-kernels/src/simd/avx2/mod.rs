@@ -37,6 +37,7 @@ macro_rules! two_banks {
     }};
 }
 
+mod attn;
 mod attn512;
 mod avx512;
 mod blocks;

@@ -317,8 +317,23 @@ pub(crate) unsafe fn attn_scores_f16_heads(
     scale: f32,
     out: &mut [f32],
 ) {
+    scores_heads(q, heads, rows, stride, scale, out, true)
+}
+
+/// [`attn_scores_f16_heads`]; `wide: false` keeps to the AVX2 kernel where
+/// the AVX-512 one could run (tests use it so both stay covered).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn scores_heads(
+    q: &[f32],
+    heads: usize,
+    rows: &[f16],
+    stride: usize,
+    scale: f32,
+    out: &mut [f32],
+    wide: bool,
+) {
     let (hd, nk) = group_shape("attn_scores_f16_heads", heads, q.len(), out.len());
-    if hd % 32 != 0 || !super::avx512::available() {
+    if hd % 32 != 0 {
         for (qh, oh) in q
             .chunks_exact(hd.max(1))
             .zip(out.chunks_exact_mut(nk.max(1)))
@@ -334,19 +349,31 @@ pub(crate) unsafe fn attn_scores_f16_heads(
         (nk - 1) * stride + hd <= rows.len(),
         "attn_scores_f16_heads: rows too short"
     );
+    let wide = wide && super::avx512::available();
     let mut h = 0;
     while h < heads {
-        let g = (heads - h).min(super::attn512::MAX_G);
+        let left = heads - h;
+        let g = if wide {
+            left.min(super::attn512::MAX_G)
+        } else if left == 4 {
+            // Two passes of two rather than three and one.
+            2
+        } else {
+            left.min(super::attn::MAX_G)
+        };
         let (qp, op) = (q.as_ptr().add(h * hd), out.as_mut_ptr().add(h * nk));
-        // SAFETY: `available()` checked the AVX-512 features; heads
-        // `h..h + g` of `q` and `out` are in bounds and the rows were
-        // checked just above.
+        // SAFETY: heads `h..h + g` of `q` and `out` are in bounds and the
+        // rows were checked just above; `available()` checked the AVX-512
+        // features for the wide kernels (our caller guarantees avx2/fma/f16c).
         let r = rows.as_ptr();
-        match g {
-            4 => super::attn512::scores::<4>(qp, hd, r, stride, scale, nk, op, nk),
-            3 => super::attn512::scores::<3>(qp, hd, r, stride, scale, nk, op, nk),
-            2 => super::attn512::scores::<2>(qp, hd, r, stride, scale, nk, op, nk),
-            _ => super::attn512::scores::<1>(qp, hd, r, stride, scale, nk, op, nk),
+        match (wide, g) {
+            (true, 4) => super::attn512::scores::<4>(qp, hd, r, stride, scale, nk, op, nk),
+            (true, 3) => super::attn512::scores::<3>(qp, hd, r, stride, scale, nk, op, nk),
+            (true, 2) => super::attn512::scores::<2>(qp, hd, r, stride, scale, nk, op, nk),
+            (true, _) => super::attn512::scores::<1>(qp, hd, r, stride, scale, nk, op, nk),
+            (false, 3) => super::attn::scores::<3>(qp, hd, r, stride, scale, nk, op, nk),
+            (false, 2) => super::attn::scores::<2>(qp, hd, r, stride, scale, nk, op, nk),
+            (false, _) => super::attn::scores::<1>(qp, hd, r, stride, scale, nk, op, nk),
         }
         h += g;
     }
