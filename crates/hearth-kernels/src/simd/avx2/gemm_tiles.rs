@@ -42,6 +42,7 @@ use super::blocks::{fifth_bits, nibbles};
 use super::{f16x2_at, hsum8, load256};
 use std::arch::x86_64::*;
 use std::cell::RefCell;
+use std::ops::Range;
 
 pub(crate) const Q4_0: u8 = 0;
 pub(crate) const Q4_1: u8 = 1;
@@ -217,42 +218,72 @@ pub(crate) unsafe fn gemm<const F: u8>(
                         unsigned_columns::<F>(nb, &xg, s.xu.as_mut_ptr());
                     }
                 };
-                for r in r0..r1 {
-                    let k = (r - r0) * nb;
-                    // SAFETY: scratch offsets are within the sizes grown
-                    // above; the activation columns are inside `x`.
-                    let out = unsafe {
-                        let d = s.d.as_mut_ptr();
-                        scale_products(nb, s.dw.as_ptr().add(k * C), s.dx.as_ptr(), d);
-                        let mut v = if offset(F) {
-                            row4_offset(
-                                nb,
-                                s.q.as_ptr().add(k),
-                                s.corr.as_ptr().add(k),
-                                d,
-                                s.xu.as_ptr(),
-                            )
-                        } else {
-                            row4::<F>(nb, s.q.as_ptr().add(k), d, &xg)
-                        };
-                        if min {
-                            let m = min_sums(nb, s.mw.as_ptr().add(k * C), s.sx.as_ptr());
-                            for c in 0..C {
-                                v[c] += m[c];
-                            }
-                        }
-                        v
-                    };
-                    for (c, &v) in out.iter().enumerate() {
-                        // SAFETY: column `C * g + c < ncols`, row `r - rows.start
-                        // < nr`: inside what the caller made writable.
-                        unsafe { *y.add((C * g + c) * ldy + (r - rows.start)) = v };
-                    }
-                }
+                // SAFETY: the scratch holds the tile's rows and this
+                // group's columns (grown and filled above); the group's
+                // columns and the tile's rows are inside what the caller
+                // made writable in `y`.
+                unsafe {
+                    rows4::<F>(
+                        nb,
+                        r0 - rows.start..r1 - rows.start,
+                        0..r1 - r0,
+                        s,
+                        &xg,
+                        y.add(C * g * ldy),
+                        ldy,
+                    )
+                };
             }
             r0 = r1;
         }
     });
+}
+
+/// The tile's rows against one column group: row `t` of the tile (scratch
+/// index `t`) goes to `y[c * ldy + out_rows.start + t]` for column `c`. One
+/// function with the per-row kernels inlined, so one row's scale products,
+/// minimum terms and folds overlap the next row's products.
+///
+/// # Safety
+/// avx2, fma and f16c must be available; the scratch must hold the tile's
+/// decoded rows and the group's column tables; `x` the group's columns;
+/// `y` writable as above.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows4<const F: u8>(
+    nb: usize,
+    out_rows: Range<usize>,
+    tile_rows: Range<usize>,
+    s: &mut Scratch,
+    x: &[*const u8; C],
+    y: *mut f32,
+    ldy: usize,
+) {
+    let (_, _, _, _, min) = layout(F);
+    let d = s.d.as_mut_ptr();
+    for (t, o) in tile_rows.zip(out_rows) {
+        let k = t * nb;
+        scale_products(nb, s.dw.as_ptr().add(k * C), s.dx.as_ptr(), d);
+        let mut v = if offset(F) {
+            row4_offset::<F>(
+                nb,
+                s.q.as_ptr().add(k),
+                s.corr.as_ptr().add(k),
+                d,
+                s.xu.as_ptr(),
+            )
+        } else {
+            row4::<F>(nb, s.q.as_ptr().add(k), d, x)
+        };
+        if min {
+            let m = min_sums(nb, s.mw.as_ptr().add(k * C), s.sx.as_ptr());
+            for c in 0..C {
+                v[c] += m[c];
+            }
+        }
+        for (c, &v) in v.iter().enumerate() {
+            *y.add(c * ldy + o) = v;
+        }
+    }
 }
 
 /// Decodes one weight row into the scratch: quants to `q`, `[d_w; 4]` to
@@ -315,6 +346,7 @@ unsafe fn unsigned_columns<const F: u8>(nb: usize, x: &[*const u8; C], xu: *mut 
 
 /// `d[j] = dw[j] * dx[j]` for `j < C * nb`: each block's `d_w * d_x` for
 /// the four columns (one rounding, as in the reference).
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn scale_products(nb: usize, dw: *const f32, dx: *const f32, d: *mut f32) {
     let len = C * nb;
@@ -333,6 +365,7 @@ unsafe fn scale_products(nb: usize, dw: *const f32, dx: *const f32, d: *mut f32)
 /// `min0 + min1` per column, where `min_b` is the sum in block order of
 /// `m_w * s_x` over the blocks of bank `b`. Two blocks per vector: lanes
 /// 0..4 hold the even block (bank 0), lanes 4..8 the odd one (bank 1).
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn min_sums(nb: usize, mw: *const f32, sx: *const f32) -> [f32; C] {
     let mut acc = _mm256_setzero_ps();
@@ -358,6 +391,7 @@ unsafe fn min_sums(nb: usize, mw: *const f32, sx: *const f32) -> [f32; C] {
 
 /// One decoded row against four columns: `hsum8(bank0 + bank1)` per column
 /// (without the minimum terms). `d` holds the per-block scale products.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn row4<const F: u8>(
     nb: usize,
@@ -394,8 +428,11 @@ unsafe fn row4<const F: u8>(
 
 /// [`row4`] for the `offset` formats: `maddubs(x + 128, w)`, `madd`, minus
 /// the row's correction gives the same exact lane sums as the sign trick.
+/// Generic over the format only so that each instance has one caller and
+/// is inlined into it.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn row4_offset(
+unsafe fn row4_offset<const F: u8>(
     nb: usize,
     q: *const __m256i,
     corr: *const __m256i,
