@@ -226,7 +226,6 @@ pub(crate) unsafe fn gemm<const F: u8>(
                     rows4::<F>(
                         nb,
                         r0 - rows.start..r1 - rows.start,
-                        0..r1 - r0,
                         s,
                         &xg,
                         y.add(C * g * ldy),
@@ -252,7 +251,6 @@ pub(crate) unsafe fn gemm<const F: u8>(
 unsafe fn rows4<const F: u8>(
     nb: usize,
     out_rows: Range<usize>,
-    tile_rows: Range<usize>,
     s: &mut Scratch,
     x: &[*const u8; C],
     y: *mut f32,
@@ -260,7 +258,7 @@ unsafe fn rows4<const F: u8>(
 ) {
     let (_, _, _, _, min) = layout(F);
     let d = s.d.as_mut_ptr();
-    for (t, o) in tile_rows.zip(out_rows) {
+    for (t, o) in out_rows.enumerate() {
         let k = t * nb;
         scale_products(nb, s.dw.as_ptr().add(k * C), s.dx.as_ptr(), d);
         let mut v = if offset(F) {
