@@ -92,7 +92,7 @@ unsafe fn summed_lanes<const G: usize>(q: *const f32, hd: usize, key: *const f16
 /// additions in the same pairs as [`hsum8`] on each, four keys per shuffle.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn fold8_eight(z: &[__m256; 8]) -> __m256 {
+pub(super) unsafe fn fold8_eight(z: &[__m256; 8]) -> __m256 {
     // Lanes `l[k] + l[k + 4]` of two keys side by side: [a(z0) | a(z1)].
     let halves = |a: __m256, b: __m256| {
         _mm256_add_ps(

@@ -1,5 +1,6 @@
 //! Tiled prefill GEMM for the 32-element formats (Q4_0, Q4_1, Q5_0, Q5_1,
-//! Q8_0, Q8_1 weights), used by `gemm` for groups of four activation columns.
+//! Q8_0, Q8_1 weights), used by `gemm` for groups of four activation columns
+//! when there are more than `few_columns` takes (prefill).
 //!
 //! # What each output element computes
 //! Exactly what `blocks::dot_*` (and the reference `Lanes8`) compute: per

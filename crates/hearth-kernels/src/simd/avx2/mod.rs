@@ -41,6 +41,7 @@ mod attn;
 mod attn512;
 mod avx512;
 mod blocks;
+mod few_columns;
 mod float;
 mod gemm_tiles;
 mod gemv;
@@ -166,9 +167,11 @@ pub(crate) unsafe fn vec_dot(t: GgmlType, n: usize, w: &[u8], x: &[u8]) -> Optio
 /// the AVX2 kernels even where the AVX-512 ones could run (tests use it so
 /// both stay covered on CPUs that have AVX-512).
 ///
-/// The 32-element formats take whole groups of four columns through
+/// The 32-element formats take three to eight columns (concurrent decodes)
+/// through `few_columns` (each weight block decoded once in registers for
+/// all of them), and past that whole groups of four columns through
 /// `gemm_tiles` (rows unpacked once per tile, see there); the remaining
-/// columns, decode (`ncols < 4`) and the other formats walk rows in tiles
+/// columns, decode (`ncols < 3`) and the other formats walk rows in tiles
 /// small enough to stay in L1/L2 while each group of up to four activation
 /// columns sweeps over them (K-quants do their per-super-block float update
 /// for four columns in one vector). Every (row, column) result comes from
@@ -248,6 +251,25 @@ pub(crate) unsafe fn gemm(
             // SAFETY: `available()` checked avx512f/bw/vnni (our caller
             // guarantees avx2/fma/f16c) and the operand sizes were checked
             // (`reference::check_gemm`); this kernel takes every column.
+            f(nb, w, rows, x, ncols, y, ldy);
+            return true;
+        }
+    }
+    // Batched decode: each weight block decoded once for every column.
+    if (few_columns::MIN_COLS..=few_columns::MAX_COLS).contains(&ncols) {
+        let few: Option<TiledFn> = match t {
+            GgmlType::Q4_0 => Some(few_columns::gemm::<{ gemm_tiles::Q4_0 }>),
+            GgmlType::Q4_1 => Some(few_columns::gemm::<{ gemm_tiles::Q4_1 }>),
+            GgmlType::Q5_0 => Some(few_columns::gemm::<{ gemm_tiles::Q5_0 }>),
+            GgmlType::Q5_1 => Some(few_columns::gemm::<{ gemm_tiles::Q5_1 }>),
+            GgmlType::Q8_0 => Some(few_columns::gemm::<{ gemm_tiles::Q8_0 }>),
+            GgmlType::Q8_1 => Some(few_columns::gemm::<{ gemm_tiles::Q8_1 }>),
+            _ => None,
+        };
+        if let Some(f) = few {
+            // SAFETY: our caller guarantees avx2/fma/f16c and checked the
+            // operand sizes (`reference::check_gemm`); this kernel takes
+            // every column.
             f(nb, w, rows, x, ncols, y, ldy);
             return true;
         }
