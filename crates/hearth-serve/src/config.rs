@@ -31,8 +31,13 @@ pub struct ServeConfig {
     pub max_batch: usize,
     /// Requests waiting for a place in the batch, per model, before 503.
     pub max_queue: usize,
-    /// Prompt tokens fed per forward pass, so that a long prompt does not
-    /// stall the sequences already decoding.
+    /// Prompt tokens fed per forward pass (all waiting prompts together),
+    /// so that a long prompt does not stall the sequences already decoding
+    /// and a burst of requests gets its first tokens in turns. 64 on a
+    /// 2-core Zen 3 with SmolLM2: eight simultaneous 15-token prompts, time
+    /// to first token p50 301 -> 211 ms (the last one's 305 -> 333 ms); a
+    /// lone 561-token prompt 1.75-1.79 -> 1.78-1.86 s; a pass beside a
+    /// long prompt ~150 ms instead of ~600.
     pub prefill_chunk: usize,
     /// Context of a sequence when the request does not choose one.
     pub default_ctx: usize,
@@ -107,7 +112,7 @@ impl ServeConfig {
             threads: hearth_engine::physical_cores(),
             max_batch: 16,
             max_queue: 64,
-            prefill_chunk: 256,
+            prefill_chunk: 64,
             default_ctx: 4096,
             shutdown_grace_secs: 30,
             anonymous_models: Vec::new(),
