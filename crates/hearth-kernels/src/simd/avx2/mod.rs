@@ -37,6 +37,22 @@ macro_rules! two_banks {
     }};
 }
 
+/// `Some(module::gemm::<F>)` for the 32-element format `t` (`F` its
+/// `gemm_tiles` code), `None` for the others.
+macro_rules! per_format {
+    ($t:expr, $m:ident) => {
+        match $t {
+            GgmlType::Q4_0 => Some($m::gemm::<{ gemm_tiles::Q4_0 }>),
+            GgmlType::Q4_1 => Some($m::gemm::<{ gemm_tiles::Q4_1 }>),
+            GgmlType::Q5_0 => Some($m::gemm::<{ gemm_tiles::Q5_0 }>),
+            GgmlType::Q5_1 => Some($m::gemm::<{ gemm_tiles::Q5_1 }>),
+            GgmlType::Q8_0 => Some($m::gemm::<{ gemm_tiles::Q8_0 }>),
+            GgmlType::Q8_1 => Some($m::gemm::<{ gemm_tiles::Q8_1 }>),
+            _ => None,
+        }
+    };
+}
+
 mod attn;
 mod attn512;
 mod avx512;
@@ -238,15 +254,7 @@ pub(crate) unsafe fn gemm(
     // The AVX-512 kernels take two or more columns (a few concurrent decodes
     // go through their few-columns path).
     if ncols >= 2 && wide && avx512::available() {
-        let wide: Option<TiledFn> = match t {
-            GgmlType::Q4_0 => Some(avx512::gemm::<{ gemm_tiles::Q4_0 }>),
-            GgmlType::Q4_1 => Some(avx512::gemm::<{ gemm_tiles::Q4_1 }>),
-            GgmlType::Q5_0 => Some(avx512::gemm::<{ gemm_tiles::Q5_0 }>),
-            GgmlType::Q5_1 => Some(avx512::gemm::<{ gemm_tiles::Q5_1 }>),
-            GgmlType::Q8_0 => Some(avx512::gemm::<{ gemm_tiles::Q8_0 }>),
-            GgmlType::Q8_1 => Some(avx512::gemm::<{ gemm_tiles::Q8_1 }>),
-            _ => None,
-        };
+        let wide: Option<TiledFn> = per_format!(t, avx512);
         if let Some(f) = wide {
             // SAFETY: `available()` checked avx512f/bw/vnni (our caller
             // guarantees avx2/fma/f16c) and the operand sizes were checked
@@ -257,15 +265,7 @@ pub(crate) unsafe fn gemm(
     }
     // Batched decode: each weight block decoded once for every column.
     if (few_columns::MIN_COLS..=few_columns::MAX_COLS).contains(&ncols) {
-        let few: Option<TiledFn> = match t {
-            GgmlType::Q4_0 => Some(few_columns::gemm::<{ gemm_tiles::Q4_0 }>),
-            GgmlType::Q4_1 => Some(few_columns::gemm::<{ gemm_tiles::Q4_1 }>),
-            GgmlType::Q5_0 => Some(few_columns::gemm::<{ gemm_tiles::Q5_0 }>),
-            GgmlType::Q5_1 => Some(few_columns::gemm::<{ gemm_tiles::Q5_1 }>),
-            GgmlType::Q8_0 => Some(few_columns::gemm::<{ gemm_tiles::Q8_0 }>),
-            GgmlType::Q8_1 => Some(few_columns::gemm::<{ gemm_tiles::Q8_1 }>),
-            _ => None,
-        };
+        let few: Option<TiledFn> = per_format!(t, few_columns);
         if let Some(f) = few {
             // SAFETY: our caller guarantees avx2/fma/f16c and checked the
             // operand sizes (`reference::check_gemm`); this kernel takes
@@ -276,15 +276,7 @@ pub(crate) unsafe fn gemm(
     }
     let mut c_start = 0;
     if ncols >= MIN_TILED {
-        let tiled: Option<TiledFn> = match t {
-            GgmlType::Q4_0 => Some(gemm_tiles::gemm::<{ gemm_tiles::Q4_0 }>),
-            GgmlType::Q4_1 => Some(gemm_tiles::gemm::<{ gemm_tiles::Q4_1 }>),
-            GgmlType::Q5_0 => Some(gemm_tiles::gemm::<{ gemm_tiles::Q5_0 }>),
-            GgmlType::Q5_1 => Some(gemm_tiles::gemm::<{ gemm_tiles::Q5_1 }>),
-            GgmlType::Q8_0 => Some(gemm_tiles::gemm::<{ gemm_tiles::Q8_0 }>),
-            GgmlType::Q8_1 => Some(gemm_tiles::gemm::<{ gemm_tiles::Q8_1 }>),
-            _ => None,
-        };
+        let tiled: Option<TiledFn> = per_format!(t, gemm_tiles);
         if let Some(f) = tiled {
             // SAFETY: our caller guarantees avx2/fma/f16c and checked the
             // operand sizes (`reference::check_gemm`), which is what the
