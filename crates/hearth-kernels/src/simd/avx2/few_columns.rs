@@ -1,4 +1,4 @@
-//! Batched decode on AVX2 for the 32-element formats: two to eight
+//! Batched decode on AVX2 for the 32-element formats: three to eight
 //! activation columns (concurrent streams) against a whole weight matrix.
 //!
 //! # What each output element computes
@@ -15,9 +15,9 @@
 //! SmolLM2's eight streams spent 20 % of their time decoding rows into it.
 //! Here each weight block is decoded into registers once and used at once
 //! for every column. Eight columns times two banks would need sixteen
-//! accumulators, as many as AVX2 has registers, so a row runs in two
-//! passes: the even blocks (bank 0) for all columns, then the odd ones
-//! (bank 1). Each bank still sees its blocks in order, so nothing in the
+//! accumulators, as many as AVX2 has registers, so past four columns a row
+//! runs in two passes: the even blocks (bank 0) for all columns, then the
+//! odd ones (bank 1). Each bank still sees its blocks in order, so nothing in the
 //! arithmetic moves. What remains per (row, column, block) is the
 //! `maddubs`, `madd`, `cvt`, `fma` of the reference (plus `psignb` for
 //! signed formats); per (row, block) one decode, one multiply for all the
@@ -45,15 +45,17 @@ pub(crate) const MIN_COLS: usize = 3;
 /// for itself).
 pub(crate) const MAX_COLS: usize = 8;
 
-/// Per block, the columns' `d_x` (and `s_x`) in lanes `0..ncols` of one
-/// register; grown on first use and reused.
+/// One call's column tables and one row's scale products, per thread;
+/// grown on first use and reused.
 struct Tables {
     /// The columns' quants interleaved: block `i` of column `c` at
     /// `C * i + c`, so that one pointer and constant offsets reach every
     /// column (eight column pointers would not fit in the registers beside
     /// everything else).
     xq: Vec<__m256i>,
+    /// Per block, the columns' `d_x` in lanes `0..C`.
     dx: Vec<__m256>,
+    /// Per block, the columns' `s_x` in lanes `0..C` (formats with a minimum).
     sx: Vec<__m256>,
     /// The current row's `d_w * d_x` per block, column `c` in lane `c`.
     d: Vec<__m256>,
