@@ -14,7 +14,7 @@
 //! summed `(l[k] + l[8+k]) + (l[16+k] + l[24+k])`, then folded in
 //! `fold8`'s order, then multiplied by the scale.
 
-use super::hsum8;
+use super::{fold8_eight, hsum8};
 use half::f16;
 use std::arch::x86_64::*;
 
@@ -86,35 +86,4 @@ unsafe fn summed_lanes<const G: usize>(q: *const f32, hd: usize, key: *const f16
         }
     }
     acc.map(|a| _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])))
-}
-
-/// `fold8` of each of eight registers, result `k` in lane `k`: the same
-/// additions in the same pairs as [`hsum8`] on each, four keys per shuffle.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn fold8_eight(z: &[__m256; 8]) -> __m256 {
-    // Lanes `l[k] + l[k + 4]` of two keys side by side: [a(z0) | a(z1)].
-    let halves = |a: __m256, b: __m256| {
-        _mm256_add_ps(
-            _mm256_permute2f128_ps::<0x20>(a, b),
-            _mm256_permute2f128_ps::<0x31>(a, b),
-        )
-    };
-    let (t01, t23) = (halves(z[0], z[1]), halves(z[2], z[3]));
-    let (t45, t67) = (halves(z[4], z[5]), halves(z[6], z[7]));
-    // `a[0] + a[2]`, `a[1] + a[3]` per key: low half keys 0, 2 (4, 6), high
-    // half keys 1, 3 (5, 7).
-    let pairs = |a: __m256, b: __m256| {
-        _mm256_add_ps(
-            _mm256_shuffle_ps::<0x44>(a, b),
-            _mm256_shuffle_ps::<0xEE>(a, b),
-        )
-    };
-    let (s0, s1) = (pairs(t01, t23), pairs(t45, t67));
-    // `b0 + b1`: lanes hold keys 0, 2, 4, 6, 1, 3, 5, 7.
-    let r = _mm256_add_ps(
-        _mm256_shuffle_ps::<0x88>(s0, s1),
-        _mm256_shuffle_ps::<0xDD>(s0, s1),
-    );
-    _mm256_permutevar8x32_ps(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
 }

@@ -29,9 +29,8 @@
 //! columns of 32768 x 576 4.3 against 5.4 ms, Q8_0 four columns 2.9
 //! against 3.3 ms; SmolLM2's eight streams 28-31 against 33-35 ms a step.
 
-use super::attn::fold8_eight;
 use super::gemm_tiles::{decode, layout};
-use super::{f16x2_at, load256, prefetch_row, FEW_COLUMNS_PREFETCH_BYTES};
+use super::{f16x2_at, fold8_eight, load256, prefetch_row, FEW_COLUMNS_PREFETCH_BYTES};
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 use std::ops::Range;
