@@ -9,7 +9,8 @@
 //! we record when each asked, when its first token arrived and when its
 //! last did.
 //!
-//! Reported per level (the median over repetitions): aggregate tokens per
+//! Reported per level (the median over repetitions, which visit the levels
+//! in turn): aggregate tokens per
 //! second (all completion tokens over the wall time from the first request
 //! to the last end), time to first token (p50 and worst), and each stream's
 //! own decode rate. Then one more run of the level adds probes: short
@@ -70,6 +71,10 @@ pub struct Level {
     /// caller waits under this load.
     pub probe_ttft_ms_p50: Option<f64>,
     pub completion_tokens: usize,
+    /// This level's aggregate rate over the single stream's, taken within
+    /// each round and then the median over rounds (so a drift in the host's
+    /// speed between rounds cancels); `None` when 1 is not among the levels.
+    pub vs_single: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -192,15 +197,30 @@ pub fn run(target: &Target, b: &ServeBench) -> Result<ServeBenchResult> {
     // One short request first, so the model is loaded before any clock runs.
     stream_one(target, &b.model, &prompt(0), 4, Instant::now(), None)
         .context("the warm-up request failed")?;
-    let mut levels = Vec::new();
-    for &n in &b.streams {
-        let mut reps = Vec::new();
-        for _ in 0..b.reps {
-            reps.push(level_once(target, b, n, false)?);
+    // Rounds visit every level in turn, rather than all repetitions of one
+    // level and then the next: a host whose speed drifts over minutes then
+    // slows every level alike, and the ratios between levels stay fair.
+    let mut runs: Vec<Vec<Level>> = vec![Vec::new(); b.streams.len()];
+    for _ in 0..b.reps {
+        for (i, &n) in b.streams.iter().enumerate() {
+            runs[i].push(level_once(target, b, n, false)?);
         }
+    }
+    let single: Option<Vec<f64>> = b
+        .streams
+        .iter()
+        .position(|&n| n == 1)
+        .map(|i| runs[i].iter().map(|l| l.aggregate_tps).collect());
+    let mut levels = Vec::new();
+    for (mut reps, &n) in runs.into_iter().zip(&b.streams) {
+        let vs_single = single.as_ref().map(|one| {
+            let rates: Vec<f64> = reps.iter().map(|l| l.aggregate_tps).collect();
+            paired_ratio(&rates, one)
+        });
         reps.sort_by(|a, b| a.aggregate_tps.total_cmp(&b.aggregate_tps));
         let mut level = reps.swap_remove(reps.len() / 2);
         level.probe_ttft_ms_p50 = level_once(target, b, n, true)?.probe_ttft_ms_p50;
+        level.vs_single = vs_single;
         levels.push(level);
     }
     Ok(ServeBenchResult {
@@ -310,7 +330,20 @@ fn summarise(n: usize, timed: &[Timed], wall: f64) -> Level {
         stream_tps,
         probe_ttft_ms_p50: None,
         completion_tokens: tokens,
+        vs_single: None,
     }
+}
+
+/// The median over rounds of `rates[i] / single[i]`, each pair measured in
+/// the same round.
+fn paired_ratio(rates: &[f64], single: &[f64]) -> f64 {
+    let mut r: Vec<f64> = rates
+        .iter()
+        .zip(single)
+        .map(|(a, s)| a / s.max(1e-9))
+        .collect();
+    r.sort_by(f64::total_cmp);
+    median(&r)
 }
 
 /// The median of sorted values (the mean of the middle two for an even count).
@@ -652,6 +685,17 @@ mod tests {
         assert!((l.ttft_ms_p50 - 200.0).abs() < 1e-9);
         assert!((l.ttft_ms_max - 300.0).abs() < 1e-9);
         assert!((l.stream_tps - 10.0).abs() < 1e-9);
+    }
+
+    /// A host that runs twice as fast in the second round doubles both
+    /// levels there; the paired ratio sees 3 in every round, while the
+    /// ratio of the medians would not.
+    #[test]
+    fn paired_ratio_cancels_drift_between_rounds() {
+        let single = [100.0, 200.0, 100.0];
+        let eight = [300.0, 600.0, 300.0];
+        assert!((paired_ratio(&eight, &single) - 3.0).abs() < 1e-12);
+        assert!((paired_ratio(&[250.0, 400.0, 300.0], &single) - 2.5).abs() < 1e-12);
     }
 
     #[test]

@@ -178,17 +178,12 @@ pub fn bench_serve(a: BenchServeArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&r)?);
         return Ok(());
     }
-    let single = r
-        .levels
-        .iter()
-        .find(|l| l.streams == 1)
-        .map(|l| l.aggregate_tps);
     println!(
         "{:>7} {:>12} {:>10} {:>10} {:>10} {:>12} {:>8}",
         "streams", "total t/s", "t/s each", "ttft p50", "ttft max", "new req ttft", "vs 1"
     );
     for l in &r.levels {
-        let ratio = single.map_or(String::new(), |s| format!("{:.2}x", l.aggregate_tps / s));
+        let ratio = l.vs_single.map_or(String::new(), |v| format!("{v:.2}x"));
         let probe = l
             .probe_ttft_ms_p50
             .map_or("-".to_string(), |p| format!("{p:.0}ms"));

@@ -891,6 +891,11 @@ fn bench_serve_measures_each_level() {
             l["ttft_ms_max"].as_f64().unwrap(),
         );
         assert!(p50 > 0.0 && p50 <= max, "{l}");
+        let vs_single = l["vs_single"].as_f64().expect("vs_single");
+        assert!(vs_single > 0.0, "{l}");
+        if n == 1 {
+            assert_eq!(vs_single, 1.0, "{l}");
+        }
     }
 }
 
