@@ -10,17 +10,17 @@
 //! last did.
 //!
 //! Reported per level (the median over repetitions, which visit the levels
-//! in turn): aggregate tokens per
-//! second (all completion tokens over the wall time from the first request
-//! to the last end), time to first token (p50 and worst), and each stream's
-//! own decode rate. Then one more run of the level adds probes: short
-//! requests sent one after another while the streams decode, whose time to
-//! first token is what a new caller waits under that load. The probes run
-//! apart from the measured repetitions because each joins the batch with a
-//! prompt to prefill, which slows the streams, and slows one stream by a
-//! larger share of its run than eight. This module owns the load generator
-//! and its arithmetic;
-//! the daemon it measures is the ordinary one, unchanged.
+//! in turn): aggregate tokens per second (all completion tokens over the
+//! wall time from the first request to the last end), its ratio to one
+//! stream's (the median of the ratios within each round), time to first
+//! token (p50 and worst), and each stream's own decode rate. Then one more
+//! run of the level adds probes: short requests sent one after another
+//! while the streams decode, whose time to first token is what a new caller
+//! waits under that load. The probes run apart from the measured
+//! repetitions because each joins the batch with a prompt to prefill, which
+//! slows the streams, and slows one stream by a larger share of its run
+//! than eight. This module owns the load generator and its arithmetic; the
+//! daemon it measures is the ordinary one, unchanged.
 //!
 //! `hearth bench experts` ([`run_experts`]) measures the on-demand experts
 //! the same way, plus one in-process figure: time to first token of an
@@ -687,9 +687,10 @@ mod tests {
         assert!((l.stream_tps - 10.0).abs() < 1e-9);
     }
 
-    /// A host that runs twice as fast in the second round doubles both
-    /// levels there; the paired ratio sees 3 in every round, while the
-    /// ratio of the medians would not.
+    /// A host twice as fast in one round doubles both levels there, and
+    /// the paired ratio still sees 3. In the second case the rounds say
+    /// 2.5, 2.0 and 3.0, whose median is 2.5, where the ratio of the
+    /// medians would say 3.0 (300 / 100).
     #[test]
     fn paired_ratio_cancels_drift_between_rounds() {
         let single = [100.0, 200.0, 100.0];
