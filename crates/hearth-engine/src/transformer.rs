@@ -25,6 +25,7 @@
 
 use std::sync::Arc;
 
+use half::f16;
 use hearth_gguf::{GgmlType, GgufFile};
 use hearth_kernels as k;
 
@@ -785,9 +786,8 @@ impl Transformer {
     }
 
     /// Per-token work on the fresh queries and keys: QK norms, RoPE (one
-    /// angle table per token, shared by its heads), query scaling and the
-    /// F16 rounding of queries. Tokens are independent, so they are spread
-    /// over the pool.
+    /// angle table per token, shared by its heads) and query scaling.
+    /// Tokens are independent, so they are spread over the pool.
     fn position_heads(
         &self,
         pool: &ThreadPool,
@@ -816,10 +816,6 @@ impl Transformer {
                     if let Some(s) = hp.q_scale {
                         k::scale_inplace(head, s);
                     }
-                    // Queries meet the F16 keys at F16 precision, as in
-                    // llama.cpp's attention; keeping that rounding keeps our
-                    // log-probabilities within the reference's tolerance.
-                    round_to_f16(head);
                 }
                 for head in krow.chunks_exact_mut(hp.head_dim_k) {
                     if let Some(w) = &layer.k_norm {
@@ -834,16 +830,17 @@ impl Transformer {
     /// Causal (and, for windowed layers, sliding-window) attention of every
     /// token of the batch over its own sequence's cache. One task per
     /// (token, KV head) serves all the query heads that share that KV head
-    /// while the group's key and value rows are hot in cache; each head's
-    /// scores and sums run in key order, as they would alone.
+    /// while the group's key and value rows are hot in cache.
     ///
-    /// Keys and values are read block by block from the cache's block
-    /// table; in each block, one KV head's rows are one contiguous run.
-    /// Scores are written into one contiguous row per head (so the
-    /// softmax is the same call on the same row whatever the block size)
-    /// and the value sums take the blocks in key order, so a paged cache
-    /// gives bit-identical results to one contiguous buffer. A key run
-    /// inside a single block is passed to the kernels directly.
+    /// Each query head runs llama.cpp's flash attention arithmetic
+    /// ([`k::attn_online_f16`]): the query rounded to F16, keys taken one
+    /// at a time in order with a running softmax, values summed into an
+    /// F16 accumulator. Keys and values are read block by block from the
+    /// cache's block table (in each block, one KV head's rows are one
+    /// contiguous run); the running state carries from one block's run of
+    /// keys to the next, so a paged cache gives bit-identical results to
+    /// one contiguous buffer, and a sequence's result does not depend on
+    /// what else is in the batch.
     ///
     /// Blocks hold every layer, so a sliding-window layer cannot free the
     /// blocks behind its window while global layers still read them.
@@ -869,69 +866,47 @@ impl Transformer {
                 Some(w) => (tok.pos + 1).saturating_sub(w),
                 None => 0,
             };
-            let n_keys = tok.pos + 1 - first;
             let spans = KeySpans {
                 next: first,
                 end: tok.pos + 1,
                 block: cache.geometry().block_positions,
             };
-            let single = spans.clone().count() == 1;
             let heads = kvh * group..(kvh + 1) * group;
             // The group's query heads, one after another.
             let q_group = &q[ti * hp.n_head * hdk + heads.start * hdk..][..group * hdk];
             prefetch_head(cache, li, kvh, &spans, hdk, hdv);
-            SCORES.with(|cell| {
-                let (scores, part) = &mut *cell.borrow_mut();
-                scores.clear();
-                scores.resize(group * n_keys, 0.0);
-                // Each key's score is one dot product, independent of the
-                // others, so scoring block by block gives the same numbers
-                // as scoring one contiguous run.
-                for (b, slot, len) in spans.clone() {
-                    let key_rows = &cache.key_rows(li, b, kvh)[slot * hdk..];
-                    if single {
-                        k::attn_scores_f16_heads(
-                            q_group,
-                            group,
+            let start = ti * hp.n_head * hdv + heads.start * hdv;
+            // SAFETY: task (ti, kvh) alone writes the slices of token ti's
+            // heads in this KV head's group.
+            let out = unsafe { shared_att.slice(start..start + group * hdv) };
+            ONLINE.with(|cell| {
+                let (q16, acc) = &mut *cell.borrow_mut();
+                for h in 0..group {
+                    q16.clear();
+                    q16.extend(
+                        q_group[h * hdk..(h + 1) * hdk]
+                            .iter()
+                            .map(|&v| f16::from_f32(v)),
+                    );
+                    acc.clear();
+                    acc.resize(hdv, f16::ZERO);
+                    let mut state = (f32::NEG_INFINITY, 0f32);
+                    for (b, slot, len) in spans.clone() {
+                        let key_rows = &cache.key_rows(li, b, kvh)[slot * hdk..];
+                        let value_rows = &cache.value_rows(li, b, kvh)[slot * hdv..];
+                        k::attn_online_f16(
+                            q16,
                             key_rows,
                             hdk,
+                            value_rows,
+                            hdv,
+                            len,
                             hp.kq_scale,
-                            scores,
+                            &mut state,
+                            acc,
                         );
-                        continue;
                     }
-                    part.clear();
-                    part.resize(group * len, 0.0);
-                    k::attn_scores_f16_heads(q_group, group, key_rows, hdk, hp.kq_scale, part);
-                    let at = b * spans.block + slot - first;
-                    for (h, row) in part.chunks_exact(len).enumerate() {
-                        scores[h * n_keys + at..][..len].copy_from_slice(row);
-                    }
-                }
-                // The softmax sees each head's whole row at once, as before.
-                for row in scores.chunks_exact_mut(n_keys) {
-                    k::softmax_inplace(row);
-                }
-                let start = ti * hp.n_head * hdv + heads.start * hdv;
-                // SAFETY: task (ti, kvh) alone writes the slices of token ti's
-                // heads in this KV head's group.
-                let out = unsafe { shared_att.slice(start..start + group * hdv) };
-                out.fill(0.0);
-                // The value sums run over the blocks in key order, so each
-                // output element sees the same additions in the same order
-                // as one contiguous run.
-                for (b, slot, len) in spans.clone() {
-                    let value_rows = &cache.value_rows(li, b, kvh)[slot * hdv..];
-                    if single {
-                        k::attn_values_f16_heads(out, group, scores, value_rows, hdv);
-                        continue;
-                    }
-                    let at = b * spans.block + slot - first;
-                    part.clear();
-                    for h in 0..group {
-                        part.extend_from_slice(&scores[h * n_keys + at..][..len]);
-                    }
-                    k::attn_values_f16_heads(out, group, part, value_rows, hdv);
+                    k::attn_online_finish(state, acc, &mut out[h * hdv..(h + 1) * hdv]);
                 }
             });
         });
@@ -972,9 +947,8 @@ fn keep(slot: &'static std::thread::LocalKey<std::cell::Cell<Vec<f32>>>, v: Vec<
 }
 
 thread_local! {
-    /// An attention task's scores (one row per query head) and the scores
-    /// or weights of one block's keys.
-    static SCORES: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+    /// An attention task's query head in F16 and its F16 value accumulator.
+    static ONLINE: std::cell::RefCell<(Vec<f16>, Vec<f16>)> =
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
     /// A LoRA task's gathered input rows, as the F32 GEMM's bytes.
     static LORA_X: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -1212,12 +1186,6 @@ fn gated(act: Activation, gate: &mut [f32], up: &[f32]) {
     match act {
         Activation::Silu => k::silu_mul_inplace(gate, up),
         Activation::GeluTanh => k::gelu_tanh_mul_inplace(gate, up),
-    }
-}
-
-fn round_to_f16(x: &mut [f32]) {
-    for v in x {
-        *v = half::f16::from_f32(*v).to_f32();
     }
 }
 

@@ -43,6 +43,12 @@ fn run_together(model: &Model, seqs: &[&[u32]]) -> Vec<Vec<f32>> {
     model.forward(&mut items).unwrap()
 }
 
+/// Relative logit error allowed against the plain f32 reference forward:
+/// attention runs in F16 (query, cached keys and values, and the running
+/// value sum, as llama.cpp's flash attention does), which costs ~1e-3;
+/// a wrong RoPE pairing, norm or mask misses by whole percent.
+const REL_TOL: f32 = 3e-3;
+
 fn check_arch(arch: Arch) {
     let m = common::tiny(arch, 7);
     let reference = common::reference_logits(&m, &TOKENS);
@@ -54,7 +60,7 @@ fn check_arch(arch: Arch) {
             let got = &all[p * N_VOCAB..(p + 1) * N_VOCAB];
             let err = max_rel_err(got, want);
             assert!(
-                err < 5e-4,
+                err < REL_TOL,
                 "{arch:?} t={threads} pos {p}: relative error {err}"
             );
         }
@@ -69,7 +75,10 @@ fn check_arch(arch: Arch) {
             }];
             let got = model.forward(&mut items).unwrap().remove(0);
             let err = max_rel_err(&got, &reference[p]);
-            assert!(err < 5e-4, "{arch:?} decode pos {p}: relative error {err}");
+            assert!(
+                err < REL_TOL,
+                "{arch:?} decode pos {p}: relative error {err}"
+            );
         }
     }
 }

@@ -103,7 +103,8 @@ fn small_blocks_still_match_the_f32_reference() {
             .zip(want)
             .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
             / scale;
-        assert!(err < 5e-4, "pos {p}: relative error {err}");
+        // F16 attention arithmetic, as in `forward.rs`.
+        assert!(err < 3e-3, "pos {p}: relative error {err}");
     }
 }
 

@@ -18,9 +18,10 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 const TOKENS: [u32; 9] = [3, 17, 5, 39, 0, 22, 22, 8, 11];
 const ALPHA: f32 = 16.0;
 /// Relative logit error allowed against the merged f32 reference. The base
-/// alone reaches 4e-4 here (queries and cached keys and values are F16, as in
-/// llama.cpp); a Q permutation left out misses by 0.27.
-const TOL: f32 = 1e-3;
+/// alone reaches 1e-3 here (queries, cached keys and values and the value
+/// sums are F16, as in llama.cpp's flash attention); with an adapter
+/// 1.5e-3; a Q permutation left out misses by 0.27.
+const TOL: f32 = 3e-3;
 
 /// One adapted matrix, with `B` in Hugging Face's row order.
 struct Part {

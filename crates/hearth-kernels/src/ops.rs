@@ -4,21 +4,29 @@
 //! crate root.
 //!
 //! As with the dot products, the SIMD versions reproduce the scalar ones bit
-//! for bit, so the reductions here are written in the SIMD lane structure and
-//! `exp` is this crate's own polynomial ([`scalar::expf`]), not libm's.
+//! for bit, and where llama.cpp's AVX2 build has the same op, the scalar one
+//! reproduces llama.cpp's arithmetic (see the crate's numerics notes).
 //!
 //! Choices, relative to ggml:
-//! - `rms_norm`: squares are formed in f32 and summed in f64 (as ggml does),
-//!   in eight f64 lanes; `mean = (sum / n) as f32`, `scale = 1 / sqrt(mean + eps)`,
-//!   `out = (x * scale) * w`.
-//! - `softmax`: `exp(x - max)` summed in eight f32 lanes, then multiplied by
-//!   `1 / sum`. A row that is all `-inf` comes out all zero (not NaN).
-//! - `gelu_tanh`: computed in f32 as `x / (1 + exp(-2u))`, which equals
-//!   `0.5 x (1 + tanh u)`, `u = sqrt(2/pi) (x + 0.044715 x^3)`. llama.cpp's
-//!   CPU GeGLU looks up an f16 table instead; ours is the more accurate one.
+//! - `rms_norm`: squares are formed in f32 and summed in f64 in element
+//!   order (as ggml does); `mean = (sum / n) as f32`,
+//!   `scale = 1 / sqrt(mean + eps)`, `out = (x * scale) * w`. Same bits.
+//! - `silu`: `x / (1 + e^-x)` with ggml's vector exp ([`scalar::vexpf`]),
+//!   as its AVX2 SwiGLU computes it. Same bits.
 //! - `rope`: angles as ggml computes them, `theta_i = pos * s^i` with
 //!   `s = freq_base^(-2/n_rot)` accumulated by repeated f32 multiplication;
-//!   `cos`/`sin` from libm.
+//!   `cos`/`sin` from libm; the rotation with the fused multiply-adds its
+//!   compiler emits. Same bits.
+//! - attention: [`scalar::attn_online_f16`], ggml's flash attention with an
+//!   F16 cache: F16 query, running softmax with libm's `exp`, F16 value
+//!   accumulator. Same bits.
+//! - `softmax` (BERT's attention): `exp(x - max)` with this crate's own
+//!   polynomial ([`scalar::expf`]) summed in eight f32 lanes, then
+//!   multiplied by `1 / sum`. A row that is all `-inf` comes out all zero
+//!   (not NaN).
+//! - `gelu_tanh`: computed in f32 as `x / (1 + exp(-2u))`, which equals
+//!   `0.5 x (1 + tanh u)`, `u = sqrt(2/pi) (x + 0.044715 x^3)`. llama.cpp's
+//!   CPU GeGLU looks up an f16 table instead (not yet matched).
 
 pub mod scalar {
     use crate::formats::{fold8, Lanes32};
@@ -34,6 +42,18 @@ pub mod scalar {
     pub(crate) const EXP_HI: f32 = 88.722_83;
     /// Taylor coefficients 1/k! for k = 2..=6.
     pub(crate) const EXP_C: [f32; 5] = [0.5, 1.0 / 6.0, 1.0 / 24.0, 1.0 / 120.0, 1.0 / 720.0];
+    /// [`vexpf`]'s constants: log2(e), ln 2 in two parts, and the
+    /// polynomial's coefficients from the highest degree down.
+    pub(crate) const VEXP_LOG2E: f32 = f32::from_bits(0x3fb8_aa3b);
+    pub(crate) const VEXP_LN2_HI: f32 = f32::from_bits(0x3f31_7200);
+    pub(crate) const VEXP_LN2_LO: f32 = f32::from_bits(0x35bf_be8e);
+    pub(crate) const VEXP_P: [f32; 5] = [
+        f32::from_bits(0x3c07_2010),
+        f32::from_bits(0x3d2b_9f17),
+        f32::from_bits(0x3e2a_af33),
+        f32::from_bits(0x3eff_fedb),
+        f32::from_bits(0x3f7f_fff6),
+    ];
     pub(crate) const GELU_A: f32 = 0.044_715;
     /// `-2 * sqrt(2 / pi)`.
     pub(crate) const GELU_K: f32 = -1.595_769_2;
@@ -64,9 +84,42 @@ pub mod scalar {
         (p * s) * 2.0
     }
 
+    /// e^x as llama.cpp's AVX2 build computes it for SiLU: `x = n ln2 + b`
+    /// with `n` rounded by the 1.5·2^23 trick, a degree-5 polynomial in `b`
+    /// evaluated with fused multiply-adds in a fixed shape, and the scale
+    /// `2^n` built in the exponent bits, with a slower scaling only when
+    /// |n| > 126. Each step is one IEEE operation, so a SIMD version gives
+    /// the same bits lane by lane.
+    #[inline(always)]
+    pub fn vexpf(x: f32) -> f32 {
+        let shift = f32::from_bits(0x4b40_0000); // 1.5 * 2^23
+        let z = x.mul_add(VEXP_LOG2E, shift);
+        let n = z - shift;
+        let b = (-n).mul_add(VEXP_LN2_LO, (-n).mul_add(VEXP_LN2_HI, x));
+        let e = z.to_bits() << 23;
+        let k = f32::from_bits(e.wrapping_add(1f32.to_bits()));
+        let u = b * b;
+        let j = VEXP_P[0]
+            .mul_add(b, VEXP_P[1])
+            .mul_add(u, VEXP_P[2].mul_add(b, VEXP_P[3]))
+            .mul_add(u, VEXP_P[4] * b);
+        if n.abs() <= 126.0 {
+            return j.mul_add(k, k);
+        }
+        let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
+        let s1 = f32::from_bits(g.wrapping_add(0x7f00_0000));
+        let s2 = f32::from_bits(e.wrapping_sub(g));
+        if n.abs() > 192.0 {
+            s1 * s1
+        } else {
+            s2.mul_add(j, s2) * s1
+        }
+    }
+
+    /// `x / (1 + e^-x)` with [`vexpf`], as llama.cpp's SwiGLU computes it.
     #[inline(always)]
     pub(crate) fn silu(x: f32) -> f32 {
-        x / (1.0 + expf(-x))
+        x / (1.0 + vexpf(0.0 - x))
     }
 
     #[inline(always)]
@@ -76,15 +129,14 @@ pub mod scalar {
         x / (1.0 + expf(z))
     }
 
-    /// `1 / sqrt(mean(x^2) + eps)` with the f64 eight-lane sum.
+    /// `1 / sqrt(mean(x^2) + eps)`: squares rounded to f32, summed in f64
+    /// in element order (llama.cpp's order, so the scale is its bits too).
     #[inline(always)]
     pub(crate) fn rms_scale(x: &[f32], eps: f32) -> f32 {
-        let mut l = [0f64; 8];
-        for (i, &v) in x.iter().enumerate() {
-            l[i % 8] += (v * v) as f64;
+        let mut sum = 0f64;
+        for &v in x {
+            sum += (v * v) as f64;
         }
-        let a = [l[0] + l[4], l[1] + l[5], l[2] + l[6], l[3] + l[7]];
-        let sum = (a[0] + a[2]) + (a[1] + a[3]);
         let mean = (sum / x.len() as f64) as f32;
         1.0 / (mean + eps).sqrt()
     }
@@ -171,9 +223,17 @@ pub mod scalar {
                 (2 * i, 2 * i + 1)
             };
             let (x0, x1) = (x[a], x[b]);
-            x[a] = x0 * c - x1 * s;
-            x[b] = x0 * s + x1 * c;
+            (x[a], x[b]) = rotate(x0, x1, c, s, neox);
         }
+    }
+
+    /// One pair's rotation with the fused multiply-adds llama.cpp's
+    /// compiled RoPE uses (its compiler contracts the expression, and
+    /// differently for the two layouts).
+    #[inline(always)]
+    pub(crate) fn rotate(x0: f32, x1: f32, c: f32, s: f32, neox: bool) -> (f32, f32) {
+        let _ = neox;
+        (x0.mul_add(c, -(x1 * s)), x0.mul_add(s, x1 * c))
     }
 
     /// Rotary embedding of one head vector; same numbers as
@@ -195,8 +255,7 @@ pub mod scalar {
                 (2 * i, 2 * i + 1)
             };
             let (x0, x1) = (x[a], x[b]);
-            x[a] = x0 * c - x1 * s;
-            x[b] = x0 * s + x1 * c;
+            (x[a], x[b]) = rotate(x0, x1, c, s, neox);
         }
     }
 
@@ -238,62 +297,83 @@ pub mod scalar {
         }
     }
 
-    /// Attention scores: `out[i] = dot_f32_f16(q, rows[i·stride ..][..q.len()]) · scale`
-    /// for the `out.len()` key rows laid out `stride` elements apart.
-    pub fn attn_scores_f16(q: &[f32], rows: &[f16], stride: usize, scale: f32, out: &mut [f32]) {
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = dot_f32_f16(q, &rows[i * stride..][..q.len()]) * scale;
+    /// An F16 dot product in llama.cpp's order (its AVX2 `ggml_vec_dot_f16`):
+    /// element `e` of each 32-element chunk goes, by fused multiply-add, to
+    /// lane `e % 8` of accumulator `(e / 8) % 4`; the accumulators fold as
+    /// `(a0 + a2) + (a1 + a3)`, the lanes as `(l0+l4) + (l1+l5)` and
+    /// `(l2+l6) + (l3+l7)`, then those two; a ragged tail is added in f64.
+    pub fn dot_f16_f16(x: &[f16], y: &[f16]) -> f32 {
+        assert_eq!(x.len(), y.len(), "dot_f16_f16: length mismatch");
+        let n = x.len();
+        let np = n & !31;
+        let mut a = [[0f32; 8]; 4];
+        for i in (0..np).step_by(32) {
+            for (j, acc) in a.iter_mut().enumerate() {
+                for (l, v) in acc.iter_mut().enumerate() {
+                    let e = i + 8 * j + l;
+                    *v = x[e].to_f32().mul_add(y[e].to_f32(), *v);
+                }
+            }
         }
+        let mut t = [0f32; 8];
+        for l in 0..8 {
+            t[l] = (a[0][l] + a[2][l]) + (a[1][l] + a[3][l]);
+        }
+        let h = [t[0] + t[4], t[1] + t[5], t[2] + t[6], t[3] + t[7]];
+        let mut sum = ((h[0] + h[1]) + (h[2] + h[3])) as f64;
+        for e in np..n {
+            sum += (x[e].to_f32() * y[e].to_f32()) as f64;
+        }
+        sum as f32
     }
 
-    /// Attention output: `y += w[i] · rows[i·stride ..][..y.len()]` for each
-    /// value row in order, exactly as repeated [`axpy_f16`] calls would.
-    pub fn attn_values_f16(y: &mut [f32], w: &[f32], rows: &[f16], stride: usize) {
-        for (i, &a) in w.iter().enumerate() {
-            let n = y.len();
-            axpy_f16(y, a, &rows[i * stride..][..n]);
-        }
-    }
-
-    /// [`attn_scores_f16`] for `heads` query heads stored one after another
-    /// in `q` (all against the same key rows), into `out` as `heads` rows
-    /// of `out.len() / heads` scores.
-    pub fn attn_scores_f16_heads(
-        q: &[f32],
-        heads: usize,
-        rows: &[f16],
-        stride: usize,
+    /// One query head's attention with a running (online) softmax, as
+    /// llama.cpp's CPU flash attention computes it with an F16 cache: keys
+    /// are taken one at a time in order; a new maximum rescales the F16
+    /// accumulator; each value row is added into it with one fused
+    /// multiply-add per element, rounded back to F16. `exp` is libm's.
+    /// `state` is `(max, sum)`, starting at `(-inf, 0)` with `acc` zeroed;
+    /// calling this on consecutive runs of keys equals one call on all.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attn_online_f16(
+        q: &[f16],
+        keys: &[f16],
+        k_stride: usize,
+        values: &[f16],
+        v_stride: usize,
+        n: usize,
         scale: f32,
-        out: &mut [f32],
+        state: &mut (f32, f32),
+        acc: &mut [f16],
     ) {
-        assert!(
-            heads > 0 && q.len().is_multiple_of(heads) && out.len().is_multiple_of(heads),
-            "attn_scores_f16_heads: lengths are not whole heads"
-        );
-        let (hd, nk) = (q.len() / heads, out.len() / heads);
-        for h in 0..heads {
-            let o = &mut out[h * nk..(h + 1) * nk];
-            attn_scores_f16(&q[h * hd..(h + 1) * hd], rows, stride, scale, o);
+        let (hdk, hdv) = (q.len(), acc.len());
+        for i in 0..n {
+            let s = dot_f16_f16(&keys[i * k_stride..][..hdk], q) * scale;
+            let (m, sum) = *state;
+            let (ms, vs) = if s > m {
+                let ms = (m - s).exp();
+                for a in acc.iter_mut() {
+                    *a = f16::from_f32(a.to_f32() * ms);
+                }
+                state.0 = s;
+                (ms, 1.0)
+            } else {
+                (1.0, (s - m).exp())
+            };
+            let v = &values[i * v_stride..][..hdv];
+            for (a, &x) in acc.iter_mut().zip(v) {
+                *a = f16::from_f32(x.to_f32().mul_add(vs, a.to_f32()));
+            }
+            state.1 = sum.mul_add(ms, vs);
         }
     }
 
-    /// [`attn_values_f16`] for `heads` output heads stored one after another
-    /// in `y`, head `h` weighted by row `h` of `w` (`w.len() / heads` keys).
-    pub fn attn_values_f16_heads(
-        y: &mut [f32],
-        heads: usize,
-        w: &[f32],
-        rows: &[f16],
-        stride: usize,
-    ) {
-        assert!(
-            heads > 0 && y.len().is_multiple_of(heads) && w.len().is_multiple_of(heads),
-            "attn_values_f16_heads: lengths are not whole heads"
-        );
-        let (hd, nk) = (y.len() / heads, w.len() / heads);
-        for h in 0..heads {
-            let wh = &w[h * nk..(h + 1) * nk];
-            attn_values_f16(&mut y[h * hd..(h + 1) * hd], wh, rows, stride);
+    /// The attention output of an [`attn_online_f16`] run: `acc / sum`
+    /// (as a multiply by `1 / sum`; a run that saw no key gives zeros).
+    pub fn attn_online_finish(state: (f32, f32), acc: &[f16], out: &mut [f32]) {
+        let inv = if state.1 == 0.0 { 0.0 } else { 1.0 / state.1 };
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o = a.to_f32() * inv;
         }
     }
 

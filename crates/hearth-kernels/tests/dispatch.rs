@@ -262,10 +262,8 @@ fn gemm_tall_matrix() {
 fn gemm_tiled_prefill_shapes() {
     // The prefill kernels work in groups of four columns over row tiles of
     // up to 64 rows (fewer for long rows): column counts around multiples of
-    // four, odd block counts (both float banks, and a lone last block), row
-    // ranges that start and end mid-tile and span several tiles. The
-    // AVX-512 kernels pair blocks (odd counts leave a lone last block) and
-    // work in tiles of four rows (row counts that leave one to three over).
+    // four, odd block counts, row ranges that start and end mid-tile and
+    // span several tiles.
     let mut r = rng(17);
     let ranges = [0..150, 5..143, 67..131, 63..65, 149..150, 7..7];
     for t in [

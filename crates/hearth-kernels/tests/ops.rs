@@ -282,120 +282,176 @@ fn rope_pairs_are_where_documented() {
     assert_eq!(x[1], 0.0);
 }
 
-/// The strided attention helpers give exactly what per-row calls give, in
-/// both modes, for head sizes that do and do not fill whole registers.
-#[test]
-fn attention_helpers_match_per_row_calls() {
-    use half::f16;
-    let mut seed = 0x1234_5678u32;
-    let mut rnd = move || {
-        seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
-        (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-    };
-    for hd in [8usize, 24, 64, 72, 128, 256] {
-        for n_keys in [1usize, 3, 17] {
-            let stride = hd * 3;
-            let q: Vec<f32> = (0..hd).map(|_| rnd()).collect();
-            let rows: Vec<f16> = (0..n_keys * stride).map(|_| f16::from_f32(rnd())).collect();
-            let mut got = vec![0f32; n_keys];
-            hearth_kernels::attn_scores_f16(&q, &rows, stride, 0.125, &mut got);
-            for (i, g) in got.iter().enumerate() {
-                let want = hearth_kernels::dot_f32_f16(&q, &rows[i * stride..][..hd]) * 0.125;
-                assert_eq!(g.to_bits(), want.to_bits(), "scores hd {hd} key {i}");
-            }
-            let w: Vec<f32> = (0..n_keys).map(|_| rnd()).collect();
-            let mut y: Vec<f32> = (0..hd).map(|_| rnd()).collect();
-            let mut want = y.clone();
-            hearth_kernels::attn_values_f16(&mut y, &w, &rows, stride);
-            for (i, &a) in w.iter().enumerate() {
-                hearth_kernels::axpy_f16(&mut want, a, &rows[i * stride..][..hd]);
-            }
-            assert!(
-                y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
-                "values hd {hd} keys {n_keys}"
-            );
-            let mut ref_y = want.clone();
-            let mut scalar_y = want.clone();
-            hearth_kernels::reference::attn_values_f16(&mut scalar_y, &w, &rows, stride);
-            for (i, &a) in w.iter().enumerate() {
-                hearth_kernels::reference::axpy_f16(&mut ref_y, a, &rows[i * stride..][..hd]);
-            }
-            assert_eq!(scalar_y, ref_y);
-        }
-    }
+/// A plain f64 softmax-weighted sum of the value rows, the formula the
+/// online kernel approximates.
+fn attention_formula(
+    q: &[f16],
+    keys: &[f16],
+    values: &[f16],
+    n: usize,
+    hdv: usize,
+    scale: f32,
+) -> Vec<f64> {
+    let hdk = q.len();
+    let s: Vec<f64> = (0..n)
+        .map(|i| {
+            let k = &keys[i * hdk..(i + 1) * hdk];
+            k.iter()
+                .zip(q)
+                .map(|(a, b)| a.to_f64() * b.to_f64())
+                .sum::<f64>()
+                * scale as f64
+        })
+        .collect();
+    let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let w: Vec<f64> = s.iter().map(|v| (v - m).exp()).collect();
+    let z: f64 = w.iter().sum();
+    (0..hdv)
+        .map(|d| {
+            (0..n)
+                .map(|i| w[i] * values[i * hdv + d].to_f64())
+                .sum::<f64>()
+                / z
+        })
+        .collect()
 }
 
-/// The grouped attention helpers (every query head of one KV head in one
-/// call) give exactly what one reference call per head gives: group sizes
-/// below, at and above the kernels' four heads per pass, head sizes that do
-/// and do not fill the AVX-512 registers, key counts from none to odd, and
-/// rows strided like a KV cache with several KV heads.
+/// The online-softmax attention: the dispatched kernel equals the scalar
+/// reference bit for bit (head sizes that take the SIMD path and sizes that
+/// fall back, runs longer than one pass of keys), feeding the keys in two
+/// runs equals one run, and the result is the softmax-weighted sum of the
+/// values to F16 accuracy.
 #[test]
-fn grouped_attention_helpers_match_per_head_calls() {
-    let mut r = rng(41);
-    for hd in [16usize, 32, 48, 64, 96, 128, 256] {
-        for heads in [1usize, 2, 3, 4, 5, 8] {
-            for n_keys in [0usize, 1, 2, 7, 8, 16, 33] {
-                let stride = hd * 3 + 16;
-                let q: Vec<f32> = randn(&mut r, heads * hd, 1.0);
-                let rows: Vec<f16> = randn(&mut r, n_keys.max(1) * stride, 2.0)
-                    .into_iter()
-                    .map(f16::from_f32)
-                    .collect();
-                let mut got = vec![f32::NAN; heads * n_keys];
-                hearth_kernels::attn_scores_f16_heads(&q, heads, &rows, stride, 0.3, &mut got);
-                let mut want = vec![f32::NAN; heads * n_keys];
-                for h in 0..heads {
-                    reference::attn_scores_f16(
-                        &q[h * hd..(h + 1) * hd],
-                        &rows,
-                        stride,
-                        0.3,
-                        &mut want[h * n_keys..(h + 1) * n_keys],
-                    );
+fn online_attention_matches_reference_and_formula() {
+    let mut r = rng(31);
+    for &(hdk, hdv) in &[
+        (64usize, 64usize),
+        (128, 128),
+        (256, 256),
+        (48, 40),
+        (32, 64),
+    ] {
+        for &n in &[1usize, 7, 64, 65, 130] {
+            let q: Vec<f16> = randn(&mut r, hdk, 1.0)
+                .into_iter()
+                .map(f16::from_f32)
+                .collect();
+            let keys: Vec<f16> = randn(&mut r, n * hdk, 1.0)
+                .into_iter()
+                .map(f16::from_f32)
+                .collect();
+            let values: Vec<f16> = randn(&mut r, n * hdv, 1.0)
+                .into_iter()
+                .map(f16::from_f32)
+                .collect();
+            let scale = 1.0 / (hdk as f32).sqrt();
+            let run = |split: usize, simd: bool| {
+                let mut state = (f32::NEG_INFINITY, 0f32);
+                let mut acc = vec![f16::ZERO; hdv];
+                for (from, to) in [(0, split), (split, n)] {
+                    let (k, v) = (&keys[from * hdk..], &values[from * hdv..]);
+                    if simd {
+                        hearth_kernels::attn_online_f16(
+                            &q,
+                            k,
+                            hdk,
+                            v,
+                            hdv,
+                            to - from,
+                            scale,
+                            &mut state,
+                            &mut acc,
+                        );
+                    } else {
+                        reference::attn_online_f16(
+                            &q,
+                            k,
+                            hdk,
+                            v,
+                            hdv,
+                            to - from,
+                            scale,
+                            &mut state,
+                            &mut acc,
+                        );
+                    }
                 }
-                assert_eq!(
-                    bits(&got),
-                    bits(&want),
-                    "scores hd {hd} heads {heads} keys {n_keys}"
+                let mut out = vec![0f32; hdv];
+                hearth_kernels::attn_online_finish(state, &acc, &mut out);
+                out
+            };
+            let want = run(n, false);
+            assert_eq!(
+                bits(&run(n, true)),
+                bits(&want),
+                "hdk {hdk} hdv {hdv} n {n}"
+            );
+            assert_eq!(bits(&run(n / 2, true)), bits(&want), "two runs, n {n}");
+            let exact = attention_formula(&q, &keys, &values, n, hdv, scale);
+            for d in 0..hdv {
+                assert!(
+                    (want[d] as f64 - exact[d]).abs() <= 2e-2,
+                    "hdk {hdk} n {n} d {d}: {} vs {}",
+                    want[d],
+                    exact[d]
                 );
-                let mut narrow = vec![f32::NAN; heads * n_keys];
-                hearth_kernels::attn_scores_f16_heads_avx2_only(
-                    &q,
-                    heads,
-                    &rows,
-                    stride,
-                    0.3,
-                    &mut narrow,
-                );
-                assert_eq!(
-                    bits(&narrow),
-                    bits(&want),
-                    "AVX2 scores hd {hd} heads {heads} keys {n_keys}"
-                );
-
-                let w: Vec<f32> = randn(&mut r, heads * n_keys, 0.5);
-                let y0: Vec<f32> = randn(&mut r, heads * hd, 1.0);
-                let mut y = y0.clone();
-                hearth_kernels::attn_values_f16_heads(&mut y, heads, &w, &rows, stride);
-                let mut want = y0.clone();
-                for h in 0..heads {
-                    reference::attn_values_f16(
-                        &mut want[h * hd..(h + 1) * hd],
-                        &w[h * n_keys..(h + 1) * n_keys],
-                        &rows,
-                        stride,
-                    );
-                }
-                assert_eq!(
-                    bits(&y),
-                    bits(&want),
-                    "values hd {hd} heads {heads} keys {n_keys}"
-                );
-                let mut scalar = y0.clone();
-                reference::attn_values_f16_heads(&mut scalar, heads, &w, &rows, stride);
-                assert_eq!(bits(&scalar), bits(&want), "reference values hd {hd}");
             }
         }
+    }
+    // No keys at all: zeros, not NaN.
+    let mut out = vec![1f32; 8];
+    hearth_kernels::attn_online_finish((f32::NEG_INFINITY, 0.0), &[f16::ZERO; 8], &mut out);
+    assert_eq!(out, vec![0f32; 8]);
+}
+
+/// llama.cpp's vector exp (SiLU's): within a few ulp of e^x over the
+/// whole range, including the scaled paths past |n| > 126 and the
+/// overflow/underflow ends; and the SIMD SiLU equals the reference there.
+#[test]
+fn vexpf_is_accurate_over_its_range() {
+    let mut x = -104.0f32;
+    while x < 89.0 {
+        let got = reference::vexpf(x) as f64;
+        let want = (x as f64).exp();
+        if want > f32::MAX as f64 {
+            assert!(got.is_infinite(), "{x}");
+        } else if want > 1e-37 {
+            assert!((got / want - 1.0).abs() < 4e-7, "{x}: {got} vs {want}");
+        } else {
+            // Subnormal results: within a few of their ulps.
+            assert!(
+                (got - want).abs() <= want * 4e-7 + 8.0 * 1.4e-45,
+                "{x}: {got} vs {want}"
+            );
+        }
+        x += 0.0137;
+    }
+    let g: Vec<f32> = (0..64).map(|i| -95.0 + 3.1 * i as f32).collect();
+    let u = vec![1.5f32; 64];
+    let (mut a, mut b) = (g.clone(), g.clone());
+    hearth_kernels::silu_mul_inplace(&mut a, &u);
+    reference::silu_mul_inplace(&mut b, &u);
+    assert_eq!(bits(&a), bits(&b));
+}
+
+/// The F16 dot product in llama.cpp's lane order is a dot product.
+#[test]
+fn f16_dot_matches_formula() {
+    let mut r = rng(32);
+    for n in [1usize, 31, 32, 64, 95, 256] {
+        let x: Vec<f16> = randn(&mut r, n, 1.0)
+            .into_iter()
+            .map(f16::from_f32)
+            .collect();
+        let y: Vec<f16> = randn(&mut r, n, 1.0)
+            .into_iter()
+            .map(f16::from_f32)
+            .collect();
+        let want: f64 = x.iter().zip(&y).map(|(a, b)| a.to_f64() * b.to_f64()).sum();
+        let got = reference::dot_f16_f16(&x, &y) as f64;
+        assert!(
+            (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+            "n {n}: {got} vs {want}"
+        );
     }
 }

@@ -75,7 +75,9 @@ fn cases() -> Vec<Case> {
 }
 
 /// Enough for the largest answer the suite's schemas allow (every string
-/// and array is bounded), with room to spare.
+/// and array is bounded, and every number by `multipleOf`: a bare
+/// `number` admits digits without end, and a greedy model can take them),
+/// with room to spare.
 const MAX_TOKENS: u32 = 320;
 
 fn chat_request(model: &str, c: &Case, stream: bool) -> Value {

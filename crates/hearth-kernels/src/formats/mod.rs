@@ -62,56 +62,51 @@ pub(crate) fn fold8(l: &[f32; 8]) -> f32 {
     b0 + b1
 }
 
-/// Float accumulators for the 32-element block formats: two banks of eight
-/// lanes, used by alternating blocks (even blocks bank 0, odd blocks bank 1)
-/// so the SIMD code has two independent add chains.
+/// Float accumulators for the 32-element block formats: one bank of eight
+/// lanes, in block order, as llama.cpp's AVX2 dot products keep them (so
+/// that our logits can equal the reference's bit for bit; see the crate's
+/// numerics notes).
 ///
-/// In its bank, lane `k` receives, per block,
+/// Lane `k` receives, per block,
 /// `d * (sum of w[e] * x[e] for e in 4k..4k+4)` as one fused multiply-add
 /// (one rounding), which is exactly what `maddubs -> madd -> cvt -> fmadd`
 /// produces lane by lane in AVX2. (Without hardware FMA, `mul_add` is libm's
 /// correctly rounded `fmaf`: slower, same bits.)
-/// Formats with a minimum (Q4_1, Q5_1) also add `m_w * s_x` into a scalar of
-/// the same bank. The result is `fold8(bank0 + bank1) + (min0 + min1)`.
+/// Formats with a minimum (Q4_1, Q5_1) also accumulate `m_w * s_x` into one
+/// scalar, again fused (the compiled reference contracts that line into an
+/// FMA). The result is `fold8(lanes) + min`.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Lanes8 {
-    l: [[f32; 8]; 2],
-    m: [f32; 2],
-    blocks: usize,
+    l: [f32; 8],
+    m: f32,
 }
 
 impl Lanes8 {
-    /// Adds one block; `min` is the block's `m_w * s_x` for formats with one.
+    /// Adds one block; `min` is the block's `(m_w, s_x)` for formats with one.
     #[inline(always)]
-    pub fn add_block(&mut self, d: f32, w: &[i32; 32], x: &[u8], min: Option<f32>) {
-        let bank = self.blocks & 1;
+    pub fn add_block(&mut self, d: f32, w: &[i32; 32], x: &[u8], min: Option<(f32, f32)>) {
         for k in 0..8 {
             let mut p = 0i32;
             for e in 4 * k..4 * k + 4 {
                 p += w[e] * (x[e] as i8) as i32;
             }
-            self.l[bank][k] = d.mul_add(p as f32, self.l[bank][k]);
+            self.l[k] = d.mul_add(p as f32, self.l[k]);
         }
-        if let Some(m) = min {
-            self.m[bank] += m;
+        if let Some((m, s)) = min {
+            self.m = m.mul_add(s, self.m);
         }
-        self.blocks += 1;
     }
 
     /// The lanes folded (formats without a minimum).
     #[inline(always)]
     pub fn sum(&self) -> f32 {
-        let mut v = [0f32; 8];
-        for (k, o) in v.iter_mut().enumerate() {
-            *o = self.l[0][k] + self.l[1][k];
-        }
-        fold8(&v)
+        fold8(&self.l)
     }
 
     /// The lanes folded plus the minimum terms (Q4_1, Q5_1).
     #[inline(always)]
     pub fn sum_with_min(&self) -> f32 {
-        self.sum() + (self.m[0] + self.m[1])
+        self.sum() + self.m
     }
 }
 
@@ -213,7 +208,7 @@ pub(crate) fn vec_dot32(
         let wb = &w[i * bytes..(i + 1) * bytes];
         let xb = &x[i * xbytes..(i + 1) * xbytes];
         let d = f16_at(wb, 0) * f16_at(xb, 0);
-        let min = (scale == Scale32::Affine).then(|| f16_at(wb, 2) * f16_at(xb, 2));
+        let min = (scale == Scale32::Affine).then(|| (f16_at(wb, 2), f16_at(xb, 2)));
         acc.add_block(d, &unpack(wb), &xb[xq..], min);
     }
     match scale {

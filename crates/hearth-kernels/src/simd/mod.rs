@@ -38,22 +38,10 @@ pub(crate) mod avx2 {
     pub(crate) mod ops {
         //! The scalar ops under the AVX2 names.
         pub(crate) use crate::ops::scalar::{
-            add_inplace, attn_scores_f16, attn_scores_f16_heads, attn_values_f16,
-            attn_values_f16_heads, axpy_f16, dot_f32_f16, f32_to_f16_row, gelu_tanh_mul_inplace,
-            mul_inplace, rms_norm, rms_norm_inplace, rope_apply, scale_inplace, silu_mul_inplace,
-            softmax_inplace,
+            add_inplace, attn_online_f16, attn_online_finish, axpy_f16, dot_f32_f16,
+            f32_to_f16_row, gelu_tanh_mul_inplace, mul_inplace, rms_norm, rms_norm_inplace,
+            rope_apply, scale_inplace, silu_mul_inplace, softmax_inplace,
         };
-        pub(crate) unsafe fn scores_heads(
-            q: &[f32],
-            heads: usize,
-            rows: &[half::f16],
-            stride: usize,
-            scale: f32,
-            out: &mut [f32],
-            _: bool,
-        ) {
-            attn_scores_f16_heads(q, heads, rows, stride, scale, out)
-        }
     }
 }
 

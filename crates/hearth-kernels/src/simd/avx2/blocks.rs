@@ -5,7 +5,7 @@
 //! `maddubs` + `madd` against the activation bytes leave lane `k` holding
 //! the integer sum over elements `4k..4k+4` (the reference's `Lanes8`);
 //! lanes are converted, multiplied by `d_w * d_x` and added (fused) to the column's
-//! accumulator for the block's parity. Signed weights use the `sign` trick (|w| times x with w's
+//! accumulator. Signed weights use the `sign` trick (|w| times x with w's
 //! sign), which gives the same products.
 //!
 //! With `PRE`, the activation scales come from a table of `(d_x, s_x)` f32
@@ -69,61 +69,49 @@ macro_rules! block_kernel {
             xsc: &[*const f32; C],
         ) -> [f32; C] {
             let ones = _mm256_set1_epi16(1);
-            // Two banks (even / odd blocks) as in the reference's `Lanes8`:
-            // two independent add chains per column. (Separate variables: an
-            // array indexed by the bank was kept on the stack, chaining the
-            // FMAs through store forwarding.)
-            let mut acc0 = [_mm256_setzero_ps(); C];
-            let mut acc1 = [_mm256_setzero_ps(); C];
-            // Lane 1 accumulates `m_w * s_x` in block order per bank (the
-            // reference's scalar minimum terms); other lanes are never read.
-            let mut summ0 = [_mm_setzero_ps(); C];
-            let mut summ1 = [_mm_setzero_ps(); C];
-            macro_rules! block {
-                ($i:expr, $acc:ident, $summ:ident) => {{
-                    let i = $i;
-                    let $p = w.add(i * $wb);
-                    let wq: __m256i = $decode;
-                    let aw = if $signed {
-                        _mm256_sign_epi8(wq, wq)
+            // One accumulator per column, blocks in order, as in the
+            // reference's `Lanes8`.
+            let mut acc = [_mm256_setzero_ps(); C];
+            // Lane 1 accumulates `m_w * s_x` (fused) in block order (the
+            // reference's scalar minimum term); other lanes are never read.
+            let mut summ = [_mm_setzero_ps(); C];
+            for i in 0..nb {
+                let $p = w.add(i * $wb);
+                let wq: __m256i = $decode;
+                let aw = if $signed {
+                    _mm256_sign_epi8(wq, wq)
+                } else {
+                    wq
+                };
+                // [d_w, m_w] (lane 1 is quant bits for formats without a min: unused)
+                let wd = f16x2_at($p);
+                for c in 0..C {
+                    let xp = x[c].add(i * $xb);
+                    let xv = load256(xp.add($xq));
+                    let xs = if $signed {
+                        _mm256_sign_epi8(xv, wq)
                     } else {
-                        wq
+                        xv
                     };
-                    // [d_w, m_w] (lane 1 is quant bits for formats without a min: unused)
-                    let wd = f16x2_at($p);
-                    for c in 0..C {
-                        let xp = x[c].add(i * $xb);
-                        let xv = load256(xp.add($xq));
-                        let xs = if $signed {
-                            _mm256_sign_epi8(xv, wq)
-                        } else {
-                            xv
-                        };
-                        let p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xs), ones);
-                        // [d_x, s_x]: from `gemm`'s pre-widened table, or widened here
-                        let xd = if PRE {
-                            _mm_castpd_ps(_mm_load_sd(xsc[c].add(2 * i) as *const f64))
-                        } else {
-                            f16x2_at(xp)
-                        };
-                        // [d_w * d_x, m_w * s_x]
-                        let prod = _mm_mul_ps(wd, xd);
-                        let d = _mm256_broadcastss_ps(prod);
-                        $acc[c] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p32), $acc[c]);
-                        if $min {
-                            $summ[c] = _mm_add_ps($summ[c], prod);
-                        }
+                    let p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xs), ones);
+                    // [d_x, s_x]: from `gemm`'s pre-widened table, or widened here
+                    let xd = if PRE {
+                        _mm_castpd_ps(_mm_load_sd(xsc[c].add(2 * i) as *const f64))
+                    } else {
+                        f16x2_at(xp)
+                    };
+                    let d = _mm256_broadcastss_ps(_mm_mul_ps(wd, xd));
+                    acc[c] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p32), acc[c]);
+                    if $min {
+                        summ[c] = _mm_fmadd_ps(wd, xd, summ[c]);
                     }
-                }};
+                }
             }
-            two_banks!(nb, i => block!(i, acc0, summ0), block!(i, acc1, summ1));
             let mut out = [0f32; C];
             for c in 0..C {
-                let lanes = hsum8(_mm256_add_ps(acc0[c], acc1[c]));
+                let lanes = hsum8(acc[c]);
                 out[c] = if $min {
-                    let m0 = _mm_cvtss_f32(_mm_movehdup_ps(summ0[c]));
-                    let m1 = _mm_cvtss_f32(_mm_movehdup_ps(summ1[c]));
-                    lanes + (m0 + m1)
+                    lanes + _mm_cvtss_f32(_mm_movehdup_ps(summ[c]))
                 } else {
                     lanes
                 };

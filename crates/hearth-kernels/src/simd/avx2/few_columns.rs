@@ -3,10 +3,10 @@
 //!
 //! # What each output element computes
 //! Exactly what `blocks::dot_*` and the reference `Lanes8` compute (see
-//! `gemm_tiles`): per block `i`, lane `k` of bank `i & 1` gets
-//! `fma(d_w * d_x, p_k, lane)`; the minimum terms `m_w * s_x` are summed per
-//! bank in block order; the result is `fold8(bank0 + bank1) (+ (min0 +
-//! min1))`. The results are the same bits as `vec_dot`'s.
+//! `gemm_tiles`): per block `i` in order, lane `k` gets
+//! `fma(d_w * d_x, p_k, lane)`; the minimum terms `m_w * s_x` are fused
+//! into one sum in block order; the result is `fold8(lanes) (+ min)`. The
+//! results are the same bits as `vec_dot`'s.
 //!
 //! # Why it looks like this
 //! With only a few columns to share each decoded weight block, the tiles'
@@ -14,11 +14,8 @@
 //! and their per-(row, group) tables cost about as much as the arithmetic:
 //! SmolLM2's eight streams spent 20 % of their time decoding rows into it.
 //! Here each weight block is decoded into registers once and used at once
-//! for every column. Eight columns times two banks would need sixteen
-//! accumulators, as many as AVX2 has registers, so past four columns a row
-//! runs in two passes: the even blocks (bank 0) for all columns, then the
-//! odd ones (bank 1). Each bank still sees its blocks in order, so nothing in the
-//! arithmetic moves. What remains per (row, column, block) is the
+//! for every column; eight columns' accumulators fit in the registers
+//! beside the block being decoded. What remains per (row, column, block) is the
 //! `maddubs`, `madd`, `cvt`, `fma` of the reference (plus `psignb` for
 //! signed formats); per (row, block) one decode, one multiply for all the
 //! columns' scale products (stored and broadcast back from memory, a load
@@ -36,7 +33,7 @@ use std::cell::RefCell;
 use std::ops::Range;
 
 /// The fewest columns `gemm` sends here: two columns are faster through
-/// the per-row dot kernels, which hold both banks of both columns in
+/// the per-row dot kernels, which hold both columns' accumulators in
 /// registers and need no tables (Q4_1, 32768 x 576: 2.5 against 3.0 ms).
 pub(crate) const MIN_COLS: usize = 3;
 
@@ -186,70 +183,31 @@ unsafe fn row<const F: u8, const C: usize>(
     // passes below load them from stores long done (a load right after
     // the store it reads from waits for it), and the minimum terms with
     // them.
-    let (mut m0, mut m1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    // One block: its scale products to `d`, its minimum terms into `$m`.
-    macro_rules! scales {
-        ($i:expr, $m:ident) => {{
-            let i = $i;
-            // [d_w, m_w] (lane 1 is quant bits for formats without a minimum).
-            let dm = f16x2_at(w.add(i * wbk));
-            d.add(i)
-                .write(_mm256_mul_ps(_mm256_broadcastss_ps(dm), dx.add(i).read()));
-            if min {
-                let mw = _mm256_broadcastss_ps(_mm_movehdup_ps(dm));
-                $m = _mm256_add_ps($m, _mm256_mul_ps(mw, sx.add(i).read()));
-            }
-        }};
-    }
-    two_banks!(nb, i => scales!(i, m0), scales!(i, m1));
-    let (b0, b1) = banks::<F, C>(nb, w, x, d);
-    let z: [__m256; 8] = std::array::from_fn(|c| {
-        if c < C {
-            _mm256_add_ps(b0[c], b1[c])
-        } else {
-            _mm256_setzero_ps()
+    let mut m = _mm256_setzero_ps();
+    for i in 0..nb {
+        // [d_w, m_w] (lane 1 is quant bits for formats without a minimum).
+        let dm = f16x2_at(w.add(i * wbk));
+        d.add(i)
+            .write(_mm256_mul_ps(_mm256_broadcastss_ps(dm), dx.add(i).read()));
+        if min {
+            let mw = _mm256_broadcastss_ps(_mm_movehdup_ps(dm));
+            m = _mm256_fmadd_ps(mw, sx.add(i).read(), m);
         }
-    });
+    }
+    let mut acc = [_mm256_setzero_ps(); C];
+    for i in 0..nb {
+        block::<F, C>(w, x, d, i, &mut acc);
+    }
+    let z: [__m256; 8] = std::array::from_fn(|c| if c < C { acc[c] } else { _mm256_setzero_ps() });
     let mut v = fold8_eight(&z);
     if min {
-        v = _mm256_add_ps(v, _mm256_add_ps(m0, m1));
+        v = _mm256_add_ps(v, m);
     }
     let mut out = [0f32; 8];
     _mm256_storeu_ps(out.as_mut_ptr(), v);
     for (c, &o) in out.iter().enumerate().take(C) {
         *y.add(c * ldy) = o;
     }
-}
-
-/// Both banks of one row for every column: `(bank0, bank1)` per column
-/// (without the minimum terms). Up to four columns the sixteen
-/// registers hold both banks' accumulators, and the row is walked once;
-/// past that, once per bank.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn banks<const F: u8, const C: usize>(
-    nb: usize,
-    w: *const u8,
-    x: *const __m256i,
-    d: *const __m256,
-) -> ([__m256; C], [__m256; C]) {
-    let mut b0 = [_mm256_setzero_ps(); C];
-    let mut b1 = [_mm256_setzero_ps(); C];
-    if C <= 4 {
-        two_banks!(nb, i => block::<F, C>(w, x, d, i, &mut b0), block::<F, C>(w, x, d, i, &mut b1));
-    } else {
-        let mut i = 0;
-        while i < nb {
-            block::<F, C>(w, x, d, i, &mut b0);
-            i += 2;
-        }
-        let mut i = 1;
-        while i < nb {
-            block::<F, C>(w, x, d, i, &mut b1);
-            i += 2;
-        }
-    }
-    (b0, b1)
 }
 
 /// Block `i` of one row into `acc` for every column.

@@ -4,10 +4,10 @@
 //!
 //! # What each output element computes
 //! Exactly what `blocks::dot_*` (and the reference `Lanes8`) compute: per
-//! block `i`, lane `k` of bank `i & 1` gets `fma(d_w * d_x, p_k, lane)` where
+//! block `i` in order, lane `k` gets `fma(d_w * d_x, p_k, lane)` where
 //! `p_k` is the exact integer sum over elements `4k..4k+4`; the minimum
-//! terms `m_w * s_x` are summed per bank in block order; the result is
-//! `hsum8(bank0 + bank1) (+ (min0 + min1))`. Only *where* the operands come
+//! terms `m_w * s_x` are fused into one sum in block order; the result is
+//! `hsum8(lanes) (+ min)`. Only *where* the operands come
 //! from changes, never the float operations or their order, so the results
 //! are the same bits as `vec_dot`'s.
 //!
@@ -26,10 +26,9 @@
 //!   small table that the inner loop reads with `vbroadcastss` from memory
 //!   (a load, no ALU op). Same single-rounding multiply as the reference.
 //! - The minimum terms (Q4_1/Q5_1) do not depend on the quants at all, so
-//!   they are summed in that same pass, eight lanes at once: lanes 0..4 are
-//!   the four columns' bank 0 (even blocks), lanes 4..8 their bank 1 (odd
-//!   blocks), each lane a sequential sum in block order as in the reference.
-//! - The inner loop is one row x four columns x two banks = eight `ymm`
+//!   they are summed in a pass of their own, the four columns at once, each
+//!   lane a sequential fused sum in block order as in the reference.
+//! - The inner loop is one row x four columns = four `ymm`
 //!   accumulators, leaving room for the weight block, its absolute value and
 //!   the per-column temporaries without spills. More rows per tile would not
 //!   save ALU work (the sign trick and the per-block float update are per
@@ -361,34 +360,24 @@ unsafe fn scale_products(nb: usize, dw: *const f32, dx: *const f32, d: *mut f32)
     }
 }
 
-/// `min0 + min1` per column, where `min_b` is the sum in block order of
-/// `m_w * s_x` over the blocks of bank `b`. Two blocks per vector: lanes
-/// 0..4 hold the even block (bank 0), lanes 4..8 the odd one (bank 1).
+/// Per column, `m_w * s_x` fused into one sum in block order.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn min_sums(nb: usize, mw: *const f32, sx: *const f32) -> [f32; C] {
-    let mut acc = _mm256_setzero_ps();
-    let mut i = 0;
-    while i + 2 <= nb {
-        let m = _mm256_mul_ps(
-            _mm256_loadu_ps(mw.add(C * i)),
-            _mm256_loadu_ps(sx.add(C * i)),
+    let mut acc = _mm_setzero_ps();
+    for i in 0..nb {
+        acc = _mm_fmadd_ps(
+            _mm_loadu_ps(mw.add(C * i)),
+            _mm_loadu_ps(sx.add(C * i)),
+            acc,
         );
-        acc = _mm256_add_ps(acc, m);
-        i += 2;
-    }
-    let mut bank0 = _mm256_castps256_ps128(acc);
-    let bank1 = _mm256_extractf128_ps::<1>(acc);
-    if i < nb {
-        let m = _mm_mul_ps(_mm_loadu_ps(mw.add(C * i)), _mm_loadu_ps(sx.add(C * i)));
-        bank0 = _mm_add_ps(bank0, m);
     }
     let mut out = [0f32; C];
-    _mm_storeu_ps(out.as_mut_ptr(), _mm_add_ps(bank0, bank1));
+    _mm_storeu_ps(out.as_mut_ptr(), acc);
     out
 }
 
-/// One decoded row against four columns: `hsum8(bank0 + bank1)` per column
+/// One decoded row against four columns: `hsum8(lanes)` per column
 /// (without the minimum terms). `d` holds the per-block scale products.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -400,12 +389,12 @@ unsafe fn row4<const F: u8>(
 ) -> [f32; C] {
     let (_, xbk, xq, signed, _) = layout(F);
     let ones = _mm256_set1_epi16(1);
-    let mut acc = [[_mm256_setzero_ps(); C]; 2];
-    // One block into bank `$bank` (a macro rather than a closure so it is
+    let mut acc = [_mm256_setzero_ps(); C];
+    // One block (a macro rather than a closure so it is
     // compiled with this function's target features).
     macro_rules! step {
-        ($i:expr, $bank:expr) => {{
-            let (i, bank) = ($i, $bank);
+        ($i:expr) => {{
+            let i = $i;
             let wq = _mm256_load_si256(q.add(i));
             let aw = if signed { _mm256_sign_epi8(wq, wq) } else { wq };
             for c in 0..C {
@@ -413,14 +402,16 @@ unsafe fn row4<const F: u8>(
                 let xs = if signed { _mm256_sign_epi8(xv, wq) } else { xv };
                 let p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xs), ones);
                 let dv = _mm256_broadcast_ss(&*d.add(C * i + c));
-                acc[bank][c] = _mm256_fmadd_ps(dv, _mm256_cvtepi32_ps(p32), acc[bank][c]);
+                acc[c] = _mm256_fmadd_ps(dv, _mm256_cvtepi32_ps(p32), acc[c]);
             }
         }};
     }
-    two_banks!(nb, i => step!(i, 0), step!(i, 1));
+    for i in 0..nb {
+        step!(i);
+    }
     let mut out = [0f32; C];
     for c in 0..C {
-        out[c] = hsum8(_mm256_add_ps(acc[0][c], acc[1][c]));
+        out[c] = hsum8(acc[c]);
     }
     out
 }
@@ -439,10 +430,10 @@ unsafe fn row4_offset<const F: u8>(
     xu: *const __m256i,
 ) -> [f32; C] {
     let ones = _mm256_set1_epi16(1);
-    let mut acc = [[_mm256_setzero_ps(); C]; 2];
+    let mut acc = [_mm256_setzero_ps(); C];
     macro_rules! step {
-        ($i:expr, $bank:expr) => {{
-            let (i, bank) = ($i, $bank);
+        ($i:expr) => {{
+            let i = $i;
             let wq = _mm256_load_si256(q.add(i));
             let cr = _mm256_load_si256(corr.add(i));
             for c in 0..C {
@@ -450,14 +441,16 @@ unsafe fn row4_offset<const F: u8>(
                 let p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(xv, wq), ones);
                 let p32 = _mm256_sub_epi32(p32, cr);
                 let dv = _mm256_broadcast_ss(&*d.add(C * i + c));
-                acc[bank][c] = _mm256_fmadd_ps(dv, _mm256_cvtepi32_ps(p32), acc[bank][c]);
+                acc[c] = _mm256_fmadd_ps(dv, _mm256_cvtepi32_ps(p32), acc[c]);
             }
         }};
     }
-    two_banks!(nb, i => step!(i, 0), step!(i, 1));
+    for i in 0..nb {
+        step!(i);
+    }
     let mut out = [0f32; C];
     for c in 0..C {
-        out[c] = hsum8(_mm256_add_ps(acc[0][c], acc[1][c]));
+        out[c] = hsum8(acc[c]);
     }
     out
 }

@@ -3,9 +3,9 @@
 //!
 //! # What each output element computes
 //! Exactly what `blocks::dot_*` (and the reference `Lanes8`) compute: per
-//! block `i`, lane `k` of bank `i & 1` gets `fma(d_w * d_x, p_k, lane)`
+//! block `i` in order, lane `k` gets `fma(d_w * d_x, p_k, lane)`
 //! where `p_k` is the exact integer sum over elements `4k..4k+4`, and the
-//! result is `hsum8(bank0 + bank1)`. Only how the exact integer sums are
+//! result is `hsum8(lanes)`. Only how the exact integer sums are
 //! obtained changes, so the results are the same bits as `vec_dot`'s.
 //!
 //! # Why it looks like this
@@ -14,9 +14,6 @@
 //!   2-2.5x *slower* on Zen 3 (the extra streams stall on memory). Software
 //!   prefetch about 4 KiB ahead ([`super::prefetch_row`]) did nothing on
 //!   Zen 3 but raised one thread's stream from memory by 40-50 % on Xeon.
-//! - The two banks are two variables, not an array indexed by the bank:
-//!   `blocks::dot_*`'s `acc[bank][c]` ended up on the stack for one
-//!   column, chaining the FMAs through store forwarding.
 //! - Q4_0 / Q5_0 take their quants *unsigned* (`q = w + o`, `o` = 8 or 16)
 //!   as the `maddubs` operand against the signed activations:
 //!   `sum(q * x) - o * sum(x)` is the exact `sum(w * x)` (pairs stay within
@@ -155,14 +152,10 @@ unsafe fn row_dot<const F: u8>(
 ) -> f32 {
     let (wbytes, _) = layout(F);
     let ones = _mm256_set1_epi16(1);
-    // Two banks (even / odd blocks), as in the reference's `Lanes8`.
-    // (Two variables, not an array indexed by the bank: LLVM kept such an
-    // array on the stack, chaining the FMAs through store forwarding.)
-    let mut acc0 = _mm256_setzero_ps();
-    let mut acc1 = _mm256_setzero_ps();
-    macro_rules! block {
-        ($i:expr, $acc:ident) => {{
-            let i = $i;
+    // One accumulator, blocks in order, as in the reference's `Lanes8`.
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..nb {
+        {
             let xv = load256(x.add(i * XB + XQ));
             let p = rp.add(i * wbytes);
             let s = match F {
@@ -184,11 +177,10 @@ unsafe fn row_dot<const F: u8>(
             };
             // d_w * d_x, one rounding, as the reference.
             let d = _mm256_broadcastss_ps(_mm_mul_ss(f16_lo(p), _mm_load_ss(dx.add(i))));
-            $acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), $acc);
-        }};
+            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc);
+        }
     }
-    two_banks!(nb, i => block!(i, acc0), block!(i, acc1));
-    hsum8(_mm256_add_ps(acc0, acc1))
+    hsum8(acc)
 }
 
 /// Q8_1 activation block (Q4_1's partner): `d: f16`, `s: f16`, then 32
@@ -199,9 +191,8 @@ const XQ1: usize = 4;
 const WB1: usize = 20;
 
 /// [`gemv`] for Q4_1 weights against one Q8_1 activation row. Per block,
-/// `[d_w, m_w] * [d_x, s_x]` in one multiply: the first lane scales the
-/// block's exact integer sums into its bank, the second is added into the
-/// bank's minimum sum; the result is `hsum8(bank0 + bank1) + (min0 + min1)`,
+/// `d_w * d_x` scales the block's exact integer sums into the lanes and
+/// `m_w * s_x` is fused into the minimum sum; the result is `hsum8(lanes) + min`,
 /// exactly `blocks::dot_q4_1`'s arithmetic. What changes is only how the
 /// nibbles are unpacked (one broadcast load) and that `[d_x, s_x]` are
 /// widened once per call.
@@ -235,26 +226,19 @@ pub(crate) unsafe fn gemv_q4_1(
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn row_dot_q4_1(nb: usize, rp: *const u8, x: *const u8, ds: *const f64) -> f32 {
     let ones = _mm256_set1_epi16(1);
-    let mut acc0 = _mm256_setzero_ps();
-    let mut acc1 = _mm256_setzero_ps();
-    // Lane 1 accumulates `m_w * s_x` in block order per bank.
-    let mut summ0 = _mm_setzero_ps();
-    let mut summ1 = _mm_setzero_ps();
-    macro_rules! block {
-        ($i:expr, $acc:ident, $summ:ident) => {{
-            let i = $i;
-            let p = rp.add(i * WB1);
-            let xv = load256(x.add(i * XB1 + XQ1));
-            // Unsigned nibbles against signed activations: exact sums.
-            let s = _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles(p.add(4)), xv), ones);
-            let prod = _mm_mul_ps(f16x2_at(p), _mm_castpd_ps(_mm_load_sd(ds.add(i))));
-            $acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(prod), _mm256_cvtepi32_ps(s), $acc);
-            $summ = _mm_add_ps($summ, prod);
-        }};
+    let mut acc = _mm256_setzero_ps();
+    // Lane 1 accumulates `m_w * s_x` (fused) in block order.
+    let mut summ = _mm_setzero_ps();
+    for i in 0..nb {
+        let p = rp.add(i * WB1);
+        let xv = load256(x.add(i * XB1 + XQ1));
+        // Unsigned nibbles against signed activations: exact sums.
+        let s = _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles(p.add(4)), xv), ones);
+        let wd = f16x2_at(p);
+        let xd = _mm_castpd_ps(_mm_load_sd(ds.add(i)));
+        let prod = _mm_mul_ps(wd, xd);
+        acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(prod), _mm256_cvtepi32_ps(s), acc);
+        summ = _mm_fmadd_ps(wd, xd, summ);
     }
-    two_banks!(nb, i => block!(i, acc0, summ0), block!(i, acc1, summ1));
-    let lanes = hsum8(_mm256_add_ps(acc0, acc1));
-    let m0 = _mm_cvtss_f32(_mm_movehdup_ps(summ0));
-    let m1 = _mm_cvtss_f32(_mm_movehdup_ps(summ1));
-    lanes + (m0 + m1)
+    hsum8(acc) + _mm_cvtss_f32(_mm_movehdup_ps(summ))
 }

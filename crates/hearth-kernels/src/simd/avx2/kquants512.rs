@@ -30,13 +30,13 @@
 //! It owns no format knowledge beyond the block layouts it decodes; the
 //! arithmetic it must reproduce lives in `formats`.
 
-use super::avx512;
 use super::kquants::q6_k_half;
 use super::{f16_at_end, f16x2_at, f32_at, load128, load256};
 use crate::formats::{q4_k, q5_k, q6_k, q8_k};
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// The formats, as the const parameter of [`gemm`].
 pub(crate) const Q4_K: u8 = 0;
@@ -46,9 +46,25 @@ pub(crate) const Q6_K: u8 = 2;
 /// Sixteen-bit registers per super-block (256 elements, 32 per register).
 const REGS: usize = 8;
 
-/// Whether this CPU can run [`gemm`].
+static AVAILABLE: AtomicU8 = AtomicU8::new(0);
+
+/// Whether this CPU can run [`gemm`] (AVX-512 F, BW, VNNI) and
+/// `HEARTH_KERNELS=avx2` did not ask for the AVX2 kernels only.
 pub(crate) fn available() -> bool {
-    avx512::available()
+    match AVAILABLE.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            let forced_avx2 =
+                std::env::var("HEARTH_KERNELS").is_ok_and(|v| v.eq_ignore_ascii_case("avx2"));
+            let yes = !forced_avx2
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vnni");
+            AVAILABLE.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
+            yes
+        }
+    }
 }
 
 /// Per-thread buffers, grown on first use and then reused.

@@ -16,27 +16,6 @@
 //! the pointer-taking kernels additionally need their operands in bounds
 //! (the public wrappers check slice lengths first).
 
-/// Runs the block body over blocks `0..nb` in the reference's bank order
-/// (`Lanes8`): even blocks `$even`, odd blocks `$odd`, a lone last block in
-/// the even bank. `$i` names the block index inside both bodies.
-macro_rules! two_banks {
-    ($nb:expr, $i:ident => $even:expr, $odd:expr) => {{
-        let nb = $nb;
-        let mut $i = 0;
-        while $i + 2 <= nb {
-            $even;
-            {
-                let $i = $i + 1;
-                $odd;
-            }
-            $i += 2;
-        }
-        if $i < nb {
-            $even;
-        }
-    }};
-}
-
 /// `Some(module::gemm::<F>)` for the 32-element format `t` (`F` its
 /// `gemm_tiles` code), `None` for the others.
 macro_rules! per_format {
@@ -53,9 +32,6 @@ macro_rules! per_format {
     };
 }
 
-mod attn;
-mod attn512;
-mod avx512;
 mod blocks;
 mod few_columns;
 mod float;
@@ -192,9 +168,7 @@ pub(crate) unsafe fn vec_dot(t: GgmlType, n: usize, w: &[u8], x: &[u8]) -> Optio
 /// columns sweeps over them (K-quants do their per-super-block float update
 /// for four columns in one vector). Every (row, column) result comes from
 /// the same per-column arithmetic as `vec_dot`. On CPUs with AVX-512 VNNI
-/// the 32-element formats' prefill and batched decode (two columns or more)
-/// go to `avx512` instead, and Q4_K, Q5_K and Q6_K past eight columns to
-/// `kquants512`.
+/// Q4_K, Q5_K and Q6_K past eight columns go to `kquants512`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm(
     t: GgmlType,
@@ -244,18 +218,6 @@ pub(crate) unsafe fn gemm(
             _ => None,
         };
         if let Some(f) = k {
-            // SAFETY: `available()` checked avx512f/bw/vnni (our caller
-            // guarantees avx2/fma/f16c) and the operand sizes were checked
-            // (`reference::check_gemm`); this kernel takes every column.
-            f(nb, w, rows, x, ncols, y, ldy);
-            return true;
-        }
-    }
-    // The AVX-512 kernels take two or more columns (a few concurrent decodes
-    // go through their few-columns path).
-    if ncols >= 2 && wide && avx512::available() {
-        let wide: Option<TiledFn> = per_format!(t, avx512);
-        if let Some(f) = wide {
             // SAFETY: `available()` checked avx512f/bw/vnni (our caller
             // guarantees avx2/fma/f16c) and the operand sizes were checked
             // (`reference::check_gemm`); this kernel takes every column.

@@ -3,7 +3,10 @@
 //! and adds).
 
 use crate::formats::fold8;
-use crate::ops::scalar::{self as sc, EXP_C, EXP_HI, EXP_LO, GELU_A, GELU_K, LN2_HI, LN2_LO};
+use crate::ops::scalar::{
+    self as sc, EXP_C, EXP_HI, EXP_LO, GELU_A, GELU_K, LN2_HI, LN2_LO, VEXP_LN2_HI, VEXP_LN2_LO,
+    VEXP_LOG2E, VEXP_P,
+};
 use half::f16;
 use std::arch::x86_64::*;
 
@@ -47,10 +50,56 @@ unsafe fn exp8(x: __m256) -> __m256 {
     )
 }
 
+/// [`sc::vexpf`] on eight lanes: the same operations lane by lane.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn vexp8(x: __m256) -> __m256 {
+    let shift = _mm256_set1_ps(f32::from_bits(0x4b40_0000));
+    let z = _mm256_fmadd_ps(x, _mm256_set1_ps(VEXP_LOG2E), shift);
+    let n = _mm256_sub_ps(z, shift);
+    let b = _mm256_fnmadd_ps(
+        n,
+        _mm256_set1_ps(VEXP_LN2_LO),
+        _mm256_fnmadd_ps(n, _mm256_set1_ps(VEXP_LN2_HI), x),
+    );
+    let e = _mm256_slli_epi32::<23>(_mm256_castps_si256(z));
+    let k = _mm256_castsi256_ps(_mm256_add_epi32(
+        e,
+        _mm256_castps_si256(_mm256_set1_ps(1.0)),
+    ));
+    let abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.0), n);
+    let big = _mm256_cmp_ps::<_CMP_GT_OQ>(abs_n, _mm256_set1_ps(126.0));
+    let u = _mm256_mul_ps(b, b);
+    let p = |i: usize| _mm256_set1_ps(VEXP_P[i]);
+    let j = _mm256_fmadd_ps(
+        _mm256_fmadd_ps(
+            _mm256_fmadd_ps(p(0), b, p(1)),
+            u,
+            _mm256_fmadd_ps(p(2), b, p(3)),
+        ),
+        u,
+        _mm256_mul_ps(p(4), b),
+    );
+    let normal = _mm256_fmadd_ps(j, k, k);
+    if _mm256_movemask_ps(big) == 0 {
+        return normal;
+    }
+    let g = _mm256_and_si256(
+        _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(n, _mm256_setzero_ps())),
+        _mm256_set1_epi32(0x8200_0000u32 as i32),
+    );
+    let s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f00_0000)));
+    let s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+    let huge = _mm256_cmp_ps::<_CMP_GT_OQ>(abs_n, _mm256_set1_ps(192.0));
+    let scaled = _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1);
+    let v = _mm256_blendv_ps(normal, scaled, big);
+    _mm256_blendv_ps(v, _mm256_mul_ps(s1, s1), huge)
+}
+
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn silu8(x: __m256) -> __m256 {
-    let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+    let e = vexp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
     _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0), e))
 }
 
@@ -83,25 +132,24 @@ macro_rules! map2 {
     }};
 }
 
-/// `1 / sqrt(mean(x^2) + eps)` with `scalar::rms_scale`'s f64 lanes.
+/// `1 / sqrt(mean(x^2) + eps)` as `scalar::rms_scale`: the f64 sum runs in
+/// element order (one dependent add per element, ~2 µs for a 576-wide
+/// row), so only the squares are formed eight at a time.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rms_scale(x: &[f32], eps: f32) -> f32 {
     let full = x.len() / 8 * 8;
-    let (mut lo, mut hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    let mut sum = 0f64;
+    let mut sq = [0f32; 8];
     for i in (0..full).step_by(8) {
         let v = _mm256_loadu_ps(x.as_ptr().add(i));
-        let sq = _mm256_mul_ps(v, v);
-        lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(sq)));
-        hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(sq)));
+        _mm256_storeu_ps(sq.as_mut_ptr(), _mm256_mul_ps(v, v));
+        for &q in &sq {
+            sum += q as f64;
+        }
     }
-    let mut l = [0f64; 8];
-    _mm256_storeu_pd(l.as_mut_ptr(), lo);
-    _mm256_storeu_pd(l.as_mut_ptr().add(4), hi);
-    for (i, &v) in x.iter().enumerate().skip(full) {
-        l[i % 8] += (v * v) as f64;
+    for &v in &x[full..] {
+        sum += (v * v) as f64;
     }
-    let a = [l[0] + l[4], l[1] + l[5], l[2] + l[6], l[3] + l[7]];
-    let sum = (a[0] + a[2]) + (a[1] + a[3]);
     let mean = (sum / x.len() as f64) as f32;
     1.0 / (mean + eps).sqrt()
 }
@@ -240,184 +288,6 @@ pub(crate) unsafe fn axpy_f16(y: &mut [f32], a: f32, x: &[f16]) {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn attn_scores_f16(
-    q: &[f32],
-    rows: &[f16],
-    stride: usize,
-    scale: f32,
-    out: &mut [f32],
-) {
-    let n = q.len();
-    if let Some(last) = out.len().checked_sub(1) {
-        assert!(
-            last * stride + n <= rows.len(),
-            "attn_scores_f16: rows too short"
-        );
-    }
-    for (i, o) in out.iter_mut().enumerate() {
-        // Same kernel as `dot_f32_f16`, minus a dispatch per key.
-        *o = super::float::dot_f32_f16(n, q.as_ptr(), rows.as_ptr().add(i * stride)) * scale;
-    }
-}
-
-/// Keeps a 64-float stretch of `y` in eight registers across all value rows,
-/// instead of loading and storing it once per row; each element still gets
-/// `y + a·x` (multiply, then add) once per row in row order, as `axpy_f16`.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn attn_values_f16(y: &mut [f32], w: &[f32], rows: &[f16], stride: usize) {
-    let n = y.len();
-    if let Some(last) = w.len().checked_sub(1) {
-        assert!(
-            last * stride + n <= rows.len(),
-            "attn_values_f16: rows too short"
-        );
-    }
-    let full = n / 64 * 64;
-    for base in (0..full).step_by(64) {
-        let mut acc = [_mm256_setzero_ps(); 8];
-        for (j, a) in acc.iter_mut().enumerate() {
-            *a = _mm256_loadu_ps(y.as_ptr().add(base + 8 * j));
-        }
-        for (i, &wi) in w.iter().enumerate() {
-            let av = _mm256_set1_ps(wi);
-            let row = rows.as_ptr().add(i * stride + base);
-            for (j, a) in acc.iter_mut().enumerate() {
-                let xv = _mm256_cvtph_ps(_mm_loadu_si128(row.add(8 * j) as *const __m128i));
-                *a = _mm256_add_ps(*a, _mm256_mul_ps(av, xv));
-            }
-        }
-        for (j, a) in acc.iter().enumerate() {
-            _mm256_storeu_ps(y.as_mut_ptr().add(base + 8 * j), *a);
-        }
-    }
-    if full < n {
-        for (i, &wi) in w.iter().enumerate() {
-            axpy_f16(&mut y[full..], wi, &rows[i * stride + full..][..n - full]);
-        }
-    }
-}
-
-/// Checks the shapes of a grouped scores or values call; returns
-/// (floats per head, keys).
-fn group_shape(what: &str, heads: usize, per_head: usize, keys: usize) -> (usize, usize) {
-    assert!(heads > 0, "{what}: no heads");
-    assert!(
-        per_head.is_multiple_of(heads) && keys.is_multiple_of(heads),
-        "{what}: lengths are not whole heads"
-    );
-    (per_head / heads, keys / heads)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn attn_scores_f16_heads(
-    q: &[f32],
-    heads: usize,
-    rows: &[f16],
-    stride: usize,
-    scale: f32,
-    out: &mut [f32],
-) {
-    scores_heads(q, heads, rows, stride, scale, out, true)
-}
-
-/// [`attn_scores_f16_heads`]; `wide: false` keeps to the AVX2 kernel where
-/// the AVX-512 one could run (tests use it so both stay covered).
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn scores_heads(
-    q: &[f32],
-    heads: usize,
-    rows: &[f16],
-    stride: usize,
-    scale: f32,
-    out: &mut [f32],
-    wide: bool,
-) {
-    let (hd, nk) = group_shape("attn_scores_f16_heads", heads, q.len(), out.len());
-    if hd % 32 != 0 {
-        for (qh, oh) in q
-            .chunks_exact(hd.max(1))
-            .zip(out.chunks_exact_mut(nk.max(1)))
-        {
-            attn_scores_f16(qh, rows, stride, scale, oh);
-        }
-        return;
-    }
-    if nk == 0 {
-        return;
-    }
-    assert!(
-        (nk - 1) * stride + hd <= rows.len(),
-        "attn_scores_f16_heads: rows too short"
-    );
-    let wide = wide && super::avx512::available();
-    let mut h = 0;
-    while h < heads {
-        let left = heads - h;
-        let g = if wide {
-            left.min(super::attn512::MAX_G)
-        } else if left == 4 {
-            // Two passes of two rather than three and one.
-            2
-        } else {
-            left.min(super::attn::MAX_G)
-        };
-        let (qp, op) = (q.as_ptr().add(h * hd), out.as_mut_ptr().add(h * nk));
-        // SAFETY: heads `h..h + g` of `q` and `out` are in bounds and the
-        // rows were checked just above; `available()` checked the AVX-512
-        // features for the wide kernels (our caller guarantees avx2/fma/f16c).
-        let r = rows.as_ptr();
-        match (wide, g) {
-            (true, 4) => super::attn512::scores::<4>(qp, hd, r, stride, scale, nk, op, nk),
-            (true, 3) => super::attn512::scores::<3>(qp, hd, r, stride, scale, nk, op, nk),
-            (true, 2) => super::attn512::scores::<2>(qp, hd, r, stride, scale, nk, op, nk),
-            (true, _) => super::attn512::scores::<1>(qp, hd, r, stride, scale, nk, op, nk),
-            (false, 3) => super::attn::scores::<3>(qp, hd, r, stride, scale, nk, op, nk),
-            (false, 2) => super::attn::scores::<2>(qp, hd, r, stride, scale, nk, op, nk),
-            (false, _) => super::attn::scores::<1>(qp, hd, r, stride, scale, nk, op, nk),
-        }
-        h += g;
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn attn_values_f16_heads(
-    y: &mut [f32],
-    heads: usize,
-    w: &[f32],
-    rows: &[f16],
-    stride: usize,
-) {
-    let (hd, nk) = group_shape("attn_values_f16_heads", heads, y.len(), w.len());
-    if hd % 64 != 0 || !super::avx512::available() {
-        for (yh, wh) in y.chunks_exact_mut(hd.max(1)).zip(w.chunks_exact(nk.max(1))) {
-            attn_values_f16(yh, wh, rows, stride);
-        }
-        return;
-    }
-    if nk == 0 {
-        return;
-    }
-    assert!(
-        (nk - 1) * stride + hd <= rows.len(),
-        "attn_values_f16_heads: rows too short"
-    );
-    let mut h = 0;
-    while h < heads {
-        let g = (heads - h).min(super::attn512::MAX_G);
-        let (yp, wp) = (y.as_mut_ptr().add(h * hd), w.as_ptr().add(h * nk));
-        let r = rows.as_ptr();
-        // SAFETY: as in `attn_scores_f16_heads`.
-        match g {
-            4 => super::attn512::values::<4>(yp, hd, wp, nk, nk, r, stride),
-            3 => super::attn512::values::<3>(yp, hd, wp, nk, nk, r, stride),
-            2 => super::attn512::values::<2>(yp, hd, wp, nk, nk, r, stride),
-            _ => super::attn512::values::<1>(yp, hd, wp, nk, nk, r, stride),
-        }
-        h += g;
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn f32_to_f16_row(src: &[f32], dst: &mut [f16]) {
     assert!(
         dst.len() >= src.len(),
@@ -426,4 +296,135 @@ pub(crate) unsafe fn f32_to_f16_row(src: &[f32], dst: &mut [f16]) {
     // `f16` is a plain 2-byte value, so the row is `2 * len` initialised bytes.
     let bytes = std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut u8, src.len() * 2);
     super::quantize::f16(src, bytes);
+}
+
+/// [`sc::dot_f16_f16`] for a multiple of 32 elements, with `y` already
+/// widened to f32 (exact): four accumulators of eight lanes, folded in the
+/// reference's order.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f16_32(n: usize, x: *const f16, y: *const f32) -> f32 {
+    let ld = |p: *const f16| _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+    let mut a = [_mm256_setzero_ps(); 4];
+    for i in (0..n).step_by(32) {
+        for (j, acc) in a.iter_mut().enumerate() {
+            let o = i + 8 * j;
+            *acc = _mm256_fmadd_ps(ld(x.add(o)), _mm256_loadu_ps(y.add(o)), *acc);
+        }
+    }
+    let t = _mm256_add_ps(_mm256_add_ps(a[0], a[2]), _mm256_add_ps(a[1], a[3]));
+    let h = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps::<1>(t));
+    let h = _mm_hadd_ps(h, h);
+    _mm_cvtss_f32(_mm_hadd_ps(h, h))
+}
+
+/// The longest query head [`attn_online_f16`] widens on the stack.
+const ONLINE_MAX_HDK: usize = 512;
+
+/// Keys per pass of [`attn_online_f16`].
+const ONLINE_KEYS: usize = 64;
+
+/// [`sc::attn_online_f16`]: the same operations in the same order per key,
+/// arranged in three passes over up to [`ONLINE_KEYS`] keys at a time so
+/// that no pass waits on another's latency: all the scores (independent
+/// dot products); then, in key order, the running maximum, each key's
+/// rescale and weight (libm's `exp`) and the running sum; then the value
+/// sums, with the accumulator held in registers 64 elements at a time
+/// (as F32 values that are exactly F16: rounding after every operation,
+/// as the reference stores and reloads it). Heads whose sizes are not
+/// multiples of 32 (keys) and 64 (values) take the scalar reference.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn attn_online_f16(
+    q: &[f16],
+    keys: &[f16],
+    k_stride: usize,
+    values: &[f16],
+    v_stride: usize,
+    n: usize,
+    scale: f32,
+    state: &mut (f32, f32),
+    acc: &mut [f16],
+) {
+    let (hdk, hdv) = (q.len(), acc.len());
+    if !hdk.is_multiple_of(32) || !hdv.is_multiple_of(64) || hdk > ONLINE_MAX_HDK {
+        return sc::attn_online_f16(q, keys, k_stride, values, v_stride, n, scale, state, acc);
+    }
+    if n == 0 {
+        return;
+    }
+    assert!(
+        (n - 1) * k_stride + hdk <= keys.len() && (n - 1) * v_stride + hdv <= values.len(),
+        "attn_online_f16: rows too short"
+    );
+    let mut qf = std::mem::MaybeUninit::<[f32; ONLINE_MAX_HDK]>::uninit();
+    let qf = qf.as_mut_ptr() as *mut f32;
+    for c in (0..hdk).step_by(8) {
+        let v = _mm256_cvtph_ps(_mm_loadu_si128(q.as_ptr().add(c) as *const __m128i));
+        _mm256_storeu_ps(qf.add(c), v);
+    }
+    let (mut m, mut sum) = *state;
+    let mut scores = [0f32; ONLINE_KEYS];
+    // Per key: the rescale of the accumulator (1 when the maximum holds)
+    // and the key's weight.
+    let mut ms = [0f32; ONLINE_KEYS];
+    let mut vs = [0f32; ONLINE_KEYS];
+    let mut k0 = 0;
+    while k0 < n {
+        let nk = (n - k0).min(ONLINE_KEYS);
+        for (i, sc) in scores.iter_mut().enumerate().take(nk) {
+            *sc = dot_f16_32(hdk, keys.as_ptr().add((k0 + i) * k_stride), qf) * scale;
+        }
+        for i in 0..nk {
+            let s = scores[i];
+            if s > m {
+                ms[i] = (m - s).exp();
+                vs[i] = 1.0;
+                m = s;
+            } else {
+                ms[i] = 1.0;
+                vs[i] = (s - m).exp();
+            }
+            sum = sum.mul_add(ms[i], vs[i]);
+        }
+        let ap = acc.as_mut_ptr() as *mut __m128i;
+        for c0 in (0..hdv / 8).step_by(8) {
+            let vp = values.as_ptr().add(k0 * v_stride + 8 * c0);
+            value_strip(ap.add(c0), vp, v_stride, &ms[..nk], &vs[..nk]);
+        }
+        k0 += nk;
+    }
+    *state = (m, sum);
+}
+
+/// 64 elements of the value accumulator (`acc`, F16) over one pass's
+/// keys: per key, the rescale when the maximum moved, then `v * w + acc`,
+/// each rounded to F16 as the reference rounds its stored accumulator.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn value_strip(acc: *mut __m128i, v: *const f16, v_stride: usize, ms: &[f32], vs: &[f32]) {
+    let round = |x: __m256| _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x));
+    let mut a: [__m256; 8] = std::array::from_fn(|c| _mm256_cvtph_ps(_mm_loadu_si128(acc.add(c))));
+    for (i, (&msi, &vsi)) in ms.iter().zip(vs).enumerate() {
+        let vp = v.add(i * v_stride) as *const __m128i;
+        if msi != 1.0 {
+            let f = _mm256_set1_ps(msi);
+            for r in a.iter_mut() {
+                *r = round(_mm256_mul_ps(*r, f));
+            }
+        }
+        let w = _mm256_set1_ps(vsi);
+        for (c, r) in a.iter_mut().enumerate() {
+            let x = _mm256_cvtph_ps(_mm_loadu_si128(vp.add(c)));
+            *r = round(_mm256_fmadd_ps(x, w, *r));
+        }
+    }
+    for (c, r) in a.iter().enumerate() {
+        _mm_storeu_si128(acc.add(c), _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(*r));
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn attn_online_finish(state: (f32, f32), acc: &[f16], out: &mut [f32]) {
+    sc::attn_online_finish(state, acc, out)
 }
