@@ -894,17 +894,14 @@ impl Transformer {
                     for (b, slot, len) in spans.clone() {
                         let key_rows = &cache.key_rows(li, b, kvh)[slot * hdk..];
                         let value_rows = &cache.value_rows(li, b, kvh)[slot * hdv..];
-                        k::attn_online_f16(
-                            q16,
-                            key_rows,
-                            hdk,
-                            value_rows,
-                            hdv,
-                            len,
-                            hp.kq_scale,
-                            &mut state,
-                            acc,
-                        );
+                        let run = k::KvRun {
+                            keys: key_rows,
+                            k_stride: hdk,
+                            values: value_rows,
+                            v_stride: hdv,
+                            n: len,
+                        };
+                        k::attn_online_f16(q16, run, hp.kq_scale, &mut state, acc);
                     }
                     k::attn_online_finish(state, acc, &mut out[h * hdv..(h + 1) * hdv]);
                 }

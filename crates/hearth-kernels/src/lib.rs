@@ -62,6 +62,7 @@ mod simd;
 
 pub use hearth_gguf::GgmlType;
 pub use ops::scalar::rope_cache;
+pub use ops::KvRun;
 
 use half::f16;
 use simd::Isa;
@@ -327,18 +328,7 @@ dispatch_op!(
     /// One query head's attention with a running softmax over `n` F16
     /// key/value rows (see [`ops::scalar::attn_online_f16`]); resumable
     /// across runs of keys through `state` and `acc`.
-    #[allow(clippy::too_many_arguments)]
-    fn attn_online_f16(
-        q: &[f16],
-        keys: &[f16],
-        k_stride: usize,
-        values: &[f16],
-        v_stride: usize,
-        n: usize,
-        scale: f32,
-        state: &mut (f32, f32),
-        acc: &mut [f16]
-    )
+    fn attn_online_f16(q: &[f16], run: KvRun, scale: f32, state: &mut (f32, f32), acc: &mut [f16])
 );
 dispatch_op!(
     /// The output of an [`attn_online_f16`] run: `acc / sum`.

@@ -28,6 +28,20 @@
 //!   `0.5 x (1 + tanh u)`, `u = sqrt(2/pi) (x + 0.044715 x^3)`. llama.cpp's
 //!   CPU GeGLU looks up an f16 table instead (not yet matched).
 
+use half::f16;
+
+/// A run of consecutive keys and their values: `n` F16 rows each, row `i`
+/// of the keys at `keys[i * k_stride..]`, of the values at
+/// `values[i * v_stride..]`.
+#[derive(Clone, Copy)]
+pub struct KvRun<'a> {
+    pub keys: &'a [f16],
+    pub k_stride: usize,
+    pub values: &'a [f16],
+    pub v_stride: usize,
+    pub n: usize,
+}
+
 pub mod scalar {
     use crate::formats::{fold8, Lanes32};
     use half::f16;
@@ -334,21 +348,16 @@ pub mod scalar {
     /// multiply-add per element, rounded back to F16. `exp` is libm's.
     /// `state` is `(max, sum)`, starting at `(-inf, 0)` with `acc` zeroed;
     /// calling this on consecutive runs of keys equals one call on all.
-    #[allow(clippy::too_many_arguments)]
     pub fn attn_online_f16(
         q: &[f16],
-        keys: &[f16],
-        k_stride: usize,
-        values: &[f16],
-        v_stride: usize,
-        n: usize,
+        run: super::KvRun,
         scale: f32,
         state: &mut (f32, f32),
         acc: &mut [f16],
     ) {
         let (hdk, hdv) = (q.len(), acc.len());
-        for i in 0..n {
-            let s = dot_f16_f16(&keys[i * k_stride..][..hdk], q) * scale;
+        for i in 0..run.n {
+            let s = dot_f16_f16(&run.keys[i * run.k_stride..][..hdk], q) * scale;
             let (m, sum) = *state;
             let (ms, vs) = if s > m {
                 let ms = (m - s).exp();
@@ -360,7 +369,7 @@ pub mod scalar {
             } else {
                 (1.0, (s - m).exp())
             };
-            let v = &values[i * v_stride..][..hdv];
+            let v = &run.values[i * run.v_stride..][..hdv];
             for (a, &x) in acc.iter_mut().zip(v) {
                 *a = f16::from_f32(x.to_f32().mul_add(vs, a.to_f32()));
             }

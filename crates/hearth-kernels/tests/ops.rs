@@ -321,16 +321,13 @@ fn attention_formula(
 /// fall back, runs longer than one pass of keys), feeding the keys in two
 /// runs equals one run, and the result is the softmax-weighted sum of the
 /// values to F16 accuracy.
+/// (key, value) head sizes: SIMD paths, and sizes that fall back.
+const ONLINE_SHAPES: [(usize, usize); 5] = [(64, 64), (128, 128), (256, 256), (48, 40), (32, 64)];
+
 #[test]
 fn online_attention_matches_reference_and_formula() {
     let mut r = rng(31);
-    for &(hdk, hdv) in &[
-        (64usize, 64usize),
-        (128, 128),
-        (256, 256),
-        (48, 40),
-        (32, 64),
-    ] {
+    for (hdk, hdv) in ONLINE_SHAPES {
         for &n in &[1usize, 7, 64, 65, 130] {
             let q: Vec<f16> = randn(&mut r, hdk, 1.0)
                 .into_iter()
@@ -349,31 +346,17 @@ fn online_attention_matches_reference_and_formula() {
                 let mut state = (f32::NEG_INFINITY, 0f32);
                 let mut acc = vec![f16::ZERO; hdv];
                 for (from, to) in [(0, split), (split, n)] {
-                    let (k, v) = (&keys[from * hdk..], &values[from * hdv..]);
+                    let kv = hearth_kernels::KvRun {
+                        keys: &keys[from * hdk..],
+                        k_stride: hdk,
+                        values: &values[from * hdv..],
+                        v_stride: hdv,
+                        n: to - from,
+                    };
                     if simd {
-                        hearth_kernels::attn_online_f16(
-                            &q,
-                            k,
-                            hdk,
-                            v,
-                            hdv,
-                            to - from,
-                            scale,
-                            &mut state,
-                            &mut acc,
-                        );
+                        hearth_kernels::attn_online_f16(&q, kv, scale, &mut state, &mut acc);
                     } else {
-                        reference::attn_online_f16(
-                            &q,
-                            k,
-                            hdk,
-                            v,
-                            hdv,
-                            to - from,
-                            scale,
-                            &mut state,
-                            &mut acc,
-                        );
+                        reference::attn_online_f16(&q, kv, scale, &mut state, &mut acc);
                     }
                 }
                 let mut out = vec![0f32; hdv];

@@ -7,6 +7,7 @@ use crate::ops::scalar::{
     self as sc, EXP_C, EXP_HI, EXP_LO, GELU_A, GELU_K, LN2_HI, LN2_LO, VEXP_LN2_HI, VEXP_LN2_LO,
     VEXP_LOG2E, VEXP_P,
 };
+use crate::ops::KvRun;
 use half::f16;
 use std::arch::x86_64::*;
 
@@ -333,22 +334,24 @@ const ONLINE_KEYS: usize = 64;
 /// (as F32 values that are exactly F16: rounding after every operation,
 /// as the reference stores and reloads it). Heads whose sizes are not
 /// multiples of 32 (keys) and 64 (values) take the scalar reference.
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn attn_online_f16(
     q: &[f16],
-    keys: &[f16],
-    k_stride: usize,
-    values: &[f16],
-    v_stride: usize,
-    n: usize,
+    run: KvRun,
     scale: f32,
     state: &mut (f32, f32),
     acc: &mut [f16],
 ) {
     let (hdk, hdv) = (q.len(), acc.len());
+    let KvRun {
+        keys,
+        k_stride,
+        values,
+        v_stride,
+        n,
+    } = run;
     if !hdk.is_multiple_of(32) || !hdv.is_multiple_of(64) || hdk > ONLINE_MAX_HDK {
-        return sc::attn_online_f16(q, keys, k_stride, values, v_stride, n, scale, state, acc);
+        return sc::attn_online_f16(q, run, scale, state, acc);
     }
     if n == 0 {
         return;
