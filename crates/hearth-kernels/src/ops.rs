@@ -237,16 +237,16 @@ pub mod scalar {
                 (2 * i, 2 * i + 1)
             };
             let (x0, x1) = (x[a], x[b]);
-            (x[a], x[b]) = rotate(x0, x1, c, s, neox);
+            (x[a], x[b]) = rotate(x0, x1, c, s);
         }
     }
 
     /// One pair's rotation with the fused multiply-adds llama.cpp's
-    /// compiled RoPE uses (its compiler contracts the expression, and
-    /// differently for the two layouts).
+    /// compiled RoPE uses (its compiler contracts the expression): checked
+    /// against its tensors for the normal pairs (SmolLM2); the NEOX pairs
+    /// follow the same form in its compiled scalar loop.
     #[inline(always)]
-    pub(crate) fn rotate(x0: f32, x1: f32, c: f32, s: f32, neox: bool) -> (f32, f32) {
-        let _ = neox;
+    pub(crate) fn rotate(x0: f32, x1: f32, c: f32, s: f32) -> (f32, f32) {
         (x0.mul_add(c, -(x1 * s)), x0.mul_add(s, x1 * c))
     }
 
@@ -269,7 +269,7 @@ pub mod scalar {
                 (2 * i, 2 * i + 1)
             };
             let (x0, x1) = (x[a], x[b]);
-            (x[a], x[b]) = rotate(x0, x1, c, s, neox);
+            (x[a], x[b]) = rotate(x0, x1, c, s);
         }
     }
 
