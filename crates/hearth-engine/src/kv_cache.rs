@@ -26,7 +26,13 @@ pub struct KvCache {
     len: usize,
     /// Block `b` holds positions `b·block_positions ..`.
     blocks: Vec<Arc<Block>>,
+    /// Positions below this take the tiled attention arithmetic
+    /// ([`KvCache::plan_prompt`]).
+    tiled_below: usize,
 }
+
+/// Rows in one of llama.cpp's prompt batches (its default `n_ubatch`).
+pub const PROMPT_UBATCH: usize = 512;
 
 impl KvCache {
     pub(crate) fn new_in(pool: KvPool, n_ctx: usize) -> KvCache {
@@ -36,6 +42,7 @@ impl KvCache {
             n_ctx,
             len: 0,
             blocks: Vec::new(),
+            tiled_below: 0,
         }
     }
 
@@ -63,6 +70,30 @@ impl KvCache {
 
     pub fn geometry(&self) -> KvGeometry {
         self.geom
+    }
+
+    /// Declares that positions `0..prompt_len` hold a prompt, so that they
+    /// take the attention arithmetic llama.cpp gives a prompt: it prefills
+    /// in batches of [`PROMPT_UBATCH`] rows, and a batch of at least
+    /// [`hearth_kernels::ATTN_TILE`] rows takes its tiled flash attention
+    /// (F32 accumulator), a smaller one and every decoding step the one-row
+    /// form (F16 accumulator). Tying the choice to the position, not to how
+    /// many rows a pass happens to carry, keeps a sequence's answer the same
+    /// however its prompt is chunked, batched or partly reused. Positions
+    /// after the prompt (generated or scored tokens) take the one-row form.
+    /// Without this call every position takes the one-row form.
+    pub fn plan_prompt(&mut self, prompt_len: usize) {
+        let tail = prompt_len % PROMPT_UBATCH;
+        self.tiled_below = if tail >= hearth_kernels::ATTN_TILE {
+            prompt_len
+        } else {
+            prompt_len - tail
+        };
+    }
+
+    /// Positions below this take the tiled attention ([`Self::plan_prompt`]).
+    pub fn tiled_below(&self) -> usize {
+        self.tiled_below
     }
 
     /// Forget everything from position `n` on; blocks no longer needed go

@@ -21,7 +21,7 @@ pub mod weights;
 
 pub use bert::{BertConfig, BertError, BertModel};
 pub use error::{EngineError, Result};
-pub use kv_cache::KvCache;
+pub use kv_cache::{KvCache, PROMPT_UBATCH};
 pub use kv_pool::{KvGeometry, KvPool, KvPoolStats, KvReclaim, DEFAULT_BLOCK_POSITIONS};
 pub use lora::{Adapter, AdapterFormat, LoraError, Role};
 pub use model::Model;

@@ -26,6 +26,7 @@
 use std::sync::Arc;
 
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 use hearth_gguf::{GgmlType, GgufFile};
 use hearth_kernels as k;
 
@@ -145,6 +146,8 @@ struct LoraUse<'a> {
 struct Tok {
     item: usize,
     pos: usize,
+    /// Attention takes the tiled arithmetic ([`KvCache::plan_prompt`]).
+    tiled: bool,
 }
 
 impl Transformer {
@@ -196,9 +199,11 @@ impl Transformer {
                         n_vocab: hp.n_vocab,
                     });
                 }
+                let pos = it.cache.len() + j;
                 toks.push(Tok {
                     item: i,
-                    pos: it.cache.len() + j,
+                    pos,
+                    tiled: pos < it.cache.tiled_below(),
                 });
             }
         }
@@ -828,19 +833,21 @@ impl Transformer {
     }
 
     /// Causal (and, for windowed layers, sliding-window) attention of every
-    /// token of the batch over its own sequence's cache. One task per
-    /// (token, KV head) serves all the query heads that share that KV head
-    /// while the group's key and value rows are hot in cache.
+    /// token of the batch over its own sequence's cache, in llama.cpp's
+    /// flash attention arithmetic, which has two forms; the cache says which
+    /// positions take which ([`KvCache::plan_prompt`]), so the choice never
+    /// depends on the batch:
+    /// - one row at a time ([`Self::attend_row`]): one task per (token, KV
+    ///   head);
+    /// - tiled ([`Self::attend_tiled`]): one task per (run of up to
+    ///   [`k::ATTN_TILE`] consecutive positions of one sequence, KV head).
     ///
-    /// Each query head runs llama.cpp's flash attention arithmetic
-    /// ([`k::attn_online_f16`]): the query rounded to F16, keys taken one
-    /// at a time in order with a running softmax, values summed into an
-    /// F16 accumulator. Keys and values are read block by block from the
-    /// cache's block table (in each block, one KV head's rows are one
-    /// contiguous run); the running state carries from one block's run of
-    /// keys to the next, so a paged cache gives bit-identical results to
-    /// one contiguous buffer, and a sequence's result does not depend on
-    /// what else is in the batch.
+    /// Either way a task serves all the query heads that share its KV head
+    /// while the group's keys and values are hot in cache, and every row's
+    /// arithmetic depends only on its own query and its sequence's keys.
+    /// Tiled tasks are handed out largest first (the later positions of a
+    /// prompt see the most keys) so that no thread is left with a big one
+    /// at the end.
     ///
     /// Blocks hold every layer, so a sliding-window layer cannot free the
     /// blocks behind its window while global layers still read them.
@@ -853,60 +860,214 @@ impl Transformer {
         q: &[f32],
         att: &mut [f32],
     ) {
+        let n_kv = self.hp.n_head_kv;
+        let mut rows: Vec<usize> = Vec::new();
+        let mut tiled: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut i = 0;
+        while i < toks.len() {
+            let t = toks[i];
+            let mut j = i + 1;
+            if t.tiled {
+                while j < toks.len()
+                    && j - i < k::ATTN_TILE
+                    && toks[j].tiled
+                    && toks[j].item == t.item
+                {
+                    j += 1;
+                }
+                tiled.push(i..j);
+            } else {
+                rows.push(i);
+            }
+            i = j;
+        }
+        let shared_att = SharedMut::new(att);
+        let n_tiled = tiled.len() * n_kv;
+        pool.run(n_tiled + rows.len() * n_kv, &|task| {
+            if task < n_tiled {
+                let u = tiled.len() - 1 - task / n_kv;
+                self.attend_tiled(
+                    li,
+                    toks,
+                    tiled[u].clone(),
+                    task % n_kv,
+                    caches,
+                    q,
+                    &shared_att,
+                );
+            } else {
+                let t = task - n_tiled;
+                self.attend_row(li, toks, rows[t / n_kv], t % n_kv, caches, q, &shared_att);
+            }
+        });
+    }
+
+    /// Token `ti`'s query heads of KV head `kvh`, one row at a time
+    /// ([`k::attn_online_f16`]): the query rounded to F16, keys taken one at
+    /// a time in order with a running softmax, values summed into an F16
+    /// accumulator. Keys and values are read block by block from the
+    /// cache's block table (in each block, one KV head's rows are one
+    /// contiguous run); the running state carries from one block's run of
+    /// keys to the next, so a paged cache gives bit-identical results to
+    /// one contiguous buffer.
+    #[allow(clippy::too_many_arguments)]
+    fn attend_row(
+        &self,
+        li: usize,
+        toks: &[Tok],
+        ti: usize,
+        kvh: usize,
+        caches: &[&KvCache],
+        q: &[f32],
+        att: &SharedMut<f32>,
+    ) {
         let hp = &self.hp;
         let (hdk, hdv) = (hp.head_dim_k, hp.head_dim_v);
         let group = hp.n_head / hp.n_head_kv;
-        let window = self.layers[li].window;
-        let shared_att = SharedMut::new(att);
-        pool.run(toks.len() * hp.n_head_kv, &|task| {
-            let (ti, kvh) = (task / hp.n_head_kv, task % hp.n_head_kv);
-            let tok = toks[ti];
-            let cache = caches[tok.item];
-            let first = match window {
-                Some(w) => (tok.pos + 1).saturating_sub(w),
-                None => 0,
-            };
-            let spans = KeySpans {
-                next: first,
-                end: tok.pos + 1,
-                block: cache.geometry().block_positions,
-            };
-            let heads = kvh * group..(kvh + 1) * group;
-            // The group's query heads, one after another.
-            let q_group = &q[ti * hp.n_head * hdk + heads.start * hdk..][..group * hdk];
-            prefetch_head(cache, li, kvh, &spans, hdk, hdv);
-            let start = ti * hp.n_head * hdv + heads.start * hdv;
-            // SAFETY: task (ti, kvh) alone writes the slices of token ti's
-            // heads in this KV head's group.
-            let out = unsafe { shared_att.slice(start..start + group * hdv) };
-            ONLINE.with(|cell| {
-                let (q16, acc) = &mut *cell.borrow_mut();
-                for h in 0..group {
-                    q16.clear();
-                    q16.extend(
-                        q_group[h * hdk..(h + 1) * hdk]
-                            .iter()
-                            .map(|&v| f16::from_f32(v)),
-                    );
-                    acc.clear();
-                    acc.resize(hdv, f16::ZERO);
-                    let mut state = (f32::NEG_INFINITY, 0f32);
-                    for (b, slot, len) in spans.clone() {
-                        let key_rows = &cache.key_rows(li, b, kvh)[slot * hdk..];
-                        let value_rows = &cache.value_rows(li, b, kvh)[slot * hdv..];
-                        let run = k::KvRun {
-                            keys: key_rows,
-                            k_stride: hdk,
-                            values: value_rows,
-                            v_stride: hdv,
-                            n: len,
-                        };
-                        k::attn_online_f16(q16, run, hp.kq_scale, &mut state, acc);
-                    }
-                    k::attn_online_finish(state, acc, &mut out[h * hdv..(h + 1) * hdv]);
+        let tok = toks[ti];
+        let cache = caches[tok.item];
+        let spans = KeySpans {
+            next: self.first_key(li, tok.pos),
+            end: tok.pos + 1,
+            block: cache.geometry().block_positions,
+        };
+        let heads = kvh * group..(kvh + 1) * group;
+        // The group's query heads, one after another.
+        let q_group = &q[ti * hp.n_head * hdk + heads.start * hdk..][..group * hdk];
+        prefetch_head(cache, li, kvh, &spans, hdk, hdv);
+        let start = ti * hp.n_head * hdv + heads.start * hdv;
+        // SAFETY: the task for (ti, kvh) alone writes the slices of token
+        // ti's heads in this KV head's group.
+        let out = unsafe { att.slice(start..start + group * hdv) };
+        ONLINE.with(|cell| {
+            let (q16, acc) = &mut *cell.borrow_mut();
+            for h in 0..group {
+                q16.clear();
+                q16.extend(
+                    q_group[h * hdk..(h + 1) * hdk]
+                        .iter()
+                        .map(|&v| f16::from_f32(v)),
+                );
+                acc.clear();
+                acc.resize(hdv, f16::ZERO);
+                let mut state = (f32::NEG_INFINITY, 0f32);
+                for (b, slot, len) in spans.clone() {
+                    let key_rows = &cache.key_rows(li, b, kvh)[slot * hdk..];
+                    let value_rows = &cache.value_rows(li, b, kvh)[slot * hdv..];
+                    let run = k::KvRun {
+                        keys: key_rows,
+                        k_stride: hdk,
+                        values: value_rows,
+                        v_stride: hdv,
+                        n: len,
+                    };
+                    k::attn_online_f16(q16, run, hp.kq_scale, &mut state, acc);
                 }
-            });
+                k::attn_online_finish(state, acc, &mut out[h * hdv..(h + 1) * hdv]);
+            }
         });
+    }
+
+    /// Tokens `run` (consecutive positions of one sequence) and their query
+    /// heads of KV head `kvh`, tiled ([`k::attn_tile_row`]): the keys are
+    /// taken in tiles of [`k::ATTN_TILE`] positions starting at multiples of
+    /// it, as llama.cpp's tiles start in a sequence's cache; each tile is
+    /// widened to F32 once (keys transposed) and serves every row and query
+    /// head of the run. The rows' F32 queries, accumulators and running
+    /// states live in thread-local scratch.
+    #[allow(clippy::too_many_arguments)]
+    fn attend_tiled(
+        &self,
+        li: usize,
+        toks: &[Tok],
+        run: std::ops::Range<usize>,
+        kvh: usize,
+        caches: &[&KvCache],
+        q: &[f32],
+        att: &SharedMut<f32>,
+    ) {
+        const T: usize = k::ATTN_TILE;
+        let hp = &self.hp;
+        let (hdk, hdv) = (hp.head_dim_k, hp.head_dim_v);
+        let group = hp.n_head / hp.n_head_kv;
+        let n = run.len();
+        let cache = caches[toks[run.start].item];
+        let bp = cache.geometry().block_positions;
+        let p0 = toks[run.start].pos;
+        let end = p0 + n;
+        let kv_first = self.first_key(li, p0);
+        TILED.with(|cell| {
+            let scratch = &mut *cell.borrow_mut();
+            scratch.keys_t.resize(hdk * T, 0.0);
+            scratch.values.resize(T * hdv, 0.0);
+            scratch.key.resize(hdk, 0.0);
+            scratch.acc.clear();
+            scratch.acc.resize(group * n * hdv, 0.0);
+            scratch.state.clear();
+            scratch.state.resize(group * n, (f32::NEG_INFINITY, 0.0));
+            for t0 in (kv_first / T * T..end).step_by(T) {
+                // Only keys some row can see are widened; the kernel never
+                // reads the others.
+                for p in kv_first.max(t0)..end.min(t0 + T) {
+                    let (b, slot, j) = (p / bp, p % bp, p - t0);
+                    let key = &cache.key_rows(li, b, kvh)[slot * hdk..][..hdk];
+                    key.convert_to_f32_slice(&mut scratch.key);
+                    for (d, &x) in scratch.key.iter().enumerate() {
+                        scratch.keys_t[d * T + j] = x;
+                    }
+                    let value = &cache.value_rows(li, b, kvh)[slot * hdv..][..hdv];
+                    value.convert_to_f32_slice(&mut scratch.values[j * hdv..][..hdv]);
+                }
+                let tile = k::KvTile {
+                    keys_t: &scratch.keys_t,
+                    values: &scratch.values,
+                };
+                for h in 0..group {
+                    let head = kvh * group + h;
+                    for r in 0..n {
+                        let p = p0 + r;
+                        let (lo, hi) = (self.first_key(li, p).max(t0), (p + 1).min(t0 + T));
+                        if lo >= hi {
+                            continue;
+                        }
+                        let ti = run.start + r;
+                        let qrow = &q[(ti * hp.n_head + head) * hdk..][..hdk];
+                        let i = h * n + r;
+                        k::attn_tile_row(
+                            qrow,
+                            tile,
+                            lo - t0..hi - t0,
+                            hp.kq_scale,
+                            &mut scratch.state[i],
+                            &mut scratch.acc[i * hdv..][..hdv],
+                        );
+                    }
+                }
+            }
+            for r in 0..n {
+                let ti = run.start + r;
+                let start = (ti * hp.n_head + kvh * group) * hdv;
+                // SAFETY: the task for (run, kvh) alone writes the slices of
+                // the run's tokens' heads in this KV head's group.
+                let out = unsafe { att.slice(start..start + group * hdv) };
+                for h in 0..group {
+                    let i = h * n + r;
+                    k::attn_tile_finish(
+                        scratch.state[i],
+                        &scratch.acc[i * hdv..][..hdv],
+                        &mut out[h * hdv..(h + 1) * hdv],
+                    );
+                }
+            }
+        });
+    }
+
+    /// The first key position that position `pos` sees in layer `li`.
+    fn first_key(&self, li: usize, pos: usize) -> usize {
+        match self.layers[li].window {
+            Some(w) => (pos + 1).saturating_sub(w),
+            None => 0,
+        }
     }
 }
 
@@ -943,7 +1104,22 @@ fn keep(slot: &'static std::thread::LocalKey<std::cell::Cell<Vec<f32>>>, v: Vec<
     }
 }
 
+/// A tiled attention task's working set ([`Transformer::attend_tiled`]).
+#[derive(Default)]
+struct TiledScratch {
+    /// The current key tile, transposed, in F32.
+    keys_t: Vec<f32>,
+    /// The current value tile in F32.
+    values: Vec<f32>,
+    /// One key row widened before it is transposed.
+    key: Vec<f32>,
+    /// Per (query head, row): the F32 accumulator and the running state.
+    acc: Vec<f32>,
+    state: Vec<(f32, f32)>,
+}
+
 thread_local! {
+    static TILED: std::cell::RefCell<TiledScratch> = std::cell::RefCell::new(TiledScratch::default());
     /// An attention task's query head in F16 and its F16 value accumulator.
     static ONLINE: std::cell::RefCell<(Vec<f16>, Vec<f16>)> =
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };

@@ -103,6 +103,47 @@ fn gemma3_matches_reference() {
     check_arch(Arch::Gemma3);
 }
 
+/// A prompt planned as one ([`hearth_engine::KvCache::plan_prompt`]) of
+/// at least 64 tokens takes the tiled attention arithmetic (F32
+/// accumulator, keys in tiles of 64): every architecture still matches the
+/// f32 reference at every position, across a tile boundary and (Gemma 3)
+/// with sliding-window layers whose keys start inside a tile; and the
+/// numbers are not the one-row form's, so the plan did choose the other
+/// arithmetic.
+#[test]
+fn tiled_prompts_match_reference() {
+    let tokens: Vec<u32> = (0..75).map(|i| (i * 13 + 7) % N_VOCAB as u32).collect();
+    for arch in [Arch::Llama, Arch::Qwen2, Arch::Qwen3, Arch::Gemma3] {
+        let m = common::tiny(arch, 8);
+        let reference = common::reference_logits(&m, &tokens);
+        let model = common::load(&m, GgmlType::F32, 2);
+        let run = |plan: bool| {
+            let mut cache = model.new_cache(80);
+            if plan {
+                cache.plan_prompt(tokens.len());
+                assert_eq!(cache.tiled_below(), tokens.len());
+            }
+            let mut items = [BatchItem {
+                cache: &mut cache,
+                tokens: &tokens,
+                want: Want::All,
+                adapter: None,
+            }];
+            model.forward(&mut items).unwrap().remove(0)
+        };
+        let tiled = run(true);
+        for (p, want) in reference.iter().enumerate() {
+            let got = &tiled[p * N_VOCAB..(p + 1) * N_VOCAB];
+            let err = max_rel_err(got, want);
+            assert!(
+                err < REL_TOL,
+                "{arch:?} tiled pos {p}: relative error {err}"
+            );
+        }
+        assert!(tiled != run(false), "{arch:?}: the plan changed nothing");
+    }
+}
+
 #[test]
 fn quantised_weights_stay_close_to_reference() {
     for arch in [Arch::Llama, Arch::Gemma3] {

@@ -46,7 +46,20 @@ fn feed(model: &Model, cache: &mut KvCache, tokens: &[u32], want: Want) -> Vec<f
 /// then the rest one token at a time, so both the prefill and the decode
 /// paths cross block boundaries.
 fn run(model: &Model, tokens: &[u32], chunk: usize, decode_from: usize) -> Vec<f32> {
+    run_planned(model, tokens, chunk, decode_from, 0)
+}
+
+/// [`run`] with the first `prompt` tokens planned as a prompt
+/// ([`KvCache::plan_prompt`]).
+fn run_planned(
+    model: &Model,
+    tokens: &[u32],
+    chunk: usize,
+    decode_from: usize,
+    prompt: usize,
+) -> Vec<f32> {
     let mut cache = model.new_cache(N_CTX);
+    cache.plan_prompt(prompt);
     let mut out = Vec::new();
     for part in tokens[..decode_from].chunks(chunk) {
         out.extend(feed(model, &mut cache, part, Want::All));
@@ -83,6 +96,61 @@ fn logits_do_not_depend_on_the_block_size() {
             }
             assert_eq!(paged.kv_pool().in_use(), 0, "caches dropped, pool empty");
         }
+    }
+}
+
+/// Positions planned for the tiled attention give the same bits however
+/// they are fed: the whole prompt in one pass, in chunks that cut its
+/// 64-key tiles anywhere, a few tokens and then one at a time, in blocks
+/// of any size, and beside another sequence that takes the one-row form.
+/// Positions past the plan take the one-row form, so a 70-token plan
+/// followed by decoding gives the whole-prompt numbers for the first 70
+/// positions only.
+#[test]
+fn tiled_positions_do_not_depend_on_chunks_blocks_or_neighbours() {
+    for arch in [Arch::Llama, Arch::Gemma3] {
+        let tokens = prompt(75, 4);
+        let contiguous = model(arch, N_CTX, usize::MAX);
+        let reference = run_planned(&contiguous, &tokens, 75, 75, 75);
+        for bs in [1, 3, 16, 32] {
+            let paged = model(arch, bs, usize::MAX);
+            for (chunk, decode_from) in [(75, 75), (13, 75), (50, 66), (4, 9)] {
+                let got = run_planned(&paged, &tokens, chunk, decode_from, 75);
+                assert!(
+                    got == reference,
+                    "{arch:?} blocks of {bs}, chunks of {chunk} from {decode_from}: tiled logits differ"
+                );
+            }
+        }
+        let short = run_planned(&contiguous, &tokens, 75, 75, 70);
+        let v = N_VOCAB;
+        assert!(
+            short[..70 * v] == reference[..70 * v],
+            "{arch:?}: planned positions changed"
+        );
+        assert!(
+            short[70 * v..] != reference[70 * v..],
+            "{arch:?}: unplanned positions tiled"
+        );
+        // Beside a sequence that takes the one-row form.
+        let other = prompt(20, 9);
+        let mut a = contiguous.new_cache(N_CTX);
+        a.plan_prompt(75);
+        let mut b = contiguous.new_cache(N_CTX);
+        let out = contiguous
+            .forward(&mut [
+                item(&mut a, &tokens, Want::All),
+                item(&mut b, &other, Want::All),
+            ])
+            .unwrap();
+        assert!(
+            out[0] == reference,
+            "{arch:?}: a neighbour changed the tiled logits"
+        );
+        assert!(
+            out[1] == run(&contiguous, &other, 20, 20),
+            "{arch:?}: a tiled neighbour changed the one-row logits"
+        );
     }
 }
 

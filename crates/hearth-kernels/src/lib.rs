@@ -29,8 +29,9 @@
 //!   scalar; folded as llama.cpp's `hsum_float_8`.
 //! - Element-wise ops follow llama.cpp's compiled code, including where its
 //!   compiler fused multiply-adds (see [`ops`]).
-//! - Attention is its CPU flash attention with an F16 cache
-//!   ([`attn_online_f16`]).
+//! - Attention is its CPU flash attention with an F16 cache: the one-row
+//!   form ([`attn_online_f16`]) and the tiled form it takes for 64 or more
+//!   query rows ([`attn_tile_row`]).
 //!
 //! Not yet matched: K-quants take an exact integer sum per super-block
 //! (llama.cpp's AVX2 K-quant kernels, and its repacked Q4_K ones, order
@@ -62,7 +63,7 @@ mod simd;
 
 pub use hearth_gguf::GgmlType;
 pub use ops::scalar::rope_cache;
-pub use ops::KvRun;
+pub use ops::{KvRun, KvTile, ATTN_TILE};
 
 use half::f16;
 use simd::Isa;
@@ -333,6 +334,23 @@ dispatch_op!(
 dispatch_op!(
     /// The output of an [`attn_online_f16`] run: `acc / sum`.
     fn attn_online_finish(state: (f32, f32), acc: &[f16], out: &mut [f32])
+);
+dispatch_op!(
+    /// One F32 query row's attention over one tile of keys, llama.cpp's
+    /// tiled flash attention (see [`ops::scalar::attn_tile_row`]); resumable
+    /// across tiles through `state` and `acc`.
+    fn attn_tile_row(
+        q: &[f32],
+        tile: KvTile,
+        valid: Range<usize>,
+        scale: f32,
+        state: &mut (f32, f32),
+        acc: &mut [f32]
+    )
+);
+dispatch_op!(
+    /// The output of [`attn_tile_row`] calls: `acc / sum`.
+    fn attn_tile_finish(state: (f32, f32), acc: &[f32], out: &mut [f32])
 );
 
 /// Rotary embedding on one head vector, rotating the first `n_rot` dims.

@@ -20,6 +20,10 @@
 //! - attention: [`scalar::attn_online_f16`], ggml's flash attention with an
 //!   F16 cache: F16 query, running softmax with libm's `exp`, F16 value
 //!   accumulator. Same bits.
+//! - tiled attention: [`scalar::attn_tile_row`], the arithmetic llama.cpp
+//!   switches to for 64 or more query rows at once: F32 query and
+//!   accumulator, keys in tiles of [`ATTN_TILE`], ggml's vector exp for the
+//!   weights. Same bits.
 //! - `softmax` (BERT's attention): `exp(x - max)` with this crate's own
 //!   polynomial ([`scalar::expf`]) summed in eight f32 lanes, then
 //!   multiplied by `1 / sum`. A row that is all `-inf` comes out all zero
@@ -42,7 +46,25 @@ pub struct KvRun<'a> {
     pub n: usize,
 }
 
+/// Keys in one tile of the tiled attention ([`scalar::attn_tile_row`]):
+/// ggml's `GGML_FA_TILE_KV`. Tiles start at key positions that are
+/// multiples of it, so a row's arithmetic never depends on which other
+/// rows run beside it.
+pub const ATTN_TILE: usize = 64;
+
+/// Up to [`ATTN_TILE`] consecutive keys and their values, widened to F32
+/// (exactly: the cache holds F16) for the tiled attention.
+#[derive(Clone, Copy)]
+pub struct KvTile<'a> {
+    /// Keys transposed: element `d` of key `j` at `keys_t[d * ATTN_TILE + j]`,
+    /// so one element of every key in the tile is contiguous.
+    pub keys_t: &'a [f32],
+    /// Element `d` of value `j` at `values[j * hdv + d]`.
+    pub values: &'a [f32],
+}
+
 pub mod scalar {
+    use super::{KvTile, ATTN_TILE};
     use crate::formats::{fold8, Lanes32};
     use half::f16;
 
@@ -383,6 +405,82 @@ pub mod scalar {
         let inv = if state.1 == 0.0 { 0.0 } else { 1.0 / state.1 };
         for (o, a) in out.iter_mut().zip(acc) {
             *o = a.to_f32() * inv;
+        }
+    }
+
+    /// One query row's attention over one key tile, as llama.cpp's tiled CPU
+    /// flash attention (`flash_attn_ext_tiled`, taken for batches of 64 or
+    /// more query rows) computes it: an F32 query; each score a fused
+    /// multiply-add chain over the key's elements from 0, then scaled; keys
+    /// outside `valid` (masked, or past the tile's end) are `-inf`; the
+    /// running maximum moves once per tile (rescaling the F32 accumulator
+    /// and the sum by libm's `exp`); the tile's weights come from ggml's
+    /// vector exp and are summed eight at a time as its AVX2 softmax folds
+    /// them, each eight added to an f64 total; each value row is added into
+    /// the accumulator with one fused multiply-add per element, keys in
+    /// order. A row with no valid key in the tile is left as it was.
+    ///
+    /// `state` is `(max, sum)`, starting at `(-inf, 0)` with `acc` zeroed;
+    /// [`attn_tile_finish`] gives the output.
+    pub fn attn_tile_row(
+        q: &[f32],
+        tile: KvTile,
+        valid: std::ops::Range<usize>,
+        scale: f32,
+        state: &mut (f32, f32),
+        acc: &mut [f32],
+    ) {
+        let (hdk, hdv) = (q.len(), acc.len());
+        assert!(
+            valid.end <= ATTN_TILE
+                && tile.keys_t.len() >= hdk * ATTN_TILE
+                && tile.values.len() >= valid.end * hdv,
+            "attn_tile_row: tile shorter than its valid keys"
+        );
+        if valid.is_empty() {
+            return;
+        }
+        let mut s = [f32::NEG_INFINITY; ATTN_TILE];
+        for j in valid.clone() {
+            let mut a = 0f32;
+            for d in 0..hdk {
+                a = tile.keys_t[d * ATTN_TILE + j].mul_add(q[d], a);
+            }
+            s[j] = a * scale;
+        }
+        let tile_max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        let (m_old, mut sum) = *state;
+        let m_new = m_old.max(tile_max);
+        if m_new > m_old {
+            let ms = (m_old - m_new).exp();
+            for a in acc.iter_mut() {
+                *a *= ms;
+            }
+            sum *= ms;
+        }
+        let mut total = 0f64;
+        for g in s.chunks_exact_mut(8) {
+            for x in g.iter_mut() {
+                *x = vexpf(*x - m_new);
+            }
+            let h = [g[0] + g[4], g[1] + g[5], g[2] + g[6], g[3] + g[7]];
+            total += ((h[0] + h[2]) + (h[1] + h[3])) as f64;
+        }
+        *state = (m_new, (sum as f64 + total) as f32);
+        for j in valid {
+            let v = &tile.values[j * hdv..][..hdv];
+            for (a, &x) in acc.iter_mut().zip(v) {
+                *a = x.mul_add(s[j], *a);
+            }
+        }
+    }
+
+    /// The output of [`attn_tile_row`] calls: `acc * (1 / sum)` (zeros for a
+    /// row that saw no key).
+    pub fn attn_tile_finish(state: (f32, f32), acc: &[f32], out: &mut [f32]) {
+        let inv = if state.1 == 0.0 { 0.0 } else { 1.0 / state.1 };
+        for (o, &a) in out.iter_mut().zip(acc) {
+            *o = a * inv;
         }
     }
 

@@ -387,6 +387,123 @@ fn online_attention_matches_reference_and_formula() {
     assert_eq!(out, vec![0f32; 8]);
 }
 
+/// (key, value) head sizes for the tiled attention: the SIMD paths (values
+/// a multiple of 64, and of 8 with a tail), and odd sizes that fall back.
+const TILE_SHAPES: [(usize, usize); 5] = [(64, 64), (256, 256), (33, 72), (7, 12), (1, 8)];
+
+/// The tiled attention over keys `first..n` of F16 rows, tile by tile as
+/// the engine packs them; unused slots of a tile hold NaN so that a kernel
+/// which reads them shows it.
+fn tiled_attention(
+    q: &[f32],
+    keys: &[f16],
+    values: &[f16],
+    first: usize,
+    n: usize,
+    scale: f32,
+    simd: bool,
+) -> Vec<f32> {
+    use hearth_kernels::{KvTile, ATTN_TILE};
+    let (hdk, hdv) = (q.len(), values.len() / n);
+    let mut state = (f32::NEG_INFINITY, 0f32);
+    let mut acc = vec![0f32; hdv];
+    for t0 in (first / ATTN_TILE * ATTN_TILE..n).step_by(ATTN_TILE) {
+        let mut keys_t = vec![f32::NAN; hdk * ATTN_TILE];
+        let mut vals = vec![f32::NAN; ATTN_TILE * hdv];
+        let valid = first.max(t0) - t0..n.min(t0 + ATTN_TILE) - t0;
+        for j in valid.clone() {
+            for d in 0..hdk {
+                keys_t[d * ATTN_TILE + j] = keys[(t0 + j) * hdk + d].to_f32();
+            }
+            for d in 0..hdv {
+                vals[j * hdv + d] = values[(t0 + j) * hdv + d].to_f32();
+            }
+        }
+        let tile = KvTile {
+            keys_t: &keys_t,
+            values: &vals,
+        };
+        if simd {
+            hearth_kernels::attn_tile_row(q, tile, valid, scale, &mut state, &mut acc);
+        } else {
+            reference::attn_tile_row(q, tile, valid, scale, &mut state, &mut acc);
+        }
+    }
+    let mut out = vec![0f32; hdv];
+    hearth_kernels::attn_tile_finish(state, &acc, &mut out);
+    out
+}
+
+/// The tiled attention: the dispatched kernel equals the scalar reference
+/// bit for bit (whole and partial tiles, keys masked at the front as a
+/// sliding window masks them, NaN in the slots no key fills), and the
+/// result is the softmax-weighted sum of the values to F32 accuracy.
+#[test]
+fn tiled_attention_matches_reference_and_formula() {
+    let mut r = rng(37);
+    for (hdk, hdv) in TILE_SHAPES {
+        for &(first, n) in &[
+            (0usize, 1usize),
+            (0, 7),
+            (0, 64),
+            (0, 65),
+            (5, 130),
+            (70, 200),
+        ] {
+            let q = randn(&mut r, hdk, 1.0);
+            let q16: Vec<f16> = q.iter().map(|&v| f16::from_f32(v)).collect();
+            let keys: Vec<f16> = randn(&mut r, n * hdk, 1.0)
+                .into_iter()
+                .map(f16::from_f32)
+                .collect();
+            let values: Vec<f16> = randn(&mut r, n * hdv, 1.0)
+                .into_iter()
+                .map(f16::from_f32)
+                .collect();
+            let scale = 1.0 / (hdk as f32).sqrt();
+            let want = tiled_attention(&q, &keys, &values, first, n, scale, false);
+            let got = tiled_attention(&q, &keys, &values, first, n, scale, true);
+            assert_eq!(
+                bits(&got),
+                bits(&want),
+                "hdk {hdk} hdv {hdv} keys {first}..{n}"
+            );
+            // The formula over the same keys, with the query as F16 so the
+            // helper can take it; the query's rounding is within the bound.
+            let exact = attention_formula(
+                &q16,
+                &keys[first * hdk..],
+                &values[first * hdv..],
+                n - first,
+                hdv,
+                scale,
+            );
+            for d in 0..hdv {
+                assert!(
+                    (want[d] as f64 - exact[d]).abs() <= 1e-2,
+                    "hdk {hdk} keys {first}..{n} d {d}: {} vs {}",
+                    want[d],
+                    exact[d]
+                );
+            }
+        }
+    }
+    // A tile with no valid key leaves the state alone; no keys give zeros.
+    let mut state = (f32::NEG_INFINITY, 0f32);
+    let mut acc = vec![0f32; 8];
+    let keys_t = vec![f32::NAN; hearth_kernels::ATTN_TILE];
+    let vals = vec![f32::NAN; hearth_kernels::ATTN_TILE * 8];
+    let tile = hearth_kernels::KvTile {
+        keys_t: &keys_t,
+        values: &vals,
+    };
+    hearth_kernels::attn_tile_row(&[1.0], tile, 3..3, 1.0, &mut state, &mut acc);
+    assert_eq!((state.0, state.1), (f32::NEG_INFINITY, 0.0));
+    let mut out = vec![1f32; 8];
+    hearth_kernels::attn_tile_finish(state, &acc, &mut out);
+    assert_eq!(out, vec![0f32; 8]);
+}
+
 /// llama.cpp's vector exp (SiLU's): within a few ulp of e^x over the
 /// whole range, including the scaled paths past |n| > 126 and the
 /// overflow/underflow ends; and the SIMD SiLU equals the reference there.

@@ -15,8 +15,10 @@
 //! request is refused.
 //!
 //! Reuse never changes an answer: a position's keys and values depend only
-//! on the tokens up to it, and the engine computes them bit-identically in
-//! any batch. Entries are told apart by the sequence's LoRA adapter (its
+//! on the tokens up to it and on which attention arithmetic each position
+//! took (which follows the length of the prompt that computed it; see
+//! [`KvCache::plan_prompt`]), and the engine computes them bit-identically
+//! in any batch. A match is cut to the positions whose arithmetic agrees. Entries are told apart by the sequence's LoRA adapter (its
 //! id; none is its own class) and by a key the caller chooses for anything
 //! else that shapes the keys and values, so a prefix computed under one
 //! adapter never serves another.
@@ -35,6 +37,9 @@ struct Entry {
     adapter: Option<u64>,
     tokens: Vec<u32>,
     cache: KvCache,
+    /// The source's [`KvCache::tiled_below`]: which positions took which
+    /// attention arithmetic.
+    tiled_below: usize,
     last_used: u64,
 }
 
@@ -115,6 +120,19 @@ fn adapter_id(seq: &Sequence) -> Option<u64> {
     seq.adapter().map(|a| a.id())
 }
 
+/// How many of the first `n` positions a sequence can take from an entry
+/// when the entry's positions below `kept` took the tiled attention
+/// arithmetic and the sequence's below `wanted` will
+/// ([`KvCache::plan_prompt`]): all `n` if every one of them took the form
+/// the sequence would give it, else only those below both.
+fn arithmetic_agrees(kept: usize, wanted: usize, n: usize) -> usize {
+    if kept.min(n) == wanted.min(n) {
+        n
+    } else {
+        kept.min(wanted)
+    }
+}
+
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
@@ -145,6 +163,7 @@ impl PrefixCache {
     pub fn seed(&mut self, seq: &mut Sequence, key: u64) -> Result<usize> {
         let adapter = adapter_id(seq);
         let prompt = seq.prompt();
+        let tiled = seq.cache().tiled_below();
         let mut guard = self.state();
         let st = &mut *guard;
         let best = st
@@ -153,7 +172,7 @@ impl PrefixCache {
             .filter(|e| e.key == key && e.adapter == adapter)
             .map(|e| {
                 let n = common_prefix(&e.tokens, prompt).min(prompt.len() - 1);
-                (n, e)
+                (arithmetic_agrees(e.tiled_below, tiled, n), e)
             })
             .max_by_key(|(n, _)| *n);
         let Some((n, entry)) = best else { return Ok(0) };
@@ -207,6 +226,7 @@ impl PrefixCache {
             adapter,
             tokens: tokens.to_vec(),
             cache,
+            tiled_below: src.tiled_below(),
             last_used: clock,
         });
         while st.entries.len() > st.max_entries || st.bytes() > st.max_bytes {

@@ -549,10 +549,12 @@ impl Runtime {
             Some(spec) => Some(self.constraint(spec)?),
             None => None,
         };
+        let mut cache = self.model.new_cache(n_ctx);
+        cache.plan_prompt(prompt.len());
         Ok(Sequence {
             constraint,
             constraint_error: None,
-            cache: self.model.new_cache(n_ctx),
+            cache,
             params,
             prompt,
             fed: 0,

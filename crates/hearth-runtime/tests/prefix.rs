@@ -63,6 +63,56 @@ fn a_reused_prefix_gives_the_same_answer() {
     }
 }
 
+/// Prompts of 64 tokens or more take the tiled attention arithmetic, so a
+/// kept prefix serves a new prompt only where both took the same form: two
+/// long prompts share it (and the reused, chunked answer equals the whole
+/// one's), but a short prompt's prefix does not serve a long one.
+#[test]
+fn reuse_follows_the_attention_form() {
+    let rt = runtime("smollm2");
+    let system = Message::new(
+        "system",
+        "You are a careful assistant. You answer in one short sentence, you never \
+         invent facts, and when a question is about geography you name the \
+         continent as well as the place itself. If you are unsure, you say so \
+         plainly and suggest where the user could look the answer up.",
+    );
+    let ask = |q: &str| {
+        rt.chat_prompt(&[system.clone(), Message::new("user", q)])
+            .unwrap()
+    };
+    let long_a = ask("Name a planet.");
+    let long_b = ask("Name a river.");
+    let short = rt
+        .chat_prompt(&[Message::new("system", "You are a careful assistant.")])
+        .unwrap();
+    assert!(
+        long_a.len() >= 64 && short.len() < 64,
+        "{} {}",
+        long_a.len(),
+        short.len()
+    );
+    for (kept, asked, reusable) in [(&long_a, &long_b, true), (&short, &long_b, false)] {
+        let mut cache = PrefixCache::new(4, 64 << 20, 4);
+        let mut first = rt.start(kept.clone(), params(), Some(512)).unwrap();
+        rt.step_batch(&mut [&mut first], usize::MAX).unwrap();
+        cache.remember(&first, 0);
+        let mut reused = rt.start(asked.clone(), params(), Some(512)).unwrap();
+        let n = cache.seed(&mut reused, 0).unwrap();
+        if reusable {
+            assert!(n >= 64 && n < asked.len(), "reused {n} of {}", asked.len());
+        } else {
+            assert_eq!(n, 0, "a one-row prefix served a tiled prompt");
+        }
+        let mut whole = rt.start(asked.clone(), params(), Some(512)).unwrap();
+        rt.step_batch(&mut [&mut whole], usize::MAX).unwrap();
+        run(&rt, &mut reused);
+        run(&rt, &mut whole);
+        let lp = |s: &Sequence| serde_json::to_string(s.steps()).unwrap();
+        assert_eq!(lp(&reused), lp(&whole), "reuse changed the answer");
+    }
+}
+
 /// A system prompt of about 200 tokens and eight questions after it.
 fn eight_chats(rt: &Runtime) -> Vec<Vec<u32>> {
     let rules = "Answer in one short sentence. Use plain words. Never invent facts; \

@@ -38,9 +38,9 @@ pub(crate) mod avx2 {
     pub(crate) mod ops {
         //! The scalar ops under the AVX2 names.
         pub(crate) use crate::ops::scalar::{
-            add_inplace, attn_online_f16, attn_online_finish, axpy_f16, dot_f32_f16,
-            f32_to_f16_row, gelu_tanh_mul_inplace, mul_inplace, rms_norm, rms_norm_inplace,
-            rope_apply, scale_inplace, silu_mul_inplace, softmax_inplace,
+            add_inplace, attn_online_f16, attn_online_finish, attn_tile_finish, attn_tile_row,
+            axpy_f16, dot_f32_f16, f32_to_f16_row, gelu_tanh_mul_inplace, mul_inplace, rms_norm,
+            rms_norm_inplace, rope_apply, scale_inplace, silu_mul_inplace, softmax_inplace,
         };
     }
 }

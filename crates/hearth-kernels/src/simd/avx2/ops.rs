@@ -7,7 +7,7 @@ use crate::ops::scalar::{
     self as sc, EXP_C, EXP_HI, EXP_LO, GELU_A, GELU_K, LN2_HI, LN2_LO, VEXP_LN2_HI, VEXP_LN2_LO,
     VEXP_LOG2E, VEXP_P,
 };
-use crate::ops::KvRun;
+use crate::ops::{KvRun, KvTile, ATTN_TILE};
 use half::f16;
 use std::arch::x86_64::*;
 
@@ -430,4 +430,124 @@ unsafe fn value_strip(acc: *mut __m128i, v: *const f16, v_stride: usize, ms: &[f
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn attn_online_finish(state: (f32, f32), acc: &[f16], out: &mut [f32]) {
     sc::attn_online_finish(state, acc, out)
+}
+
+/// [`sc::attn_tile_row`] on eight keys or eight value elements per
+/// register: the scores of all the tile's keys at once (eight accumulators,
+/// each key's chain over its elements in order), the weights through
+/// [`vexp8`] and the reference's fold of each eight, then the value sums
+/// with up to 64 accumulator elements in registers, keys in order. Value
+/// heads that are not a multiple of 8 take the scalar reference.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn attn_tile_row(
+    q: &[f32],
+    tile: KvTile,
+    valid: std::ops::Range<usize>,
+    scale: f32,
+    state: &mut (f32, f32),
+    acc: &mut [f32],
+) {
+    let (hdk, hdv) = (q.len(), acc.len());
+    if !hdv.is_multiple_of(8) {
+        return sc::attn_tile_row(q, tile, valid, scale, state, acc);
+    }
+    assert!(
+        valid.end <= ATTN_TILE
+            && tile.keys_t.len() >= hdk * ATTN_TILE
+            && tile.values.len() >= valid.end * hdv,
+        "attn_tile_row: tile shorter than its valid keys"
+    );
+    if valid.is_empty() {
+        return;
+    }
+    const NV: usize = ATTN_TILE / 8;
+    let mut s = [_mm256_setzero_ps(); NV];
+    let kp = tile.keys_t.as_ptr();
+    for (d, &qd) in q.iter().enumerate() {
+        let qv = _mm256_set1_ps(qd);
+        for (c, r) in s.iter_mut().enumerate() {
+            *r = _mm256_fmadd_ps(_mm256_loadu_ps(kp.add(d * ATTN_TILE + 8 * c)), qv, *r);
+        }
+    }
+    // Scale, then -inf outside `valid` (selected, not added, so whatever
+    // the unused key slots hold cannot leak in).
+    let (lo, hi) = (
+        _mm256_set1_epi32(valid.start as i32),
+        _mm256_set1_epi32(valid.end as i32),
+    );
+    let ninf = _mm256_set1_ps(f32::NEG_INFINITY);
+    let mut mx = ninf;
+    for (c, r) in s.iter_mut().enumerate() {
+        let idx = _mm256_add_epi32(
+            _mm256_set1_epi32(8 * c as i32),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        );
+        let inside = _mm256_andnot_si256(_mm256_cmpgt_epi32(lo, idx), _mm256_cmpgt_epi32(hi, idx));
+        *r = _mm256_blendv_ps(
+            ninf,
+            _mm256_mul_ps(*r, _mm256_set1_ps(scale)),
+            _mm256_castsi256_ps(inside),
+        );
+        mx = _mm256_max_ps(mx, *r);
+    }
+    let mut lanes = [0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), mx);
+    let tile_max = lanes.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    let (m_old, mut sum) = *state;
+    let m_new = m_old.max(tile_max);
+    if m_new > m_old {
+        let ms = (m_old - m_new).exp();
+        let f = _mm256_set1_ps(ms);
+        for c in (0..hdv).step_by(8) {
+            let p = acc.as_mut_ptr().add(c);
+            _mm256_storeu_ps(p, _mm256_mul_ps(_mm256_loadu_ps(p), f));
+        }
+        sum *= ms;
+    }
+    let mv = _mm256_set1_ps(m_new);
+    let mut w = [0f32; ATTN_TILE];
+    let mut total = 0f64;
+    for (c, r) in s.iter().enumerate() {
+        let v = vexp8(_mm256_sub_ps(*r, mv));
+        _mm256_storeu_ps(w.as_mut_ptr().add(8 * c), v);
+        let h = _mm_add_ps(_mm256_extractf128_ps::<1>(v), _mm256_castps256_ps128(v));
+        let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        let h = _mm_add_ss(h, _mm_movehdup_ps(h));
+        total += _mm_cvtss_f32(h) as f64;
+    }
+    *state = (m_new, (sum as f64 + total) as f32);
+    let vp = tile.values.as_ptr();
+    let ap = acc.as_mut_ptr();
+    let mut c0 = 0;
+    while c0 + 64 <= hdv {
+        let mut a: [__m256; 8] = std::array::from_fn(|c| _mm256_loadu_ps(ap.add(c0 + 8 * c)));
+        for j in valid.clone() {
+            let wj = _mm256_set1_ps(w[j]);
+            let row = vp.add(j * hdv + c0);
+            for (c, r) in a.iter_mut().enumerate() {
+                *r = _mm256_fmadd_ps(_mm256_loadu_ps(row.add(8 * c)), wj, *r);
+            }
+        }
+        for (c, r) in a.iter().enumerate() {
+            _mm256_storeu_ps(ap.add(c0 + 8 * c), *r);
+        }
+        c0 += 64;
+    }
+    while c0 < hdv {
+        let mut a = _mm256_loadu_ps(ap.add(c0));
+        for j in valid.clone() {
+            a = _mm256_fmadd_ps(
+                _mm256_loadu_ps(vp.add(j * hdv + c0)),
+                _mm256_set1_ps(w[j]),
+                a,
+            );
+        }
+        _mm256_storeu_ps(ap.add(c0), a);
+        c0 += 8;
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn attn_tile_finish(state: (f32, f32), acc: &[f32], out: &mut [f32]) {
+    sc::attn_tile_finish(state, acc, out)
 }
