@@ -29,6 +29,12 @@ pub struct KvCache {
     /// Positions below this take the tiled attention arithmetic
     /// ([`KvCache::plan_prompt`]).
     tiled_below: usize,
+    /// Positions below this take Q4_K's four-row float order
+    /// ([`KvCache::plan_prompt`]).
+    quad_below: usize,
+    /// Positions below this take Q6_K's batched float order
+    /// ([`KvCache::plan_prompt`]).
+    wide_below: usize,
 }
 
 /// Rows in one of llama.cpp's prompt batches (its default `n_ubatch`).
@@ -43,6 +49,8 @@ impl KvCache {
             len: 0,
             blocks: Vec::new(),
             tiled_below: 0,
+            quad_below: 0,
+            wide_below: 0,
         }
     }
 
@@ -73,22 +81,50 @@ impl KvCache {
     }
 
     /// Declares that positions `0..prompt_len` hold a prompt, so that they
-    /// take the attention arithmetic llama.cpp gives a prompt: it prefills
-    /// in batches of [`PROMPT_UBATCH`] rows, and a batch of at least
+    /// take the arithmetic llama.cpp gives a prompt. It prefills in batches
+    /// of [`PROMPT_UBATCH`] rows; a batch of at least
     /// [`hearth_kernels::ATTN_TILE`] rows takes its tiled flash attention
     /// (F32 accumulator), a smaller one and every decoding step the one-row
-    /// form (F16 accumulator). Tying the choice to the position, not to how
-    /// many rows a pass happens to carry, keeps a sequence's answer the same
-    /// however its prompt is chunked, batched or partly reused. Positions
-    /// after the prompt (generated or scored tokens) take the one-row form.
-    /// Without this call every position takes the one-row form.
+    /// form (F16 accumulator); its Q4_K products take a batch's rows four
+    /// at a time, with a float order of their own, leaving the last
+    /// `rows % 4` (and every decoding step) to the one-row order; and its
+    /// Q6_K products take batches of eight rows or more through a tiled
+    /// kernel with another order ([`hearth_kernels::Rows`]). Tying the
+    /// choice to the position, not to
+    /// how many rows a pass happens to carry, keeps a sequence's answer the
+    /// same however its prompt is chunked, batched or partly reused.
+    /// Positions after the prompt (generated or scored tokens) take the
+    /// one-row forms. Without this call every position takes them.
     pub fn plan_prompt(&mut self, prompt_len: usize) {
-        let tail = prompt_len % PROMPT_UBATCH;
-        self.tiled_below = if tail >= hearth_kernels::ATTN_TILE {
-            prompt_len
-        } else {
-            prompt_len - tail
+        // The positions of the batches of at least `min` rows.
+        let batches_of = |min: usize| {
+            let tail = prompt_len % PROMPT_UBATCH;
+            if tail >= min {
+                prompt_len
+            } else {
+                prompt_len - tail
+            }
         };
+        self.tiled_below = batches_of(hearth_kernels::ATTN_TILE);
+        self.wide_below = batches_of(8);
+        // Whole batches are multiples of four, so only the last one's
+        // remainder is left over.
+        self.quad_below = prompt_len - prompt_len % 4;
+    }
+
+    /// The K-quant float orders position `pos` takes ([`Self::plan_prompt`]).
+    pub fn rows_at(&self, pos: usize) -> hearth_kernels::Rows {
+        hearth_kernels::Rows {
+            quad: pos < self.quad_below,
+            wide: pos < self.wide_below,
+        }
+    }
+
+    /// Where this cache's positions change arithmetic: the bounds below
+    /// which they take the tiled attention, Q4_K's four-row order and
+    /// Q6_K's batched order ([`Self::plan_prompt`]).
+    pub fn form_bounds(&self) -> [usize; 3] {
+        [self.tiled_below, self.quad_below, self.wide_below]
     }
 
     /// Positions below this take the tiled attention ([`Self::plan_prompt`]).

@@ -148,6 +148,8 @@ struct Tok {
     pos: usize,
     /// Attention takes the tiled arithmetic ([`KvCache::plan_prompt`]).
     tiled: bool,
+    /// The K-quants' float orders ([`KvCache::plan_prompt`]).
+    rows: k::Rows,
 }
 
 impl Transformer {
@@ -204,6 +206,7 @@ impl Transformer {
                     item: i,
                     pos,
                     tiled: pos < it.cache.tiled_below(),
+                    rows: it.cache.rows_at(pos),
                 });
             }
         }
@@ -281,7 +284,10 @@ impl Transformer {
         let mut o = vec![0f32; n_tok * d];
         let mut gate = vec![0f32; n_tok * hp.n_ff];
         let mut up = vec![0f32; n_tok * hp.n_ff];
-        let mut acts = ActCache::default();
+        let mut acts = ActCache {
+            forms: batched_runs(&toks),
+            ..ActCache::default()
+        };
 
         for (li, layer) in self.layers.iter().enumerate() {
             // Decode-sized passes only: a prompt's thousands of slots would
@@ -335,7 +341,14 @@ impl Transformer {
             }
             k::add_inplace(&mut x, &o);
 
-            // Feed-forward block.
+            // Feed-forward block. llama.cpp keeps only the output rows
+            // after the last layer's attention, so its last feed-forward
+            // multiplies one row at a time when a pass wants few logits
+            // (decoding, a prompt's last token): that layer's K-quant
+            // products take the one-row forms for every token here.
+            if li + 1 == self.layers.len() {
+                acts.forms.clear();
+            }
             rms_rows(pool, &x, &layer.ffn_norm, hp.rms_eps, &mut h, d);
             acts.clear();
             let gate_up = lora(li, &[Role::Gate, Role::Up]);
@@ -560,7 +573,7 @@ impl Transformer {
             let (w, ref out) = outs[j];
             let xq = acts.find(k::vec_dot_type(w.ty));
             // SAFETY: the tasks of matrix j cover disjoint row ranges.
-            unsafe { self.gemm_rows(w, rows.clone(), xq, n_tok, out) };
+            unsafe { self.gemm_rows(w, rows.clone(), xq, n_tok, &acts.forms, out) };
         });
         if let Some(lu) = lora {
             if !plan.parts.is_empty() {
@@ -629,8 +642,8 @@ impl Transformer {
                 let len = rows.len();
                 // SAFETY: rows `rows` of gate and up belong to this task alone.
                 unsafe {
-                    self.gemm_rows(wg, rows.clone(), xg, n_tok, &gs);
-                    self.gemm_rows(wu, rows.clone(), xu, n_tok, &us);
+                    self.gemm_rows(wg, rows.clone(), xg, n_tok, &acts.forms, &gs);
+                    self.gemm_rows(wu, rows.clone(), xu, n_tok, &acts.forms, &us);
                 }
                 let (b0, b1) = (
                     k::row_bytes(down_ty, rows.start),
@@ -659,7 +672,9 @@ impl Transformer {
 
     /// Rows `rows` of `w` against the `n_tok` activation columns `xq`,
     /// written into those rows of every token of the token-major `out`
-    /// (`n_tok` rows of `w.n_out`), straight from the kernel.
+    /// (`n_tok` rows of `w.n_out`), straight from the kernel; the tokens in
+    /// `forms` take those float orders ([`k::Rows`]), the rest the one-row
+    /// ones.
     ///
     /// # Safety
     /// No other task may touch rows `rows` of `out` during the call.
@@ -669,13 +684,31 @@ impl Transformer {
         rows: std::ops::Range<usize>,
         xq: &[u8],
         n_tok: usize,
+        forms: &[(std::ops::Range<usize>, k::Rows)],
         out: &SharedMut<f32>,
     ) {
-        // SAFETY: `ptr_at` checks that the last token's rows are inside
-        // `out`; the caller owns these rows of every token.
-        unsafe {
-            let y = out.ptr_at(rows.start, (n_tok - 1) * w.n_out + rows.len());
-            k::gemm_strided(w.ty, w.n_in, self.weights(w), rows, xq, n_tok, y, w.n_out);
+        let xb = k::row_bytes(k::vec_dot_type(w.ty), w.n_in);
+        for (cols, form) in form_runs(w.ty, 0..n_tok, forms) {
+            // SAFETY: `ptr_at` checks that the run's last token's rows are
+            // inside `out`; the caller owns these rows of every token.
+            unsafe {
+                let y = out.ptr_at(
+                    cols.start * w.n_out + rows.start,
+                    (cols.len() - 1) * w.n_out + rows.len(),
+                );
+                let x = &xq[cols.start * xb..cols.end * xb];
+                k::gemm_strided(
+                    w.ty,
+                    w.n_in,
+                    self.weights(w),
+                    rows.clone(),
+                    x,
+                    cols.len(),
+                    y,
+                    w.n_out,
+                    form,
+                );
+            }
         }
     }
 
@@ -786,7 +819,19 @@ impl Transformer {
             // SAFETY: the tasks of matrix j cover disjoint token ranges, so
             // disjoint output rows.
             let y = unsafe { out.slice(cols.start * w.n_out..cols.end * w.n_out) };
-            k::gemm(w.ty, w.n_in, self.weights(w), 0..w.n_out, xq, cols.len(), y);
+            for (run, form) in form_runs(w.ty, cols.clone(), &acts.forms) {
+                let (a, b) = (run.start - cols.start, run.end - cols.start);
+                k::gemm_rows(
+                    w.ty,
+                    w.n_in,
+                    self.weights(w),
+                    0..w.n_out,
+                    &xq[a * xb..b * xb],
+                    run.len(),
+                    &mut y[a * w.n_out..b * w.n_out],
+                    form,
+                );
+            }
         });
     }
 
@@ -1244,6 +1289,10 @@ impl<'a> LoraPlan<'a> {
 #[derive(Default)]
 struct ActCache {
     entries: Vec<(GgmlType, Vec<u8>)>,
+    /// The pass's runs of consecutive tokens that take batched K-quant
+    /// float orders ([`k::Rows`]), sorted; tokens outside them take the
+    /// one-row orders (not touched by [`ActCache::clear`]).
+    forms: Vec<(std::ops::Range<usize>, k::Rows)>,
 }
 
 impl ActCache {
@@ -1276,6 +1325,52 @@ impl ActCache {
         });
         self.entries.push((ty, buf));
     }
+}
+
+/// The runs of consecutive tokens with the same batched K-quant float
+/// orders, leaving out the one-row tokens.
+fn batched_runs(toks: &[Tok]) -> Vec<(std::ops::Range<usize>, k::Rows)> {
+    let mut runs: Vec<(std::ops::Range<usize>, k::Rows)> = Vec::new();
+    for (i, t) in toks.iter().enumerate() {
+        if t.rows == k::Rows::SINGLE {
+            continue;
+        }
+        match runs.last_mut() {
+            Some((r, f)) if r.end == i && *f == t.rows => r.end = i + 1,
+            _ => runs.push((i..i + 1, t.rows)),
+        }
+    }
+    runs
+}
+
+/// `cols` split where the float order changes: runs inside `forms` take
+/// their orders, the rest [`k::Rows::SINGLE`]. Formats whose order does not
+/// depend on the batch get `cols` whole.
+fn form_runs(
+    ty: GgmlType,
+    cols: std::ops::Range<usize>,
+    forms: &[(std::ops::Range<usize>, k::Rows)],
+) -> Vec<(std::ops::Range<usize>, k::Rows)> {
+    if !k::Rows::matters_for(ty) || forms.is_empty() {
+        return vec![(cols, k::Rows::SINGLE)];
+    }
+    let mut out = Vec::new();
+    let mut at = cols.start;
+    for (run, form) in forms {
+        let (a, b) = (run.start.max(at), run.end.min(cols.end));
+        if a >= b {
+            continue;
+        }
+        if at < a {
+            out.push((at..a, k::Rows::SINGLE));
+        }
+        out.push((a..b, *form));
+        at = b;
+    }
+    if at < cols.end {
+        out.push((at..cols.end, k::Rows::SINGLE));
+    }
+    out
 }
 
 /// The largest pass whose KV slots are asked for ahead of their write
@@ -1367,5 +1462,55 @@ fn add_bias(x: &mut [f32], b: Option<&[f32]>) {
         for row in x.chunks_exact_mut(b.len()) {
             k::add_inplace(row, b);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pass's columns split where the K-quant float order changes, and
+    /// only for the formats that have batched orders.
+    #[test]
+    fn form_runs_split_only_where_the_order_changes() {
+        let quad = k::Rows {
+            quad: true,
+            wide: true,
+        };
+        let wide = k::Rows {
+            quad: false,
+            wide: true,
+        };
+        // Tokens 2..6 quad, 6..8 wide; the rest single.
+        let forms = vec![(2..6, quad), (6..8, wide)];
+        let single = k::Rows::SINGLE;
+        assert_eq!(
+            form_runs(GgmlType::Q4_K, 0..10, &forms),
+            vec![(0..2, single), (2..6, quad), (6..8, wide), (8..10, single)]
+        );
+        assert_eq!(
+            form_runs(GgmlType::Q6_K, 3..7, &forms),
+            vec![(3..6, quad), (6..7, wide)]
+        );
+        assert_eq!(
+            form_runs(GgmlType::Q6_K, 8..9, &forms),
+            vec![(8..9, single)]
+        );
+        assert_eq!(
+            form_runs(GgmlType::Q8_0, 0..10, &forms),
+            vec![(0..10, single)]
+        );
+        assert_eq!(form_runs(GgmlType::Q4_K, 0..10, &[]), vec![(0..10, single)]);
+        let toks: Vec<Tok> = [single, quad, quad, wide, single]
+            .iter()
+            .enumerate()
+            .map(|(i, &rows)| Tok {
+                item: 0,
+                pos: i,
+                tiled: false,
+                rows,
+            })
+            .collect();
+        assert_eq!(batched_runs(&toks), vec![(1..3, quad), (3..4, wide)]);
     }
 }

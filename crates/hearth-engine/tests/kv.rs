@@ -377,3 +377,35 @@ fn a_geometry_whose_heads_do_not_divide_is_refused() {
         assert!(err.to_string().contains("kv block"), "{err}");
     }
 }
+
+/// Where a planned prompt's positions change arithmetic: llama.cpp's
+/// batches of 512 rows, tiled attention from 64 rows, Q4_K's four-row
+/// order for all but a batch's last `rows % 4`, Q6_K's batched order from
+/// eight rows.
+#[test]
+fn a_prompt_plan_follows_llama_cpp_batches() {
+    let model = model(Arch::Llama, 16, usize::MAX);
+    for (len, bounds) in [
+        (0, [0, 0, 0]),
+        (6, [0, 4, 0]),
+        (9, [0, 8, 9]),
+        (64, [64, 64, 64]),
+        (515, [512, 512, 512]),
+        (530, [512, 528, 530]),
+        (600, [600, 600, 600]),
+        (1024, [1024, 1024, 1024]),
+    ] {
+        let mut cache = model.new_cache(2048);
+        cache.plan_prompt(len);
+        assert_eq!(cache.form_bounds(), bounds, "prompt of {len}");
+        assert_eq!(cache.tiled_below(), bounds[0]);
+        let last = len.saturating_sub(1);
+        let rows = cache.rows_at(last);
+        assert_eq!((rows.quad, rows.wide), (last < bounds[1], last < bounds[2]));
+        assert_eq!(
+            cache.rows_at(len),
+            hearth_kernels::Rows::SINGLE,
+            "past the prompt"
+        );
+    }
+}

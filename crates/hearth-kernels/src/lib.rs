@@ -21,8 +21,9 @@
 //! what `shared/golden/` was made with, and an engine whose float order
 //! differs lands ~0.1 log-probability away from it (one 8-bit activation
 //! rounding the other way is amplified layer by layer), so matching the
-//! operations is the only way to meet the golden tolerance. For SmolLM2 the
-//! logits are now the reference's bit for bit. The parts:
+//! operations is the only way to meet the golden tolerance. For both
+//! default models the logits are the reference's bit for bit
+//! (`hearth-runtime`'s `bit_exact` test). The parts:
 //! - 32-element formats accumulate per-block `d * partial_sum` into one
 //!   bank of eight lanes with a fused multiply-add, blocks in order, and the
 //!   minimum terms `m * s` (Q4_1, Q5_1) by fused multiply-adds into one
@@ -32,13 +33,17 @@
 //! - Attention is its CPU flash attention with an F16 cache: the one-row
 //!   form ([`attn_online_f16`]) and the tiled form it takes for 64 or more
 //!   query rows ([`attn_tile_row`]).
+//! - K-quants: each super-block's integer sums are exact; the float updates
+//!   follow the kernel llama.cpp picks for the batch a row is in ([`Rows`]):
+//!   Q4_K its repacked four-row and one-row kernels (two chains, scale
+//!   terms and minimum terms, subtracted at the end), Q6_K its dot product
+//!   (eight lanes) or, in batches of eight or more, its tiled matmul (one
+//!   chain). Q2_K, Q3_K and Q5_K keep one float update per super-block
+//!   (not matched: no default model uses them).
+//! - GeGLU looks GELU up in llama.cpp's F16 table.
 //!
-//! Not yet matched: K-quants take an exact integer sum per super-block
-//! (llama.cpp's AVX2 K-quant kernels, and its repacked Q4_K ones, order
-//! their float updates differently) and GeGLU uses a formula rather than
-//! llama.cpp's F16 table, so Gemma 3 is within ~0.1 of the reference, not
-//! bit-exact. Float weight formats use 32 lanes. A future ISA port must
-//! follow the same structure to stay bit-identical.
+//! Float weight formats use 32 lanes. A future ISA port must follow the
+//! same structure to stay bit-identical.
 //!
 //! Activations are quantised as llama.cpp does on x86 (see [`vec_dot_type`]
 //! and [`quantize_row`]), so activation bytes match llama.cpp's byte for
@@ -47,9 +52,8 @@
 //! # Layout
 //! - `formats/`: one module per block format (layout, scalar reference
 //!   dequantise / quantise / dot product).
-//! - `simd/`: per-ISA kernels (`avx2` today, with AVX-512 VNNI prefill
-//!   kernels for the 32-element formats inside it, taken where the CPU has
-//!   them; `neon`, `wasm` slot in beside it).
+//! - `simd/`: per-ISA kernels (`avx2` today, taken on AVX-512 CPUs too;
+//!   `neon`, `wasm` slot in beside it).
 //! - `ops`: element-wise ops.
 
 // Block-layout code walks several arrays by the same element or sub-block
@@ -68,6 +72,53 @@ pub use ops::{KvRun, KvTile, ATTN_TILE};
 use half::f16;
 use simd::Isa;
 use std::ops::Range;
+
+/// What batch llama.cpp's AVX2 build would have multiplied an activation
+/// row in, which picks the float order of two K-quant formats:
+/// - Q4_K (it repacks those matrices): a batch's first `n - n % 4` rows go
+///   through a four-row kernel, the rest (and decoding) through a one-row
+///   kernel, with different orders ([`formats::q4_k`]);
+/// - Q6_K: batches of eight rows or more go through a tiled kernel, smaller
+///   ones (and decoding) through the dot product ([`formats::q6_k`]).
+///
+/// Every other format ignores it. The engine sets it from a row's position
+/// in its prompt, never from what else shares the pass.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Rows {
+    /// One of a batch's first `n - n % 4` rows (`n >= 4`).
+    pub quad: bool,
+    /// A row of a batch of at least eight.
+    pub wide: bool,
+}
+
+impl Rows {
+    /// A row multiplied alone: decoding.
+    pub const SINGLE: Rows = Rows {
+        quad: false,
+        wide: false,
+    };
+    /// Every combination, for tests.
+    pub const ALL: [Rows; 4] = [
+        Rows::SINGLE,
+        Rows {
+            quad: true,
+            wide: false,
+        },
+        Rows {
+            quad: false,
+            wide: true,
+        },
+        Rows {
+            quad: true,
+            wide: true,
+        },
+    ];
+
+    /// Whether `t`'s float order depends on the batch at all.
+    pub fn matters_for(t: GgmlType) -> bool {
+        matches!(t, GgmlType::Q4_K | GgmlType::Q6_K)
+    }
+}
 
 /// Bytes in a row of `n` elements of type `t`. Panics if `n` is not a whole
 /// number of blocks (the engine guarantees shapes).
@@ -149,6 +200,23 @@ pub fn vec_dot(t: GgmlType, n: usize, w: &[u8], x: &[u8]) -> f32 {
     }
 }
 
+/// [`vec_dot`] in the float order of `form` (see [`Rows`]).
+pub fn vec_dot_rows(t: GgmlType, n: usize, w: &[u8], x: &[u8], form: Rows) -> f32 {
+    if !Rows::matters_for(t) || form == Rows::SINGLE {
+        return vec_dot(t, n, w, x);
+    }
+    match simd::isa() {
+        Isa::Avx2 => {
+            reference::check_dot(t, n, w, x);
+            // SAFETY: Avx2 is only selected when the CPU has avx2, fma and f16c;
+            // the operand sizes were checked just above.
+            unsafe { simd::avx2::vec_dot_rows(t, n, w, x, form) }
+                .unwrap_or_else(|| reference::vec_dot_rows(t, n, w, x, form))
+        }
+        Isa::Scalar => reference::vec_dot_rows(t, n, w, x, form),
+    }
+}
+
 /// `y[c * rows.len() + (r - rows.start)] = vec_dot(t, n, row r of w, column c of x)`
 /// for `r` in `rows`, `c` in `0..ncols`. `w` is the whole matrix (rows of
 /// `row_bytes(t, n)` bytes); `x` holds `ncols` activation rows of
@@ -164,10 +232,10 @@ pub fn gemm(
     ncols: usize,
     y: &mut [f32],
 ) {
-    gemm_contiguous(t, n, w, rows, x, ncols, y, true)
+    gemm_rows(t, n, w, rows, x, ncols, y, Rows::SINGLE)
 }
 
-/// [`gemm`] writing column `c` to `y[c * ldy..][..rows.len()]`, so that
+/// [`gemm_rows`] writing column `c` to `y[c * ldy..][..rows.len()]`, so that
 /// callers splitting a matrix by rows can write every column's part
 /// straight into a token-major output (`ldy` = the matrix's row count)
 /// instead of through a scratch block. The same results, bit for bit.
@@ -186,6 +254,7 @@ pub unsafe fn gemm_strided(
     ncols: usize,
     y: *mut f32,
     ldy: usize,
+    form: Rows,
 ) {
     reference::check_inputs(t, n, w, &rows, x, ncols);
     assert!(
@@ -194,7 +263,7 @@ pub unsafe fn gemm_strided(
         rows.len()
     );
     // SAFETY: the caller's promise about `y`; the inputs were checked.
-    unsafe { gemm_with(t, n, w, rows, x, ncols, y, ldy, true) }
+    unsafe { gemm_with(t, n, w, rows, x, ncols, y, ldy, form) }
 }
 
 /// # Safety
@@ -210,42 +279,26 @@ unsafe fn gemm_with(
     ncols: usize,
     y: *mut f32,
     ldy: usize,
-    wide: bool,
+    form: Rows,
 ) {
     match simd::isa() {
         Isa::Avx2 => {
             // SAFETY: Avx2 is only selected when the CPU has avx2, fma and
             // f16c; the operand sizes were checked by our caller.
-            if !unsafe { simd::avx2::gemm(t, n, w, rows.clone(), x, ncols, y, ldy, wide) } {
+            if !unsafe { simd::avx2::gemm(t, n, w, rows.clone(), x, ncols, y, ldy, form) } {
                 // SAFETY: as above.
-                unsafe { reference::gemm_into(t, n, w, rows, x, ncols, y, ldy) }
+                unsafe { reference::gemm_into(t, n, w, rows, x, ncols, y, ldy, form) }
             }
         }
         // SAFETY: as above.
-        Isa::Scalar => unsafe { reference::gemm_into(t, n, w, rows, x, ncols, y, ldy) },
+        Isa::Scalar => unsafe { reference::gemm_into(t, n, w, rows, x, ncols, y, ldy, form) },
     }
 }
 
-/// [`gemm`] restricted to the AVX2 kernels on CPUs that also have AVX-512
-/// (where [`gemm`] takes the AVX-512 prefill kernels for the 32-element
-/// formats and the K-quants), so tests can hold both to the reference on one machine. The
-/// same results as [`gemm`], bit for bit.
-#[doc(hidden)]
-pub fn gemm_avx2_only(
-    t: GgmlType,
-    n: usize,
-    w: &[u8],
-    rows: Range<usize>,
-    x: &[u8],
-    ncols: usize,
-    y: &mut [f32],
-) {
-    gemm_contiguous(t, n, w, rows, x, ncols, y, false)
-}
-
-/// [`gemm`] (`wide`) or [`gemm_avx2_only`] into a checked contiguous `y`.
+/// [`gemm`] in the float order of `form` (see [`Rows`]): bit-identical to
+/// [`vec_dot_rows`] per (row, column).
 #[allow(clippy::too_many_arguments)]
-fn gemm_contiguous(
+pub fn gemm_rows(
     t: GgmlType,
     n: usize,
     w: &[u8],
@@ -253,12 +306,12 @@ fn gemm_contiguous(
     x: &[u8],
     ncols: usize,
     y: &mut [f32],
-    wide: bool,
+    form: Rows,
 ) {
     reference::check_gemm(t, n, w, &rows, x, ncols, y);
     let nr = rows.len();
     // SAFETY: `y` holds `ncols * nr` floats (checked just above).
-    unsafe { gemm_with(t, n, w, rows, x, ncols, y.as_mut_ptr(), nr, wide) }
+    unsafe { gemm_with(t, n, w, rows, x, ncols, y.as_mut_ptr(), nr, form) }
 }
 
 macro_rules! dispatch_op {

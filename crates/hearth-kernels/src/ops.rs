@@ -28,9 +28,10 @@
 //!   polynomial ([`scalar::expf`]) summed in eight f32 lanes, then
 //!   multiplied by `1 / sum`. A row that is all `-inf` comes out all zero
 //!   (not NaN).
-//! - `gelu_tanh`: computed in f32 as `x / (1 + exp(-2u))`, which equals
-//!   `0.5 x (1 + tanh u)`, `u = sqrt(2/pi) (x + 0.044715 x^3)`. llama.cpp's
-//!   CPU GeGLU looks up an f16 table instead (not yet matched).
+//! - `gelu_tanh` (Gemma's GeGLU): llama.cpp's F16 table, `0.5 x (1 +
+//!   tanh u)`, `u = sqrt(2/pi) x (1 + 0.044715 x^2)`, evaluated in f32 at
+//!   every F16 value and rounded to F16; `x` is rounded to F16 to look it up
+//!   (outside [-10, 10]: 0 or `x`). Same bits.
 
 use half::f16;
 
@@ -91,8 +92,9 @@ pub mod scalar {
         f32::from_bits(0x3f7f_fff6),
     ];
     pub(crate) const GELU_A: f32 = 0.044_715;
-    /// `-2 * sqrt(2 / pi)`.
-    pub(crate) const GELU_K: f32 = -1.595_769_2;
+    /// ggml's `SQRT_2_OVER_PI`, rounded to f32.
+    #[allow(clippy::excessive_precision)]
+    const GELU_SQRT_2_OVER_PI: f32 = 0.797_884_560_802_865_355_879_892_119_868_76;
 
     /// e^x to within a few ulp over the normal range, written with separate
     /// multiplies and adds so a SIMD version can reproduce every rounding:
@@ -158,11 +160,23 @@ pub mod scalar {
         x / (1.0 + vexpf(0.0 - x))
     }
 
-    #[inline(always)]
-    pub(crate) fn gelu_tanh(x: f32) -> f32 {
-        let inner = GELU_A * (x * x) + 1.0;
-        let z = (GELU_K * x) * inner;
-        x / (1.0 + expf(z))
+    /// `0.5 x (1 + tanh(sqrt(2/pi) x (1 + 0.044715 x^2)))` in f32 as
+    /// llama.cpp's compiled table builder evaluates it: the inner bracket
+    /// fused (`(0.044715 x) * x + 1`), libm's `tanhf`.
+    fn gelu_f32(x: f32) -> f32 {
+        let inner = (GELU_SQRT_2_OVER_PI * x) * (GELU_A * x).mul_add(x, 1.0);
+        (0.5 * x) * (1.0 + inner.tanh())
+    }
+
+    /// GELU of every F16 value, rounded to F16, by bit pattern: llama.cpp's
+    /// CPU GeGLU looks its GELU up here (built once, 128 KiB).
+    fn gelu_table() -> &'static [f16] {
+        static TABLE: std::sync::OnceLock<Vec<f16>> = std::sync::OnceLock::new();
+        TABLE.get_or_init(|| {
+            (0..=u16::MAX)
+                .map(|b| f16::from_f32(gelu_f32(f16::from_bits(b).to_f32())))
+                .collect()
+        })
     }
 
     /// `1 / sqrt(mean(x^2) + eps)`: squares rounded to f32, summed in f64
@@ -222,8 +236,17 @@ pub mod scalar {
 
     pub fn gelu_tanh_mul_inplace(gate: &mut [f32], up: &[f32]) {
         assert_eq!(gate.len(), up.len(), "gelu_mul: length mismatch");
+        // llama.cpp's GeGLU: 0 at or below -10, `x * u` at or above 10,
+        // else the table at `x` rounded to F16, times `u`.
+        let table = gelu_table();
         for (g, &u) in gate.iter_mut().zip(up) {
-            *g = gelu_tanh(*g) * u;
+            *g = if *g <= -10.0 {
+                0.0
+            } else if *g >= 10.0 {
+                *g * u
+            } else {
+                table[f16::from_f32(*g).to_bits() as usize].to_f32() * u
+            };
         }
     }
 

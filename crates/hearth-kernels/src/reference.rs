@@ -117,6 +117,17 @@ pub fn vec_dot(t: GgmlType, n: usize, w: &[u8], x: &[u8]) -> f32 {
     }
 }
 
+/// [`vec_dot`] in the float order of `form` (see [`crate::Rows`]).
+pub fn vec_dot_rows(t: GgmlType, n: usize, w: &[u8], x: &[u8], form: crate::Rows) -> f32 {
+    let (wb, xb) = check_dot(t, n, w, x);
+    let (w, x) = (&w[..wb], &x[..xb]);
+    match t {
+        GgmlType::Q4_K => q4_k::vec_dot_rows(n, w, x, form.quad),
+        GgmlType::Q6_K => q6_k::vec_dot_rows(n, w, x, form.wide),
+        _ => vec_dot(t, n, w, x),
+    }
+}
+
 /// Checks gemm operand sizes (the output's too, for a contiguous `y`);
 /// returns (weight row bytes, activation row bytes).
 pub(crate) fn check_gemm(
@@ -183,7 +194,19 @@ pub fn gemm(
     check_gemm(t, n, w, &rows, x, ncols, y);
     let nr = rows.len();
     // SAFETY: `y` holds `ncols * nr` floats (checked), every index written.
-    unsafe { gemm_into(t, n, w, rows, x, ncols, y.as_mut_ptr(), nr) }
+    unsafe {
+        gemm_into(
+            t,
+            n,
+            w,
+            rows,
+            x,
+            ncols,
+            y.as_mut_ptr(),
+            nr,
+            crate::Rows::SINGLE,
+        )
+    }
 }
 
 /// [`gemm`] with column `c` written to `y[c * ldy..][..rows.len()]`. The
@@ -202,12 +225,13 @@ pub(crate) unsafe fn gemm_into(
     ncols: usize,
     y: *mut f32,
     ldy: usize,
+    form: crate::Rows,
 ) {
     let (wb, xb) = (row_bytes(t, n), row_bytes(vec_dot_type(t), n));
     for c in 0..ncols {
         let xc = &x[c * xb..(c + 1) * xb];
         for (i, r) in rows.clone().enumerate() {
-            let v = vec_dot(t, n, &w[r * wb..(r + 1) * wb], xc);
+            let v = vec_dot_rows(t, n, &w[r * wb..(r + 1) * wb], xc, form);
             // SAFETY: `c < ncols`, `i < rows.len()`: writable (caller).
             unsafe { *y.add(c * ldy + i) = v };
         }

@@ -8,7 +8,8 @@
 mod common;
 
 use common::*;
-use hearth_kernels::{reference, row_bytes, vec_dot_type, GgmlType};
+use hearth_kernels::{reference, row_bytes, vec_dot_type, GgmlType, Rows};
+use std::ops::Range;
 
 #[test]
 fn reports_an_isa() {
@@ -42,6 +43,16 @@ fn vec_dot_matches_reference_bitwise() {
                     b.to_bits(),
                     "{t} n={n} trial {trial}: {a} vs {b}"
                 );
+                // The batched forms (only Q4_K's and Q6_K's differ from the
+                // one-row form).
+                for form in Rows::ALL {
+                    let a = hearth_kernels::vec_dot_rows(t, n, &w, &x, form);
+                    let b = reference::vec_dot_rows(t, n, &w, &x, form);
+                    assert_eq!(a.to_bits(), b.to_bits(), "{t} n={n} trial {trial} {form:?}");
+                    if !Rows::matters_for(t) {
+                        assert_eq!(a.to_bits(), reference::vec_dot(t, n, &w, &x).to_bits());
+                    }
+                }
             }
         }
     }
@@ -200,6 +211,7 @@ fn check_gemm_with(
                     ncols,
                     ys.as_mut_ptr(),
                     ldy,
+                    Rows::SINGLE,
                 )
             };
             for c in 0..ncols {
@@ -214,13 +226,7 @@ fn check_gemm_with(
                     "strided {t} n={n} ncols={ncols} rows={rows:?}: wrote past column {c}"
                 );
             }
-            let mut ya = vec![f32::NAN; ncols * nr];
-            hearth_kernels::gemm_avx2_only(t, n, &w, rows.clone(), &x, ncols, &mut ya);
-            assert_eq!(
-                bits(&ya),
-                bits(&expect),
-                "AVX2 kernels {t} n={n} ncols={ncols} rows={rows:?}"
-            );
+            check_batched_forms(t, n, &w, rows.clone(), &x, ncols);
             let mut yr = vec![f32::NAN; ncols * nr];
             reference::gemm(t, n, &w, rows.clone(), &x, ncols, &mut yr);
             assert_eq!(
@@ -228,6 +234,34 @@ fn check_gemm_with(
                 bits(&expect),
                 "reference {t} n={n} ncols={ncols} rows={rows:?}"
             );
+        }
+    }
+}
+
+/// `gemm_rows` in each batched form equals the reference's dot in that
+/// form per (row, column).
+fn check_batched_forms(
+    t: GgmlType,
+    n: usize,
+    w: &[u8],
+    rows: Range<usize>,
+    x: &[u8],
+    ncols: usize,
+) {
+    let (rb, xb, nr) = (row_bytes(t, n), row_bytes(vec_dot_type(t), n), rows.len());
+    for form in Rows::ALL {
+        let mut y = vec![f32::NAN; ncols * nr];
+        hearth_kernels::gemm_rows(t, n, w, rows.clone(), x, ncols, &mut y, form);
+        for c in 0..ncols {
+            for (i, row) in rows.clone().enumerate() {
+                let (wr, xc) = (&w[row * rb..(row + 1) * rb], &x[c * xb..(c + 1) * xb]);
+                let want = reference::vec_dot_rows(t, n, wr, xc, form);
+                assert_eq!(
+                    y[c * nr + i].to_bits(),
+                    want.to_bits(),
+                    "{t} n={n} ncols={ncols} rows={rows:?} {form:?} r{row} c{c}"
+                );
+            }
         }
     }
 }
@@ -330,13 +364,7 @@ fn gemm_tiled_extreme_activations() {
         }
         let mut y = vec![f32::NAN; ncols * nrows];
         hearth_kernels::gemm(t, n, &w, 0..nrows, &x, ncols, &mut y);
-        let mut ya = vec![f32::NAN; ncols * nrows];
-        hearth_kernels::gemm_avx2_only(t, n, &w, 0..nrows, &x, ncols, &mut ya);
-        assert_eq!(
-            y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-            ya.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-            "{t}: AVX2 kernels"
-        );
+        check_batched_forms(t, n, &w, 0..nrows, &x, ncols);
         for c in 0..ncols {
             for row in 0..nrows {
                 let d = hearth_kernels::vec_dot(

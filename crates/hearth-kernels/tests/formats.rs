@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use hearth_kernels::{reference, row_bytes, vec_dot_type, GgmlType};
+use hearth_kernels::{reference, row_bytes, vec_dot_type, GgmlType, Rows};
 
 fn deq(t: GgmlType, b: &[u8]) -> Vec<f32> {
     let n = b.len() / t.type_size() * t.block_size();
@@ -369,13 +369,16 @@ fn reference_dot_matches_dequantised_dot() {
                 .zip(&xf)
                 .map(|(a, b)| (*a as f64 * *b as f64).abs())
                 .sum();
-            let got = reference::vec_dot(t, n, &w, &x) as f64;
-            // The quantised dot differs from the float one only by f32 rounding
-            // of the scales' products and the accumulation.
-            assert!(
-                (got - exact).abs() <= 1e-5 * mag + 1e-6,
-                "{t} n={n}: {got} vs {exact} (mag {mag})"
-            );
+            // Every float order (only Q4_K's and Q6_K's differ; see `Rows`).
+            for form in Rows::ALL {
+                let got = reference::vec_dot_rows(t, n, &w, &x, form) as f64;
+                // The quantised dot differs from the float one only by f32
+                // rounding of the scales' products and the accumulation.
+                assert!(
+                    (got - exact).abs() <= 1e-5 * mag + 1e-6,
+                    "{t} n={n} {form:?}: {got} vs {exact} (mag {mag})"
+                );
+            }
         }
     }
 }
@@ -403,5 +406,7 @@ fn gemm_strided_rejects_overlapping_columns() {
     let mut y = vec![0f32; 8];
     // Two columns of four rows cannot sit three floats apart.
     // SAFETY: `y` is larger than any write the call could make.
-    unsafe { hearth_kernels::gemm_strided(t, 32, &w, 0..4, &x, 2, y.as_mut_ptr(), 3) };
+    unsafe {
+        hearth_kernels::gemm_strided(t, 32, &w, 0..4, &x, 2, y.as_mut_ptr(), 3, Rows::SINGLE)
+    };
 }

@@ -15,8 +15,8 @@
 //! request is refused.
 //!
 //! Reuse never changes an answer: a position's keys and values depend only
-//! on the tokens up to it and on which attention arithmetic each position
-//! took (which follows the length of the prompt that computed it; see
+//! on the tokens up to it and on which arithmetic each position took (which
+//! follows the length of the prompt that computed it; see
 //! [`KvCache::plan_prompt`]), and the engine computes them bit-identically
 //! in any batch. A match is cut to the positions whose arithmetic agrees. Entries are told apart by the sequence's LoRA adapter (its
 //! id; none is its own class) and by a key the caller chooses for anything
@@ -37,9 +37,9 @@ struct Entry {
     adapter: Option<u64>,
     tokens: Vec<u32>,
     cache: KvCache,
-    /// The source's [`KvCache::tiled_below`]: which positions took which
-    /// attention arithmetic.
-    tiled_below: usize,
+    /// The source's [`KvCache::form_bounds`]: which positions took which
+    /// arithmetic.
+    bounds: [usize; 3],
     last_used: u64,
 }
 
@@ -121,16 +121,17 @@ fn adapter_id(seq: &Sequence) -> Option<u64> {
 }
 
 /// How many of the first `n` positions a sequence can take from an entry
-/// when the entry's positions below `kept` took the tiled attention
-/// arithmetic and the sequence's below `wanted` will
-/// ([`KvCache::plan_prompt`]): all `n` if every one of them took the form
-/// the sequence would give it, else only those below both.
-fn arithmetic_agrees(kept: usize, wanted: usize, n: usize) -> usize {
-    if kept.min(n) == wanted.min(n) {
-        n
-    } else {
-        kept.min(wanted)
+/// when each arithmetic choice switches at `kept[i]` in the entry and at
+/// `wanted[i]` in the sequence: all `n` if every one of them took the form
+/// the sequence would give it, else only those below both bounds that
+/// disagree.
+fn arithmetic_agrees(kept: [usize; 3], wanted: [usize; 3], mut n: usize) -> usize {
+    for (k, w) in kept.into_iter().zip(wanted) {
+        if k.min(n) != w.min(n) {
+            n = k.min(w);
+        }
     }
+    n
 }
 
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {
@@ -163,7 +164,7 @@ impl PrefixCache {
     pub fn seed(&mut self, seq: &mut Sequence, key: u64) -> Result<usize> {
         let adapter = adapter_id(seq);
         let prompt = seq.prompt();
-        let tiled = seq.cache().tiled_below();
+        let bounds = seq.cache().form_bounds();
         let mut guard = self.state();
         let st = &mut *guard;
         let best = st
@@ -172,7 +173,7 @@ impl PrefixCache {
             .filter(|e| e.key == key && e.adapter == adapter)
             .map(|e| {
                 let n = common_prefix(&e.tokens, prompt).min(prompt.len() - 1);
-                (arithmetic_agrees(e.tiled_below, tiled, n), e)
+                (arithmetic_agrees(e.bounds, bounds, n), e)
             })
             .max_by_key(|(n, _)| *n);
         let Some((n, entry)) = best else { return Ok(0) };
@@ -226,7 +227,7 @@ impl PrefixCache {
             adapter,
             tokens: tokens.to_vec(),
             cache,
-            tiled_below: src.tiled_below(),
+            bounds: src.form_bounds(),
             last_used: clock,
         });
         while st.entries.len() > st.max_entries || st.bytes() > st.max_bytes {

@@ -94,6 +94,7 @@ fn forced_errors(model: &str, file: &str) -> Vec<f64> {
         let completion = ids(&case["completion_ids"]);
         let mut cache = rt.model.new_cache(512);
         let mut feed = ids(&case["prompt_ids"]);
+        cache.plan_prompt(feed.len());
         for (i, step) in case["steps"]
             .as_array()
             .unwrap()

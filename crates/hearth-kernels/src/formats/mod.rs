@@ -8,8 +8,10 @@
 //! uses (see `Lanes8` and `Lanes32`): for the 32-element formats a block
 //! contributes eight integer partial sums, each scaled and added into its own
 //! float lane, and the lanes are folded in a fixed tree at the end. For the
-//! 256-element K-quants each super-block's integer sum is exact, so only the
-//! per-super-block float update has to agree, and it is shared code.
+//! 256-element K-quants each super-block's integer sums are exact, so only
+//! the float updates have to agree: Q4_K and Q6_K follow llama.cpp's AVX2
+//! kernels (two chains, per super-block or per 64 elements, for Q4_K; eight
+//! lanes for Q6_K), the others one update per super-block.
 //!
 //! Layouts are ggml's, read straight from GGUF files: little-endian, packed,
 //! no padding, `f16` scales stored as IEEE half bits.

@@ -9,7 +9,7 @@
 //! (scale low nibble, min high nibble) and the top two bits from the top
 //! bits of `s[j - 4]` (scale) and `s[j]` (min).
 
-use super::{blocks, f16_at, nearest_int, put_f16, q8_k, QK_K};
+use super::{blocks, f16_at, f32_at, nearest_int, put_f16, q8_k, QK_K};
 
 pub const QK: usize = QK_K;
 pub const BYTES: usize = 144;
@@ -163,12 +163,57 @@ pub(crate) fn min_sum(xb: &[u8], m: &[u8; 8]) -> i32 {
     (0..16).map(|g| q8_k::bsum(xb, g) * m[g / 2] as i32).sum()
 }
 
+/// [`vec_dot_rows`] for a single activation row.
 pub fn vec_dot(n: usize, w: &[u8], x: &[u8]) -> f32 {
-    affine_vec_dot(n, w, x, BYTES, unpack)
+    vec_dot_rows(n, w, x, false)
 }
 
-/// The reference dot product shared by the affine K-quants (Q4_K, Q5_K),
-/// which differ only in block size and in how `unpack` rebuilds the quants.
+/// llama.cpp's AVX2 arithmetic for Q4_K, whose matrices it repacks into
+/// interleaved tiles and multiplies with one of two kernels
+/// (`ggml_gemv_q4_K_8x8_q8_K`, `ggml_gemm_q4_K_8x8_q8_K`): the scaled
+/// quant sums and the minimum terms are two separate float chains, each a
+/// fused multiply-add of an exact integer sum by `d_w * d_x` (by
+/// `dmin_w * d_x`), and the result is their difference. A single
+/// activation row takes one step per super-block; rows taken four at a
+/// time (`quad`, see [`crate::Rows`]) take one per 64 elements (two
+/// sub-blocks).
+pub fn vec_dot_rows(n: usize, w: &[u8], x: &[u8], quad: bool) -> f32 {
+    let (mut acc, mut acc_min) = (0f32, 0f32);
+    for i in 0..blocks(n, QK) {
+        let wb = &w[i * BYTES..(i + 1) * BYTES];
+        let xb = &x[i * q8_k::BYTES..(i + 1) * q8_k::BYTES];
+        let (sc, m) = scales_mins(&wb[4..16]);
+        let q = unpack(wb);
+        let xd = f32_at(xb, 0);
+        let (d, dmin) = (f16_at(wb, 0) * xd, f16_at(wb, 2) * xd);
+        let (mut isum, mut msum) = (0i32, 0i32);
+        for pair in 0..4 {
+            let (mut ip, mut mp) = (0i32, 0i32);
+            for j in [2 * pair, 2 * pair + 1] {
+                let s: i32 = (32 * j..32 * j + 32)
+                    .map(|e| q[e] as i32 * q8_k::q(xb, e))
+                    .sum();
+                ip += sc[j] as i32 * s;
+                mp += m[j] as i32 * (q8_k::bsum(xb, 2 * j) + q8_k::bsum(xb, 2 * j + 1));
+            }
+            if quad {
+                acc = (ip as f32).mul_add(d, acc);
+                acc_min = (mp as f32).mul_add(dmin, acc_min);
+            } else {
+                (isum, msum) = (isum + ip, msum + mp);
+            }
+        }
+        if !quad {
+            acc = (isum as f32).mul_add(d, acc);
+            acc_min = (msum as f32).mul_add(dmin, acc_min);
+        }
+    }
+    acc - acc_min
+}
+
+/// The reference dot product of Q5_K (one exact integer sum and one float
+/// update per super-block), parameterised by block size and by how
+/// `unpack` rebuilds the quants.
 pub(crate) fn affine_vec_dot(
     n: usize,
     w: &[u8],

@@ -83,24 +83,59 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
     }
 }
 
-/// The integer sum is taken as `sum(sc * sum(q * x)) - 32 * sum(sc * bsum)`,
-/// exact and what the SIMD kernels compute.
+/// [`vec_dot_rows`] for a single activation row.
 pub fn vec_dot(n: usize, w: &[u8], x: &[u8]) -> f32 {
-    let mut sumf = 0f32;
+    vec_dot_rows(n, w, x, false)
+}
+
+/// llama.cpp's AVX2 orders. For a row of a batch of eight or more (`wide`,
+/// see [`crate::Rows`]) its tiled K-quant matmul: per super-block the exact
+/// integer sum times `d_w`, rounded, then a fused multiply-add by `d_x`
+/// into one float. Otherwise [`vec_dot_lanes`].
+pub fn vec_dot_rows(n: usize, w: &[u8], x: &[u8], wide: bool) -> f32 {
+    if !wide {
+        return vec_dot_lanes(n, w, x);
+    }
+    let mut acc = 0f32;
     for i in 0..blocks(n, QK) {
         let wb = &w[i * BYTES..(i + 1) * BYTES];
         let xb = &x[i * q8_k::BYTES..(i + 1) * q8_k::BYTES];
-        let q = unpack(wb);
-        let (mut isum, mut off) = (0i32, 0i32);
-        for j in 0..16 {
-            let sc = (wb[SCALES + j] as i8) as i32;
-            let s: i32 = (16 * j..16 * j + 16)
-                .map(|e| q[e] as i32 * q8_k::q(xb, e))
-                .sum();
-            isum += sc * s;
-            off += sc * q8_k::bsum(xb, j);
-        }
-        sumf = super::q3_k::accumulate(sumf, f16_at(wb, D), f32_at(xb, 0), isum - 32 * off);
+        let isum: i32 = int_lanes(wb, xb).iter().sum();
+        acc = (f16_at(wb, D) * isum as f32).mul_add(f32_at(xb, 0), acc);
     }
-    sumf
+    acc
+}
+
+/// llama.cpp's AVX2 order (`ggml_vec_dot_q6_K_q8_K`): each super-block's
+/// exact integer sum is kept in eight lanes, lane `m` holding
+/// `sc * q * x` over elements `4m..4m + 4` of every 32-element run, less
+/// `32 * (sc * bsum)` of runs `2m` and `2m + 1` of 16; the lanes become
+/// floats and take `d_x * d_w` by fused multiply-adds into eight float
+/// lanes, folded at the end ([`super::fold8`]).
+fn vec_dot_lanes(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    let mut acc = [0f32; 8];
+    for i in 0..blocks(n, QK) {
+        let wb = &w[i * BYTES..(i + 1) * BYTES];
+        let xb = &x[i * q8_k::BYTES..(i + 1) * q8_k::BYTES];
+        let lanes = int_lanes(wb, xb);
+        let d = f32_at(xb, 0) * f16_at(wb, D);
+        for (a, &l) in acc.iter_mut().zip(&lanes) {
+            *a = (l as f32).mul_add(d, *a);
+        }
+    }
+    super::fold8(&acc)
+}
+
+/// One super-block's eight integer lanes (see [`vec_dot_lanes`]).
+pub(crate) fn int_lanes(wb: &[u8], xb: &[u8]) -> [i32; 8] {
+    let q = unpack(wb);
+    let sc = |j: usize| (wb[SCALES + j] as i8) as i32;
+    let mut lanes = [0i32; 8];
+    for e in 0..QK {
+        lanes[(e % 32) / 4] += sc(e / 16) * q[e] as i32 * q8_k::q(xb, e);
+    }
+    for (m, l) in lanes.iter_mut().enumerate() {
+        *l -= 32 * (sc(2 * m) * q8_k::bsum(xb, 2 * m) + sc(2 * m + 1) * q8_k::bsum(xb, 2 * m + 1));
+    }
+    lanes
 }

@@ -13,7 +13,7 @@
 //! once, lane `c` = column `c`, with the same operations per lane as the
 //! scalar `accumulate`; it was about a third of the instructions.
 
-use super::{f16_at_end, f16x2_at, f32_at, hsum_i32, load128, load256};
+use super::{f16_at_end, f16x2_at, f32_at, hsum8, hsum_i32, load128, load256};
 use crate::formats::{q2_k, q3_k, q4_k, q8_k};
 use std::arch::x86_64::*;
 
@@ -202,76 +202,90 @@ unsafe fn hsum2_i32(a: __m256i, b: __m256i) -> (i32, i32) {
     (_mm_cvtsi128_si32(v), _mm_extract_epi32::<1>(v))
 }
 
-/// Q4_K and Q5_K share everything but the fifth bit.
+/// One Q4_K or Q5_K super-block at `p` against `C` activation columns (the
+/// blocks at `x[c]`): per column, the i32 lanes of `scale * q * x` for each
+/// 64-element pair of sub-blocks, and the minimums' lanes (lane `j` =
+/// `m[j] * (bsums[2j] + bsums[2j + 1])`). Integers, exact.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_q45_k<const C: usize, const FIVE: bool>(
-    nb: usize,
-    w: *const u8,
+unsafe fn q45_block<const C: usize, const FIVE: bool>(
+    p: *const u8,
     x: &[*const u8; C],
-) -> [f32; C] {
-    let bytes = if FIVE {
-        crate::formats::q5_k::BYTES
-    } else {
-        q4_k::BYTES
-    };
+) -> ([[__m256i; 4]; C], [__m256i; C]) {
     let qs_off = if FIVE {
         crate::formats::q5_k::QS
     } else {
         q4_k::QS
     };
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m1 = _mm256_set1_epi8(1);
+    let scm = q45_scales_mins(p.add(4));
+    let m8 = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(scm, scm));
+    let mins = _mm256_set_m128i(_mm_unpackhi_epi16(m8, m8), _mm_unpacklo_epi16(m8, m8));
+    // The eight scales as i16 in both halves, for `scale_pair`.
+    let sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
+    let qh = if FIVE {
+        load256(p.add(crate::formats::q5_k::QH))
+    } else {
+        _mm256_setzero_si256()
+    };
+    let mut pairs = [[_mm256_setzero_si256(); 4]; C];
+    for k in 0..4 {
+        let q = load256(p.add(qs_off + 32 * k));
+        let mut lo = _mm256_and_si256(q, m4);
+        let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+        if FIVE {
+            let bl = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k as i32)), m1);
+            let bh = _mm256_and_si256(
+                _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k as i32 + 1)),
+                m1,
+            );
+            lo = _mm256_or_si256(lo, _mm256_slli_epi16::<4>(bl));
+            hi = _mm256_or_si256(hi, _mm256_slli_epi16::<4>(bh));
+        }
+        let s_lo = _mm256_shuffle_epi8(sc16, word_splat(2 * k));
+        let s_hi = _mm256_shuffle_epi8(sc16, word_splat(2 * k + 1));
+        for c in 0..C {
+            let xp = x[c].add(XQ + 64 * k);
+            let a = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load256(xp)), s_lo);
+            let b = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load256(xp.add(32))), s_hi);
+            pairs[c][k] = _mm256_add_epi32(a, b);
+        }
+    }
+    let min_lanes = std::array::from_fn(|c| _mm256_madd_epi16(bsums(x[c]), mins));
+    (pairs, min_lanes)
+}
+
+/// Q5_K: one exact integer sum and one float update (`q4_k::accumulate`)
+/// per super-block.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q5_k<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    x: &[*const u8; C],
+    _xs: &[*const f32; C],
+) -> [f32; C] {
+    let bytes = crate::formats::q5_k::BYTES;
     let mut sumf = [0f32; C];
     // With four columns, their `sumf` as the lanes of one vector.
     let mut sum4 = _mm_setzero_ps();
-    let m4 = _mm256_set1_epi8(0x0F);
-    let m1 = _mm256_set1_epi8(1);
     for i in 0..nb {
         let p = w.add(i * bytes);
-        let scm = q45_scales_mins(p.add(4));
-        let m8 = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(scm, scm));
-        let mins = _mm256_set_m128i(_mm_unpackhi_epi16(m8, m8), _mm_unpacklo_epi16(m8, m8));
-        // The eight scales as i16 in both halves, for `scale_pair`.
-        let sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
-        let qh = if FIVE {
-            load256(p.add(crate::formats::q5_k::QH))
-        } else {
-            _mm256_setzero_si256()
-        };
-        let mut acc = [_mm256_setzero_si256(); C];
-        for k in 0..4 {
-            let q = load256(p.add(qs_off + 32 * k));
-            let mut lo = _mm256_and_si256(q, m4);
-            let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
-            if FIVE {
-                let bl =
-                    _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k as i32)), m1);
-                let bh = _mm256_and_si256(
-                    _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k as i32 + 1)),
-                    m1,
-                );
-                lo = _mm256_or_si256(lo, _mm256_slli_epi16::<4>(bl));
-                hi = _mm256_or_si256(hi, _mm256_slli_epi16::<4>(bh));
-            }
-            let s_lo = _mm256_shuffle_epi8(sc16, word_splat(2 * k));
-            let s_hi = _mm256_shuffle_epi8(sc16, word_splat(2 * k + 1));
-            for c in 0..C {
-                let xp = x[c].add(i * XB + XQ + 64 * k);
-                let a = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load256(xp)), s_lo);
-                let b = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load256(xp.add(32))), s_hi);
-                acc[c] = _mm256_add_epi32(acc[c], _mm256_add_epi32(a, b));
-            }
-        }
+        let xs: [*const u8; C] = std::array::from_fn(|c| x[c].add(i * XB));
+        let (pairs, min_lanes) = q45_block::<C, true>(p, &xs);
+        let acc: [__m256i; C] = std::array::from_fn(|c| {
+            let [a, b, e, f] = pairs[c];
+            _mm256_add_epi32(_mm256_add_epi32(a, b), _mm256_add_epi32(e, f))
+        });
         let dm = f16x2_at(p);
         let (d, dmin) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
         if C == 4 {
             // `q4_k::accumulate` for the four columns at once, lane c =
             // column c: the same multiplies, subtraction and add per lane.
-            let xs: [*const u8; 4] = std::array::from_fn(|c| x[c].add(i * XB));
+            let xs4: [*const u8; 4] = std::array::from_fn(|c| xs[c]);
             let isum = hsum4_i32(std::array::from_fn(|c| acc[c]));
-            let summs = hsum4_i32(std::array::from_fn(|c| {
-                _mm256_madd_epi16(bsums(xs[c]), mins)
-            }));
-            let xd = xd4(&xs);
+            let summs = hsum4_i32(std::array::from_fn(|c| min_lanes[c]));
+            let xd = xd4(&xs4);
             let dd = _mm_mul_ps(_mm_set1_ps(d), xd);
             let dd_min = _mm_mul_ps(_mm_set1_ps(dmin), xd);
             let t = _mm_sub_ps(
@@ -281,9 +295,8 @@ unsafe fn dot_q45_k<const C: usize, const FIVE: bool>(
             sum4 = _mm_add_ps(sum4, t);
         } else {
             for c in 0..C {
-                let xp = x[c].add(i * XB);
-                let (isum, summs) = hsum2_i32(acc[c], _mm256_madd_epi16(bsums(xp), mins));
-                sumf[c] = q4_k::accumulate(sumf[c], d, dmin, f32_at(xp), isum, summs);
+                let (isum, summs) = hsum2_i32(acc[c], min_lanes[c]);
+                sumf[c] = q4_k::accumulate(sumf[c], d, dmin, f32_at(xs[c]), isum, summs);
             }
         }
     }
@@ -293,6 +306,46 @@ unsafe fn dot_q45_k<const C: usize, const FIVE: bool>(
     sumf
 }
 
+/// [`q4_k::vec_dot_rows`]: two float chains per column, one fused
+/// multiply-add each per super-block (`QUAD` false) or per 64-element pair
+/// of sub-blocks (`QUAD` true), of the exact integer sums.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q4_k_form<const C: usize, const QUAD: bool>(
+    nb: usize,
+    w: *const u8,
+    x: &[*const u8; C],
+) -> [f32; C] {
+    let mut acc = [0f32; C];
+    let mut acc_min = [0f32; C];
+    for i in 0..nb {
+        let p = w.add(i * q4_k::BYTES);
+        let xs: [*const u8; C] = std::array::from_fn(|c| x[c].add(i * XB));
+        let (pairs, min_lanes) = q45_block::<C, false>(p, &xs);
+        let dm = f16x2_at(p);
+        let (dw, dmin_w) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
+        for c in 0..C {
+            let xd = f32_at(xs[c]);
+            let (d, dmin) = (dw * xd, dmin_w * xd);
+            if QUAD {
+                let mut m = [0i32; 8];
+                _mm256_storeu_si256(m.as_mut_ptr() as *mut __m256i, min_lanes[c]);
+                for (k, &pair) in pairs[c].iter().enumerate() {
+                    acc[c] = (hsum_i32(pair) as f32).mul_add(d, acc[c]);
+                    acc_min[c] = ((m[2 * k] + m[2 * k + 1]) as f32).mul_add(dmin, acc_min[c]);
+                }
+            } else {
+                let [a, b, e, f] = pairs[c];
+                let all = _mm256_add_epi32(_mm256_add_epi32(a, b), _mm256_add_epi32(e, f));
+                let (isum, msum) = hsum2_i32(all, min_lanes[c]);
+                acc[c] = (isum as f32).mul_add(d, acc[c]);
+                acc_min[c] = (msum as f32).mul_add(dmin, acc_min[c]);
+            }
+        }
+    }
+    std::array::from_fn(|c| acc[c] - acc_min[c])
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q4_k<const C: usize>(
     nb: usize,
@@ -300,17 +353,17 @@ pub(crate) unsafe fn dot_q4_k<const C: usize>(
     x: &[*const u8; C],
     _xs: &[*const f32; C],
 ) -> [f32; C] {
-    dot_q45_k::<C, false>(nb, w, x)
+    dot_q4_k_form::<C, false>(nb, w, x)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_q5_k<const C: usize>(
+pub(crate) unsafe fn dot_q4_k_quad<const C: usize>(
     nb: usize,
     w: *const u8,
     x: &[*const u8; C],
     _xs: &[*const f32; C],
 ) -> [f32; C] {
-    dot_q45_k::<C, true>(nb, w, x)
+    dot_q4_k_form::<C, true>(nb, w, x)
 }
 
 /// Half `h` of the Q6_K super-block at `p`: its 128 unsigned quants
@@ -344,6 +397,11 @@ pub(super) unsafe fn q6_k_half(p: *const u8, h: usize) -> [__m256i; 4] {
     ]
 }
 
+/// [`q6_k::vec_dot`](crate::formats::q6_k::vec_dot): the super-block's
+/// eight integer lanes are the `madd` lanes themselves (lane `m` covers
+/// bytes `4m..4m + 4` of every 32-byte run, as llama.cpp's kernel has
+/// them), each column's float lanes are kept across super-blocks and
+/// folded once at the end.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q6_k<const C: usize>(
     nb: usize,
@@ -351,10 +409,32 @@ pub(crate) unsafe fn dot_q6_k<const C: usize>(
     x: &[*const u8; C],
     _xs: &[*const f32; C],
 ) -> [f32; C] {
+    dot_q6_k_form::<C, false>(nb, w, x)
+}
+
+/// [`q6_k::vec_dot_rows`](crate::formats::q6_k::vec_dot_rows) for rows of
+/// a batch of eight or more: one float per column, `fma(d_w * isum, d_x, acc)`
+/// per super-block.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q6_k_wide<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    x: &[*const u8; C],
+    _xs: &[*const f32; C],
+) -> [f32; C] {
+    dot_q6_k_form::<C, true>(nb, w, x)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q6_k_form<const C: usize, const WIDE: bool>(
+    nb: usize,
+    w: *const u8,
+    x: &[*const u8; C],
+) -> [f32; C] {
     use crate::formats::q6_k;
-    let mut sumf = [0f32; C];
-    // With four columns, their `sumf` as the lanes of one vector.
-    let mut sum4 = _mm_setzero_ps();
+    let mut accf = [_mm256_setzero_ps(); C];
+    let mut acc1 = [0f32; C];
     for i in 0..nb {
         let p = w.add(i * q6_k::BYTES);
         let scp = p.add(q6_k::SCALES);
@@ -382,32 +462,22 @@ pub(crate) unsafe fn dot_q6_k<const C: usize>(
                 }
             }
         }
-        let d = f16_at_end(p.add(q6_k::D));
-        if C == 4 {
-            // `q3_k::accumulate` for the four columns at once (lane c = column c).
-            let xs: [*const u8; 4] = std::array::from_fn(|c| x[c].add(i * XB));
-            let off = hsum4_i32(std::array::from_fn(|c| {
-                _mm256_madd_epi16(bsums(xs[c]), sc16)
-            }));
-            let isum = _mm_sub_epi32(
-                hsum4_i32(std::array::from_fn(|c| acc[c])),
-                _mm_slli_epi32::<5>(off),
-            );
-            let dd = _mm_mul_ps(_mm_set1_ps(d), xd4(&xs));
-            sum4 = _mm_add_ps(sum4, _mm_mul_ps(dd, _mm_cvtepi32_ps(isum)));
-        } else {
-            for c in 0..C {
-                let xp = x[c].add(i * XB);
-                // sum(acc) - 32 * sum(bsums * scales) in one horizontal sum
-                // (exact integers).
-                let off = _mm256_madd_epi16(bsums(xp), sc16);
-                let isum = hsum_i32(_mm256_sub_epi32(acc[c], _mm256_slli_epi32::<5>(off)));
-                sumf[c] = q3_k::accumulate(sumf[c], d, f32_at(xp), isum);
+        let dw = f16_at_end(p.add(q6_k::D));
+        for c in 0..C {
+            let xp = x[c].add(i * XB);
+            let off = _mm256_madd_epi16(bsums(xp), sc16);
+            let lanes = _mm256_sub_epi32(acc[c], _mm256_slli_epi32::<5>(off));
+            if WIDE {
+                acc1[c] = (dw * hsum_i32(lanes) as f32).mul_add(f32_at(xp), acc1[c]);
+            } else {
+                let d = _mm256_set1_ps(f32_at(xp) * dw);
+                accf[c] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), accf[c]);
             }
         }
     }
-    if C == 4 {
-        _mm_storeu_ps(sumf.as_mut_ptr(), sum4);
+    if WIDE {
+        acc1
+    } else {
+        std::array::from_fn(|c| hsum8(accf[c]))
     }
-    sumf
 }

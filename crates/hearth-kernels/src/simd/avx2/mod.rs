@@ -38,11 +38,10 @@ mod float;
 mod gemm_tiles;
 mod gemv;
 mod kquants;
-mod kquants512;
 pub(crate) mod ops;
 mod quantize;
 
-use crate::{row_bytes, vec_dot_type, GgmlType};
+use crate::{row_bytes, vec_dot_type, GgmlType, Rows};
 use std::arch::x86_64::*;
 use std::ops::Range;
 
@@ -106,14 +105,18 @@ static Q8_1: Kernel = kernel!(blocks::dot_q8_1, pre);
 static Q2_K: Kernel = kernel!(256, kquants::dot_q2_k);
 static Q3_K: Kernel = kernel!(256, kquants::dot_q3_k);
 static Q4_K: Kernel = kernel!(256, kquants::dot_q4_k);
+static Q4_K_QUAD: Kernel = kernel!(256, kquants::dot_q4_k_quad);
+static Q6_K_WIDE: Kernel = kernel!(256, kquants::dot_q6_k_wide);
 static Q5_K: Kernel = kernel!(256, kquants::dot_q5_k);
 static Q6_K: Kernel = kernel!(256, kquants::dot_q6_k);
 static F32: Kernel = kernel!(1, float::dot_f32);
 static F16: Kernel = kernel!(1, float::dot_f16);
 static BF16: Kernel = kernel!(1, float::dot_bf16);
 
-fn kernel_for(t: GgmlType) -> Option<&'static Kernel> {
+fn kernel_for(t: GgmlType, form: Rows) -> Option<&'static Kernel> {
     Some(match t {
+        GgmlType::Q4_K if form.quad => &Q4_K_QUAD,
+        GgmlType::Q6_K if form.wide => &Q6_K_WIDE,
         GgmlType::Q4_0 => &Q4_0,
         GgmlType::Q4_1 => &Q4_1,
         GgmlType::Q5_0 => &Q5_0,
@@ -148,16 +151,26 @@ pub(crate) unsafe fn quantize_row(t: GgmlType, src: &[f32], dst: &mut [u8]) -> b
 /// `None` if there is no SIMD kernel for `t`. Operand sizes must have been
 /// checked by the caller (`reference::check_dot`).
 pub(crate) unsafe fn vec_dot(t: GgmlType, n: usize, w: &[u8], x: &[u8]) -> Option<f32> {
-    let k = kernel_for(t)?;
+    vec_dot_rows(t, n, w, x, Rows::SINGLE)
+}
+
+/// [`vec_dot`] in the float order of `form`.
+pub(crate) unsafe fn vec_dot_rows(
+    t: GgmlType,
+    n: usize,
+    w: &[u8],
+    x: &[u8],
+    form: Rows,
+) -> Option<f32> {
+    let k = kernel_for(t, form)?;
     debug_assert!(w.len() >= row_bytes(t, n) && x.len() >= row_bytes(vec_dot_type(t), n));
     Some((k.d1)(n / k.qk, w.as_ptr(), &[x.as_ptr()], &[std::ptr::null()])[0])
 }
 
 /// `false` if there is no SIMD kernel for `t`. Operand sizes must have been
 /// checked by the caller (`reference::check_gemm`); column `c` of the
-/// result goes to `y[c * ldy..][..rows.len()]`. `wide: false` keeps to
-/// the AVX2 kernels even where the AVX-512 ones could run (tests use it so
-/// both stay covered on CPUs that have AVX-512).
+/// result goes to `y[c * ldy..][..rows.len()]`; `form` picks the K-quants'
+/// float order ([`Rows`]).
 ///
 /// The 32-element formats take three to eight columns (concurrent decodes)
 /// through `few_columns` (each weight block decoded once in registers for
@@ -167,8 +180,7 @@ pub(crate) unsafe fn vec_dot(t: GgmlType, n: usize, w: &[u8], x: &[u8]) -> Optio
 /// small enough to stay in L1/L2 while each group of up to four activation
 /// columns sweeps over them (K-quants do their per-super-block float update
 /// for four columns in one vector). Every (row, column) result comes from
-/// the same per-column arithmetic as `vec_dot`. On CPUs with AVX-512 VNNI
-/// Q4_K, Q5_K and Q6_K past eight columns go to `kquants512`.
+/// the same per-column arithmetic as `vec_dot`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm(
     t: GgmlType,
@@ -179,9 +191,11 @@ pub(crate) unsafe fn gemm(
     ncols: usize,
     y: *mut f32,
     ldy: usize,
-    wide: bool,
+    form: Rows,
 ) -> bool {
-    let Some(k) = kernel_for(t) else { return false };
+    let Some(k) = kernel_for(t, form) else {
+        return false;
+    };
     let wb = row_bytes(t, n);
     let xb = row_bytes(vec_dot_type(t), n);
     let nb = n / k.qk;
@@ -205,26 +219,6 @@ pub(crate) unsafe fn gemm(
     // Prefill: the tiled kernels take whole groups of four columns; the
     // rest (and decode, ncols < MIN_TILED) go through the per-row kernels.
     const MIN_TILED: usize = 4;
-    // K-quants past eight columns (prefill): the AVX-512 tiles decode each
-    // weight row once into scratch for every column group. Up to eight
-    // columns (batched decode) the per-row AVX2 kernels are as fast or
-    // faster (640x2048, 4 columns: Q4_K 7.6 against 5.7 GB/s, Q6_K 10.2
-    // against 8.5; 8 columns: 3.8 / 3.7, 5.0 / 5.6).
-    if ncols > 8 && wide && kquants512::available() {
-        let k: Option<TiledFn> = match t {
-            GgmlType::Q4_K => Some(kquants512::gemm::<{ kquants512::Q4_K }>),
-            GgmlType::Q5_K => Some(kquants512::gemm::<{ kquants512::Q5_K }>),
-            GgmlType::Q6_K => Some(kquants512::gemm::<{ kquants512::Q6_K }>),
-            _ => None,
-        };
-        if let Some(f) = k {
-            // SAFETY: `available()` checked avx512f/bw/vnni (our caller
-            // guarantees avx2/fma/f16c) and the operand sizes were checked
-            // (`reference::check_gemm`); this kernel takes every column.
-            f(nb, w, rows, x, ncols, y, ldy);
-            return true;
-        }
-    }
     // Batched decode: each weight block decoded once for every column.
     if (few_columns::MIN_COLS..=few_columns::MAX_COLS).contains(&ncols) {
         let few: Option<TiledFn> = per_format!(t, few_columns);
