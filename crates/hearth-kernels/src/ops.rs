@@ -170,7 +170,7 @@ pub mod scalar {
 
     /// GELU of every F16 value, rounded to F16, by bit pattern: llama.cpp's
     /// CPU GeGLU looks its GELU up here (built once, 128 KiB).
-    fn gelu_table() -> &'static [f16] {
+    pub(crate) fn gelu_table() -> &'static [f16] {
         static TABLE: std::sync::OnceLock<Vec<f16>> = std::sync::OnceLock::new();
         TABLE.get_or_init(|| {
             (0..=u16::MAX)

@@ -206,8 +206,11 @@ unsafe fn hsum2_i32(a: __m256i, b: __m256i) -> (i32, i32) {
 /// blocks at `x[c]`): per column, the i32 lanes of `scale * q * x` for each
 /// 64-element pair of sub-blocks, and the minimums' lanes (lane `j` =
 /// `m[j] * (bsums[2j] + bsums[2j + 1])`). Integers, exact.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
+///
+/// Always inlined into its callers (which enable AVX2): called, its
+/// sixteen result registers went through memory (a fifth of Gemma 3's
+/// prefill was this and its caller).
+#[inline(always)]
 unsafe fn q45_block<const C: usize, const FIVE: bool>(
     p: *const u8,
     x: &[*const u8; C],
@@ -328,11 +331,18 @@ unsafe fn dot_q4_k_form<const C: usize, const QUAD: bool>(
             let xd = f32_at(xs[c]);
             let (d, dmin) = (dw * xd, dmin_w * xd);
             if QUAD {
-                let mut m = [0i32; 8];
-                _mm256_storeu_si256(m.as_mut_ptr() as *mut __m256i, min_lanes[c]);
-                for (k, &pair) in pairs[c].iter().enumerate() {
-                    acc[c] = (hsum_i32(pair) as f32).mul_add(d, acc[c]);
-                    acc_min[c] = ((m[2 * k] + m[2 * k + 1]) as f32).mul_add(dmin, acc_min[c]);
+                // The four pairs' sums side by side (lane k = pair k), and
+                // the minimum lanes added two by two into the same order.
+                let ip = _mm_cvtepi32_ps(hsum4_i32(pairs[c]));
+                let h = _mm256_hadd_epi32(min_lanes[c], min_lanes[c]);
+                let mp =
+                    _mm_unpacklo_epi64(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
+                let (mut ipf, mut mpf) = ([0f32; 4], [0f32; 4]);
+                _mm_storeu_ps(ipf.as_mut_ptr(), ip);
+                _mm_storeu_ps(mpf.as_mut_ptr(), _mm_cvtepi32_ps(mp));
+                for k in 0..4 {
+                    acc[c] = ipf[k].mul_add(d, acc[c]);
+                    acc_min[c] = mpf[k].mul_add(dmin, acc_min[c]);
                 }
             } else {
                 let [a, b, e, f] = pairs[c];
