@@ -453,16 +453,11 @@ pub mod scalar {
         state: &mut (f32, f32),
         acc: &mut [f32],
     ) {
-        let (hdk, hdv) = (q.len(), acc.len());
-        assert!(
-            valid.end <= ATTN_TILE
-                && tile.keys_t.len() >= hdk * ATTN_TILE
-                && tile.values.len() >= valid.end * hdv,
-            "attn_tile_row: tile shorter than its valid keys"
-        );
+        check_tile(q, &tile, &valid, acc.len());
         if valid.is_empty() {
             return;
         }
+        let (hdk, hdv) = (q.len(), acc.len());
         let mut s = [f32::NEG_INFINITY; ATTN_TILE];
         for j in valid.clone() {
             let mut a = 0f32;
@@ -496,6 +491,17 @@ pub mod scalar {
                 *a = x.mul_add(s[j], *a);
             }
         }
+    }
+
+    /// Panics unless `tile` holds every key and value `valid` names, for a
+    /// query of `q.len()` and values of `hdv` elements.
+    pub(crate) fn check_tile(q: &[f32], tile: &KvTile, valid: &std::ops::Range<usize>, hdv: usize) {
+        assert!(
+            valid.end <= ATTN_TILE
+                && tile.keys_t.len() >= q.len() * ATTN_TILE
+                && tile.values.len() >= valid.end * hdv,
+            "attn_tile_row: tile shorter than its valid keys"
+        );
     }
 
     /// The output of [`attn_tile_row`] calls: `acc * (1 / sum)` (zeros for a

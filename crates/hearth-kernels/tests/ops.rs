@@ -331,18 +331,9 @@ fn online_attention_matches_reference_and_formula() {
     let mut r = rng(31);
     for (hdk, hdv) in ONLINE_SHAPES {
         for &n in &[1usize, 7, 64, 65, 130] {
-            let q: Vec<f16> = randn(&mut r, hdk, 1.0)
-                .into_iter()
-                .map(f16::from_f32)
-                .collect();
-            let keys: Vec<f16> = randn(&mut r, n * hdk, 1.0)
-                .into_iter()
-                .map(f16::from_f32)
-                .collect();
-            let values: Vec<f16> = randn(&mut r, n * hdv, 1.0)
-                .into_iter()
-                .map(f16::from_f32)
-                .collect();
+            let q = randn_f16(&mut r, hdk);
+            let keys = randn_f16(&mut r, n * hdk);
+            let values = randn_f16(&mut r, n * hdv);
             let scale = 1.0 / (hdk as f32).sqrt();
             let run = |split: usize, simd: bool| {
                 let mut state = (f32::NEG_INFINITY, 0f32);
@@ -387,6 +378,11 @@ fn online_attention_matches_reference_and_formula() {
     let mut out = vec![1f32; 8];
     hearth_kernels::attn_online_finish((f32::NEG_INFINITY, 0.0), &[f16::ZERO; 8], &mut out);
     assert_eq!(out, vec![0f32; 8]);
+}
+
+/// `n` normal values rounded to F16, as a cache holds keys and values.
+fn randn_f16(r: &mut rand::rngs::StdRng, n: usize) -> Vec<f16> {
+    randn(r, n, 1.0).into_iter().map(f16::from_f32).collect()
 }
 
 /// (key, value) head sizes for the tiled attention: the SIMD paths (values
@@ -454,14 +450,8 @@ fn tiled_attention_matches_reference_and_formula() {
         ] {
             let q = randn(&mut r, hdk, 1.0);
             let q16: Vec<f16> = q.iter().map(|&v| f16::from_f32(v)).collect();
-            let keys: Vec<f16> = randn(&mut r, n * hdk, 1.0)
-                .into_iter()
-                .map(f16::from_f32)
-                .collect();
-            let values: Vec<f16> = randn(&mut r, n * hdv, 1.0)
-                .into_iter()
-                .map(f16::from_f32)
-                .collect();
+            let keys = randn_f16(&mut r, n * hdk);
+            let values = randn_f16(&mut r, n * hdv);
             let scale = 1.0 / (hdk as f32).sqrt();
             let want = tiled_attention(&q, &keys, &values, first, n, scale, false);
             let got = tiled_attention(&q, &keys, &values, first, n, scale, true);

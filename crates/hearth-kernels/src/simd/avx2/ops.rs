@@ -452,16 +452,11 @@ pub(crate) unsafe fn attn_tile_row(
     state: &mut (f32, f32),
     acc: &mut [f32],
 ) {
-    let (hdk, hdv) = (q.len(), acc.len());
+    let hdv = acc.len();
     if !hdv.is_multiple_of(8) {
         return sc::attn_tile_row(q, tile, valid, scale, state, acc);
     }
-    assert!(
-        valid.end <= ATTN_TILE
-            && tile.keys_t.len() >= hdk * ATTN_TILE
-            && tile.values.len() >= valid.end * hdv,
-        "attn_tile_row: tile shorter than its valid keys"
-    );
+    sc::check_tile(q, &tile, &valid, hdv);
     if valid.is_empty() {
         return;
     }
