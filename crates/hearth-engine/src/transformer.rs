@@ -1345,32 +1345,50 @@ fn batched_runs(toks: &[Tok]) -> Vec<(std::ops::Range<usize>, k::Rows)> {
 
 /// `cols` split where the float order changes: runs inside `forms` take
 /// their orders, the rest [`k::Rows::SINGLE`]. Formats whose order does not
-/// depend on the batch get `cols` whole.
-fn form_runs(
+/// depend on the batch get `cols` whole. An iterator, so the matmuls' hot
+/// path allocates nothing.
+fn form_runs<'a>(
     ty: GgmlType,
     cols: std::ops::Range<usize>,
-    forms: &[(std::ops::Range<usize>, k::Rows)],
-) -> Vec<(std::ops::Range<usize>, k::Rows)> {
-    if !k::Rows::matters_for(ty) || forms.is_empty() {
-        return vec![(cols, k::Rows::SINGLE)];
+    forms: &'a [(std::ops::Range<usize>, k::Rows)],
+) -> FormRuns<'a> {
+    FormRuns {
+        at: cols.start,
+        end: cols.end,
+        forms: if k::Rows::matters_for(ty) { forms } else { &[] },
     }
-    let mut out = Vec::new();
-    let mut at = cols.start;
-    for (run, form) in forms {
-        let (a, b) = (run.start.max(at), run.end.min(cols.end));
-        if a >= b {
-            continue;
+}
+
+/// See [`form_runs`].
+struct FormRuns<'a> {
+    at: usize,
+    end: usize,
+    /// The runs not yet passed, sorted.
+    forms: &'a [(std::ops::Range<usize>, k::Rows)],
+}
+
+impl Iterator for FormRuns<'_> {
+    type Item = (std::ops::Range<usize>, k::Rows);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.at >= self.end {
+            return None;
         }
-        if at < a {
-            out.push((at..a, k::Rows::SINGLE));
+        while let Some(((run, _), rest)) = self.forms.split_first() {
+            if run.end > self.at {
+                break;
+            }
+            self.forms = rest;
         }
-        out.push((a..b, *form));
-        at = b;
+        let (to, form) = match self.forms.first() {
+            Some((run, form)) if run.start <= self.at => (run.end.min(self.end), *form),
+            Some((run, _)) => (run.start.min(self.end), k::Rows::SINGLE),
+            None => (self.end, k::Rows::SINGLE),
+        };
+        let out = self.at..to;
+        self.at = to;
+        Some((out, form))
     }
-    if at < cols.end {
-        out.push((at..cols.end, k::Rows::SINGLE));
-    }
-    out
 }
 
 /// The largest pass whose KV slots are asked for ahead of their write
@@ -1484,23 +1502,18 @@ mod tests {
         // Tokens 2..6 quad, 6..8 wide; the rest single.
         let forms = vec![(2..6, quad), (6..8, wide)];
         let single = k::Rows::SINGLE;
+        let runs = |ty, cols, forms| form_runs(ty, cols, forms).collect::<Vec<_>>();
         assert_eq!(
-            form_runs(GgmlType::Q4_K, 0..10, &forms),
+            runs(GgmlType::Q4_K, 0..10, &forms),
             vec![(0..2, single), (2..6, quad), (6..8, wide), (8..10, single)]
         );
         assert_eq!(
-            form_runs(GgmlType::Q6_K, 3..7, &forms),
+            runs(GgmlType::Q6_K, 3..7, &forms),
             vec![(3..6, quad), (6..7, wide)]
         );
-        assert_eq!(
-            form_runs(GgmlType::Q6_K, 8..9, &forms),
-            vec![(8..9, single)]
-        );
-        assert_eq!(
-            form_runs(GgmlType::Q8_0, 0..10, &forms),
-            vec![(0..10, single)]
-        );
-        assert_eq!(form_runs(GgmlType::Q4_K, 0..10, &[]), vec![(0..10, single)]);
+        assert_eq!(runs(GgmlType::Q6_K, 8..9, &forms), vec![(8..9, single)]);
+        assert_eq!(runs(GgmlType::Q8_0, 0..10, &forms), vec![(0..10, single)]);
+        assert_eq!(runs(GgmlType::Q4_K, 0..10, &[]), vec![(0..10, single)]);
         let toks: Vec<Tok> = [single, quad, quad, wide, single]
             .iter()
             .enumerate()
