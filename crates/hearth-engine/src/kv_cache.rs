@@ -90,9 +90,9 @@ impl KvCache {
     /// `rows % 4` (and every decoding step) to the one-row order; and its
     /// Q6_K products take batches of eight rows or more through a tiled
     /// kernel with another order ([`hearth_kernels::Rows`]). Tying the
-    /// choice to the position, not to
-    /// how many rows a pass happens to carry, keeps a sequence's answer the
-    /// same however its prompt is chunked, batched or partly reused.
+    /// choice to the position, not to how many rows a pass happens to
+    /// carry, keeps a sequence's answer the same however its prompt is
+    /// chunked, batched or partly reused.
     /// Positions after the prompt (generated or scored tokens) take the
     /// one-row forms. Without this call every position takes them.
     pub fn plan_prompt(&mut self, prompt_len: usize) {

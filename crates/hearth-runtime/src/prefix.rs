@@ -18,7 +18,8 @@
 //! on the tokens up to it and on which arithmetic each position took (which
 //! follows the length of the prompt that computed it; see
 //! [`KvCache::plan_prompt`]), and the engine computes them bit-identically
-//! in any batch. A match is cut to the positions whose arithmetic agrees. Entries are told apart by the sequence's LoRA adapter (its
+//! in any batch. A match is cut to the positions whose arithmetic agrees.
+//! Entries are told apart by the sequence's LoRA adapter (its
 //! id; none is its own class) and by a key the caller chooses for anything
 //! else that shapes the keys and values, so a prefix computed under one
 //! adapter never serves another.
