@@ -18,6 +18,7 @@ use half::f16;
 
 use crate::error::{EngineError, Result};
 use crate::kv_pool::{Block, KvGeometry, KvPool};
+use crate::prompt_plan::{Forms, PromptPlan};
 
 pub struct KvCache {
     pool: KvPool,
@@ -26,19 +27,12 @@ pub struct KvCache {
     len: usize,
     /// Block `b` holds positions `b·block_positions ..`.
     blocks: Vec<Arc<Block>>,
-    /// Positions below this take the tiled attention arithmetic
-    /// ([`KvCache::plan_prompt`]).
-    tiled_below: usize,
-    /// Positions below this take Q4_K's four-row float order
-    /// ([`KvCache::plan_prompt`]).
-    quad_below: usize,
-    /// Positions below this take Q6_K's batched float order
-    /// ([`KvCache::plan_prompt`]).
-    wide_below: usize,
+    /// Which arithmetic each prompt position takes ([`KvCache::plan_prompt`]).
+    plan: PromptPlan,
+    /// The model has sliding-window layers, which llama-server batches
+    /// differently ([`PromptPlan::server`]).
+    sliding_window: bool,
 }
-
-/// Rows in one of llama.cpp's prompt batches (its default `n_ubatch`).
-pub const PROMPT_UBATCH: usize = 512;
 
 impl KvCache {
     pub(crate) fn new_in(pool: KvPool, n_ctx: usize) -> KvCache {
@@ -48,15 +42,20 @@ impl KvCache {
             n_ctx,
             len: 0,
             blocks: Vec::new(),
-            tiled_below: 0,
-            quad_below: 0,
-            wide_below: 0,
+            plan: PromptPlan::none(),
+            sliding_window: false,
         }
+    }
+
+    /// Mark the cache as one of a model with sliding-window layers.
+    pub(crate) fn with_sliding_window(mut self, yes: bool) -> KvCache {
+        self.sliding_window = yes;
+        self
     }
 
     /// An empty cache from `other`'s pool holding up to `n_ctx` positions.
     pub fn like(other: &KvCache, n_ctx: usize) -> KvCache {
-        KvCache::new_in(other.pool.clone(), n_ctx)
+        KvCache::new_in(other.pool.clone(), n_ctx).with_sliding_window(other.sliding_window)
     }
 
     /// Positions already stored.
@@ -80,56 +79,30 @@ impl KvCache {
         self.geom
     }
 
-    /// Declares that positions `0..prompt_len` hold a prompt, so that they
-    /// take the arithmetic llama.cpp gives a prompt. It prefills in batches
-    /// of [`PROMPT_UBATCH`] rows; a batch of at least
-    /// [`hearth_kernels::ATTN_TILE`] rows takes its tiled flash attention
-    /// (F32 accumulator), a smaller one and every decoding step the one-row
-    /// form (F16 accumulator); its Q4_K products take a batch's rows four
-    /// at a time, with a float order of their own, leaving the last
-    /// `rows % 4` (and every decoding step) to the one-row order; and its
-    /// Q6_K products take batches of eight rows or more through a tiled
-    /// kernel with another order ([`hearth_kernels::Rows`]). Tying the
-    /// choice to the position, not to how many rows a pass happens to
-    /// carry, keeps a sequence's answer the same however its prompt is
-    /// chunked, batched or partly reused.
-    /// Positions after the prompt (generated or scored tokens) take the
-    /// one-row forms. Without this call every position takes them.
+    /// Declares that positions `0..prompt_len` hold a request's prompt, so
+    /// that they take the arithmetic llama-server gives it
+    /// ([`PromptPlan::server`]): the batches it would cut the prompt into
+    /// decide each position's forms, whatever passes hearth actually feeds
+    /// it in. Positions after the prompt take the one-row forms of
+    /// decoding. Without a plan every position takes them.
     pub fn plan_prompt(&mut self, prompt_len: usize) {
-        // The positions of the batches of at least `min` rows.
-        let batches_of = |min: usize| {
-            let tail = prompt_len % PROMPT_UBATCH;
-            if tail >= min {
-                prompt_len
-            } else {
-                prompt_len - tail
-            }
-        };
-        self.tiled_below = batches_of(hearth_kernels::ATTN_TILE);
-        self.wide_below = batches_of(8);
-        // Whole batches are multiples of four, so only the last one's
-        // remainder is left over.
-        self.quad_below = prompt_len - prompt_len % 4;
+        self.plan = PromptPlan::server(prompt_len, self.sliding_window);
     }
 
-    /// The K-quant float orders position `pos` takes ([`Self::plan_prompt`]).
-    pub fn rows_at(&self, pos: usize) -> hearth_kernels::Rows {
-        hearth_kernels::Rows {
-            quad: pos < self.quad_below,
-            wide: pos < self.wide_below,
-        }
+    /// As [`Self::plan_prompt`], for a prompt llama.cpp decodes in one call
+    /// (`llama-perplexity`, `llama-bench`; [`PromptPlan::one_call`]).
+    pub fn plan_one_call(&mut self, prompt_len: usize) {
+        self.plan = PromptPlan::one_call(prompt_len);
     }
 
-    /// Where this cache's positions change arithmetic: the bounds below
-    /// which they take the tiled attention, Q4_K's four-row order and
-    /// Q6_K's batched order ([`Self::plan_prompt`]).
-    pub fn form_bounds(&self) -> [usize; 3] {
-        [self.tiled_below, self.quad_below, self.wide_below]
+    /// The plan the positions follow.
+    pub fn plan(&self) -> &PromptPlan {
+        &self.plan
     }
 
-    /// Positions below this take the tiled attention ([`Self::plan_prompt`]).
-    pub fn tiled_below(&self) -> usize {
-        self.tiled_below
+    /// The forms position `pos` takes.
+    pub fn forms_at(&self, pos: usize) -> Forms {
+        self.plan.forms_at(pos)
     }
 
     /// Forget everything from position `n` on; blocks no longer needed go

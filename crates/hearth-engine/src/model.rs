@@ -65,7 +65,8 @@ impl Model {
     /// A fresh cache for one sequence of up to `n_ctx` tokens. It holds no
     /// memory until positions are written.
     pub fn new_cache(&self, n_ctx: usize) -> KvCache {
-        self.kv.cache(n_ctx)
+        let windowed = self.transformer.layers.iter().any(|l| l.window.is_some());
+        self.kv.cache(n_ctx).with_sliding_window(windowed)
     }
 
     /// One forward pass over a batch; see [`Transformer::forward`].

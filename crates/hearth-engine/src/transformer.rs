@@ -148,6 +148,9 @@ struct Tok {
     pos: usize,
     /// Attention takes the tiled arithmetic ([`KvCache::plan_prompt`]).
     tiled: bool,
+    /// One-row attention splits its keys into ranges of this many cells
+    /// ([`crate::Forms::kv_chunk`]).
+    kv_chunk: usize,
     /// The K-quants' float orders ([`KvCache::plan_prompt`]).
     rows: k::Rows,
 }
@@ -202,11 +205,13 @@ impl Transformer {
                     });
                 }
                 let pos = it.cache.len() + j;
+                let forms = it.cache.forms_at(pos);
                 toks.push(Tok {
                     item: i,
                     pos,
-                    tiled: pos < it.cache.tiled_below(),
-                    rows: it.cache.rows_at(pos),
+                    tiled: forms.tiled,
+                    kv_chunk: forms.kv_chunk,
+                    rows: forms.rows,
                 });
             }
         }
@@ -954,7 +959,9 @@ impl Transformer {
     /// cache's block table (in each block, one KV head's rows are one
     /// contiguous run); the running state carries from one block's run of
     /// keys to the next, so a paged cache gives bit-identical results to
-    /// one contiguous buffer.
+    /// one contiguous buffer. A token whose forms split the keys
+    /// ([`crate::Forms::kv_chunk`]) runs each range of cells with its own
+    /// state and merges them ([`k::attn_online_merge`]).
     #[allow(clippy::too_many_arguments)]
     fn attend_row(
         &self,
@@ -984,8 +991,16 @@ impl Transformer {
         // SAFETY: the task for (ti, kvh) alone writes the slices of token
         // ti's heads in this KV head's group.
         let out = unsafe { att.slice(start..start + group * hdv) };
+        // The key ranges, each with its own running softmax: one, or
+        // llama.cpp's split-KV ranges of `kv_chunk` cells from cell 0.
+        let chunk = if tok.kv_chunk == 0 {
+            usize::MAX
+        } else {
+            tok.kv_chunk
+        };
+        let n_parts = spans.end.div_ceil(chunk).max(1);
         ONLINE.with(|cell| {
-            let (q16, acc) = &mut *cell.borrow_mut();
+            let (q16, acc, states) = &mut *cell.borrow_mut();
             for h in 0..group {
                 q16.clear();
                 q16.extend(
@@ -994,21 +1009,34 @@ impl Transformer {
                         .map(|&v| f16::from_f32(v)),
                 );
                 acc.clear();
-                acc.resize(hdv, f16::ZERO);
-                let mut state = (f32::NEG_INFINITY, 0f32);
-                for (b, slot, len) in spans.clone() {
-                    let key_rows = &cache.key_rows(li, b, kvh)[slot * hdk..];
-                    let value_rows = &cache.value_rows(li, b, kvh)[slot * hdv..];
-                    let run = k::KvRun {
-                        keys: key_rows,
-                        k_stride: hdk,
-                        values: value_rows,
-                        v_stride: hdv,
-                        n: len,
+                acc.resize(n_parts * hdv, f16::ZERO);
+                states.clear();
+                states.resize(n_parts, (f32::NEG_INFINITY, 0f32));
+                for (part, (state, acc)) in states.iter_mut().zip(acc.chunks_mut(hdv)).enumerate() {
+                    let range = KeySpans {
+                        next: spans.next.max(part.saturating_mul(chunk)),
+                        end: spans.end.min(part.saturating_add(1).saturating_mul(chunk)),
+                        block: spans.block,
                     };
-                    k::attn_online_f16(q16, run, hp.kq_scale, &mut state, acc);
+                    for (b, slot, len) in range {
+                        let key_rows = &cache.key_rows(li, b, kvh)[slot * hdk..];
+                        let value_rows = &cache.value_rows(li, b, kvh)[slot * hdv..];
+                        let run = k::KvRun {
+                            keys: key_rows,
+                            k_stride: hdk,
+                            values: value_rows,
+                            v_stride: hdv,
+                            n: len,
+                        };
+                        k::attn_online_f16(q16, run, hp.kq_scale, state, acc);
+                    }
                 }
-                k::attn_online_finish(state, acc, &mut out[h * hdv..(h + 1) * hdv]);
+                let out = &mut out[h * hdv..(h + 1) * hdv];
+                if n_parts == 1 {
+                    k::attn_online_finish(states[0], acc, out);
+                } else {
+                    k::attn_online_merge(states, acc, out);
+                }
             }
         });
     }
@@ -1149,6 +1177,10 @@ fn keep(slot: &'static std::thread::LocalKey<std::cell::Cell<Vec<f32>>>, v: Vec<
     }
 }
 
+/// A one-row attention task's query head in F16, and per key range its F16
+/// value accumulator and running state ([`Transformer::attend_row`]).
+type OnlineScratch = (Vec<f16>, Vec<f16>, Vec<(f32, f32)>);
+
 /// A tiled attention task's working set ([`Transformer::attend_tiled`]).
 #[derive(Default)]
 struct TiledScratch {
@@ -1165,9 +1197,8 @@ struct TiledScratch {
 
 thread_local! {
     static TILED: std::cell::RefCell<TiledScratch> = std::cell::RefCell::new(TiledScratch::default());
-    /// An attention task's query head in F16 and its F16 value accumulator.
-    static ONLINE: std::cell::RefCell<(Vec<f16>, Vec<f16>)> =
-        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    static ONLINE: std::cell::RefCell<OnlineScratch> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
     /// A LoRA task's gathered input rows, as the F32 GEMM's bytes.
     static LORA_X: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     /// The logits of the wanted rows before they are split per item.
@@ -1521,6 +1552,7 @@ mod tests {
                 item: 0,
                 pos: i,
                 tiled: false,
+                kv_chunk: 0,
                 rows,
             })
             .collect();

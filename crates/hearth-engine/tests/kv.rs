@@ -8,7 +8,9 @@ mod common;
 use std::sync::{Arc, Mutex, Weak};
 
 use common::{Arch, N_VOCAB};
-use hearth_engine::{BatchItem, EngineError, KvCache, KvGeometry, KvPool, KvReclaim, Model, Want};
+use hearth_engine::{
+    BatchItem, EngineError, Forms, KvCache, KvGeometry, KvPool, KvReclaim, Model, PromptPlan, Want,
+};
 use hearth_gguf::GgmlType;
 
 const N_CTX: usize = 80;
@@ -50,7 +52,7 @@ fn run(model: &Model, tokens: &[u32], chunk: usize, decode_from: usize) -> Vec<f
 }
 
 /// [`run`] with the first `prompt` tokens planned as a prompt
-/// ([`KvCache::plan_prompt`]).
+/// ([`KvCache::plan_one_call`]).
 fn run_planned(
     model: &Model,
     tokens: &[u32],
@@ -59,7 +61,7 @@ fn run_planned(
     prompt: usize,
 ) -> Vec<f32> {
     let mut cache = model.new_cache(N_CTX);
-    cache.plan_prompt(prompt);
+    cache.plan_one_call(prompt);
     let mut out = Vec::new();
     for part in tokens[..decode_from].chunks(chunk) {
         out.extend(feed(model, &mut cache, part, Want::All));
@@ -135,7 +137,7 @@ fn tiled_positions_do_not_depend_on_chunks_blocks_or_neighbours() {
         // Beside a sequence that takes the one-row form.
         let other = prompt(20, 9);
         let mut a = contiguous.new_cache(N_CTX);
-        a.plan_prompt(75);
+        a.plan_one_call(75);
         let mut b = contiguous.new_cache(N_CTX);
         let out = contiguous
             .forward(&mut [
@@ -378,34 +380,125 @@ fn a_geometry_whose_heads_do_not_divide_is_refused() {
     }
 }
 
-/// Where a planned prompt's positions change arithmetic: llama.cpp's
-/// batches of 512 rows, tiled attention from 64 rows, Q4_K's four-row
-/// order for all but a batch's last `rows % 4`, Q6_K's batched order from
-/// eight rows.
+/// The batches a prompt is cut into: llama.cpp's batches of 512 rows from
+/// the start when it decodes a prompt in one call (and llama-server does
+/// the same for a model without sliding-window layers); llama-server holds
+/// back a windowed model's last 4 tokens, and the 512 before them, as
+/// batches of their own.
 #[test]
-fn a_prompt_plan_follows_llama_cpp_batches() {
-    let model = model(Arch::Llama, 16, usize::MAX);
-    for (len, bounds) in [
-        (0, [0, 0, 0]),
-        (6, [0, 4, 0]),
-        (9, [0, 8, 9]),
-        (64, [64, 64, 64]),
-        (515, [512, 512, 512]),
-        (530, [512, 528, 530]),
-        (600, [600, 600, 600]),
-        (1024, [1024, 1024, 1024]),
+fn a_prompt_plan_cuts_as_llama_cpp_does() {
+    let batches = |p: PromptPlan| -> Vec<(usize, usize)> {
+        p.batches().iter().map(|b| (b.start, b.end)).collect()
+    };
+    for (len, want) in [
+        (0, vec![]),
+        (6, vec![(0, 6)]),
+        (512, vec![(0, 512)]),
+        (530, vec![(0, 512), (512, 530)]),
+        (1024, vec![(0, 512), (512, 1024)]),
     ] {
-        let mut cache = model.new_cache(2048);
-        cache.plan_prompt(len);
-        assert_eq!(cache.form_bounds(), bounds, "prompt of {len}");
-        assert_eq!(cache.tiled_below(), bounds[0]);
-        let last = len.saturating_sub(1);
-        let rows = cache.rows_at(last);
-        assert_eq!((rows.quad, rows.wide), (last < bounds[1], last < bounds[2]));
+        assert_eq!(batches(PromptPlan::one_call(len)), want, "one call, {len}");
         assert_eq!(
-            cache.rows_at(len),
-            hearth_kernels::Rows::SINGLE,
-            "past the prompt"
+            batches(PromptPlan::server(len, false)),
+            want,
+            "server, {len}"
         );
     }
+    for (len, want) in [
+        (0, vec![]),
+        (4, vec![(0, 4)]),
+        (5, vec![(0, 1), (1, 5)]),
+        (6, vec![(0, 2), (2, 6)]),
+        (516, vec![(0, 512), (512, 516)]),
+        (517, vec![(0, 1), (1, 513), (513, 517)]),
+        (589, vec![(0, 73), (73, 585), (585, 589)]),
+        (1038, vec![(0, 512), (512, 522), (522, 1034), (1034, 1038)]),
+    ] {
+        assert_eq!(
+            batches(PromptPlan::server(len, true)),
+            want,
+            "windowed, {len}"
+        );
+    }
+    // A cache takes the server's cut when its model has windowed layers.
+    for (arch, windowed) in [(Arch::Llama, false), (Arch::Gemma3, true)] {
+        let m = common::tiny(arch, 2);
+        let model = common::load(&m, GgmlType::F32, 1);
+        let mut cache = model.new_cache(64);
+        cache.plan_prompt(6);
+        assert_eq!(cache.plan(), &PromptPlan::server(6, windowed), "{arch:?}");
+        cache.plan_one_call(6);
+        assert_eq!(cache.plan(), &PromptPlan::one_call(6), "{arch:?}");
+    }
+}
+
+/// The forms a position takes follow its batch's rows: tiled attention
+/// from 64, Q6_K's batched order from eight, Q4_K's four-row order for all
+/// but a batch's last `rows % 4`; past the prompt, a decoding step's.
+#[test]
+fn a_position_takes_its_batchs_forms() {
+    let plan = PromptPlan::server(1038, true);
+    let forms = |pos: usize| {
+        let f = plan.forms_at(pos);
+        (f.tiled, f.rows.quad, f.rows.wide)
+    };
+    assert_eq!(forms(0), (true, true, true));
+    assert_eq!(forms(511), (true, true, true));
+    // 512..522: ten rows, the last two alone.
+    assert_eq!(forms(512), (false, true, true));
+    assert_eq!(forms(519), (false, true, true));
+    assert_eq!(forms(520), (false, false, true));
+    assert_eq!(forms(521), (false, false, true));
+    assert_eq!(forms(522), (true, true, true));
+    assert_eq!(forms(1033), (true, true, true));
+    // The held-back four.
+    assert_eq!(forms(1034), (false, true, false));
+    assert_eq!(forms(1037), (false, true, false));
+    assert_eq!(plan.forms_at(1038), Forms::one_row(1038));
+    let short = PromptPlan::one_call(3);
+    assert_eq!(short.forms_at(2).rows, hearth_kernels::Rows::SINGLE);
+    assert!(!short.forms_at(2).tiled);
+    assert_eq!(PromptPlan::none().forms_at(0), Forms::one_row(0));
+    // One row at a time: keys split between two threads once the view of
+    // the cache (cells used, padded to 256) reaches 512.
+    for (pos, chunk) in [
+        (0, 0),
+        (255, 0),
+        (256, 256),
+        (511, 256),
+        (512, 384),
+        (1038, 640),
+    ] {
+        let f = Forms::one_row(pos);
+        assert_eq!(f.kv_chunk, chunk, "decoding at {pos}");
+        assert!(!f.tiled && f.rows == hearth_kernels::Rows::SINGLE);
+    }
+    // A prompt's batch of one row is a decoding step too.
+    assert_eq!(PromptPlan::one_call(513).forms_at(512), Forms::one_row(512));
+    assert_eq!(PromptPlan::one_call(514).forms_at(512).kv_chunk, 0);
+}
+
+/// A kept prefix serves a new prompt only as far as their positions took
+/// the same forms.
+#[test]
+fn plans_agree_up_to_the_first_different_form() {
+    let a = PromptPlan::one_call(600);
+    assert_eq!(a.agrees_for(&PromptPlan::one_call(600), 600), 600);
+    // 0..512 is a whole batch in both; 512.. is 88 rows against 18.
+    assert_eq!(a.agrees_for(&PromptPlan::one_call(530), 530), 512);
+    // Q4_K's four-row order stops two rows earlier in a batch of 530 % 512.
+    assert_eq!(
+        PromptPlan::one_call(530).agrees_for(&PromptPlan::one_call(528), 528),
+        528
+    );
+    assert_eq!(
+        PromptPlan::one_call(533).agrees_for(&PromptPlan::one_call(530), 530),
+        528
+    );
+    // Short prompts: tiled against one-row attention from the start.
+    assert_eq!(a.agrees_for(&PromptPlan::one_call(20), 20), 0);
+    assert_eq!(
+        PromptPlan::server(6, true).agrees_for(&PromptPlan::server(7, true), 6),
+        2
+    );
 }

@@ -31,8 +31,11 @@
 //! - Element-wise ops follow llama.cpp's compiled code, including where its
 //!   compiler fused multiply-adds (see [`ops`]).
 //! - Attention is its CPU flash attention with an F16 cache: the one-row
-//!   form ([`attn_online_f16`]) and the tiled form it takes for 64 or more
-//!   query rows ([`attn_tile_row`]).
+//!   form ([`attn_online_f16`]), its split-KV merge for one-row batches
+//!   over 512 or more cache cells ([`attn_online_merge`]), and the tiled
+//!   form it takes for 64 or more query rows ([`attn_tile_row`]).
+//! - Which form a row takes depends on how llama.cpp batched it; the engine
+//!   decides that by position (`hearth_engine::PromptPlan`).
 //! - K-quants: each super-block's integer sums are exact; the float updates
 //!   follow the kernel llama.cpp picks for the batch a row is in ([`Rows`]):
 //!   Q4_K its repacked four-row and one-row kernels (two chains, scale
@@ -405,6 +408,14 @@ dispatch_op!(
     /// The output of [`attn_tile_row`] calls: `acc / sum`.
     fn attn_tile_finish(state: (f32, f32), acc: &[f32], out: &mut [f32])
 );
+
+/// The output of [`attn_online_f16`] runs over consecutive key ranges, each
+/// started afresh, merged as llama.cpp's split-KV decode merges them (see
+/// [`ops::scalar::attn_online_merge`]; scalar on every CPU, since it runs
+/// once per head).
+pub fn attn_online_merge(states: &[(f32, f32)], accs: &[f16], out: &mut [f32]) {
+    ops::scalar::attn_online_merge(states, accs, out)
+}
 
 /// Rotary embedding on one head vector, rotating the first `n_rot` dims.
 /// `neox = false` pairs `(x[2i], x[2i+1])` (llama's "normal" mode);

@@ -431,6 +431,42 @@ pub mod scalar {
         }
     }
 
+    /// The attention output of [`attn_online_f16`] runs over consecutive
+    /// ranges of keys, each started afresh, merged as llama.cpp merges its
+    /// threads' partials when it splits a decoding row's keys: in order,
+    /// skipping ranges that saw no key, each moving the maximum (libm's
+    /// `exp` for both rescales), the accumulator `fma(acc, old, part * new)`
+    /// element by element and the sum likewise; then a multiply by
+    /// `1 / sum`. Range `i` has state `states[i]` and accumulator
+    /// `accs[i * out.len()..][..out.len()]`.
+    pub fn attn_online_merge(states: &[(f32, f32)], accs: &[f16], out: &mut [f32]) {
+        assert_eq!(
+            accs.len(),
+            states.len() * out.len(),
+            "one accumulator per range"
+        );
+        out.fill(0.0);
+        let (mut max, mut sum) = (f32::NEG_INFINITY, 0f32);
+        for (&(m, s), acc) in states.iter().zip(accs.chunks_exact(out.len().max(1))) {
+            if s == 0.0 {
+                continue;
+            }
+            let new = max.max(m);
+            let (old_scale, new_scale) = ((max - new).exp(), (m - new).exp());
+            for (o, a) in out.iter_mut().zip(acc) {
+                *o = o.mul_add(old_scale, a.to_f32() * new_scale);
+            }
+            sum = sum.mul_add(old_scale, s * new_scale);
+            max = new;
+        }
+        if sum != 0.0 {
+            let inv = 1.0 / sum;
+            for o in out.iter_mut() {
+                *o *= inv;
+            }
+        }
+    }
+
     /// One query row's attention over one key tile, as llama.cpp's tiled CPU
     /// flash attention (`flash_attn_ext_tiled`, taken for batches of 64 or
     /// more query rows) computes it: an F32 query; each score a fused

@@ -380,6 +380,105 @@ fn online_attention_matches_reference_and_formula() {
     assert_eq!(out, vec![0f32; 8]);
 }
 
+/// llama.cpp's split-KV merge: ranges of keys, each run afresh, then merged.
+/// One range merged equals [`hearth_kernels::attn_online_finish`] bit for
+/// bit; empty ranges (a window that starts past them) are skipped, also in
+/// first place; several ranges give the softmax-weighted sum of all the
+/// values; and the merge is not the single run's arithmetic (the split
+/// changes bits, which is why the engine follows llama.cpp's split).
+#[test]
+fn split_attention_merges_to_the_formula() {
+    let mut r = rng(37);
+    let mut differs = 0;
+    for (hdk, hdv) in ONLINE_SHAPES {
+        for &(n, chunk) in &[(9usize, 4usize), (300, 128), (600, 256), (130, 65)] {
+            let q = randn_f16(&mut r, hdk);
+            let keys = randn_f16(&mut r, n * hdk);
+            let values = randn_f16(&mut r, n * hdv);
+            let scale = 1.0 / (hdk as f32).sqrt();
+            // Each range of `chunk` keys from `first` on, run afresh.
+            let parts = |first: usize| {
+                let n_parts = n.div_ceil(chunk);
+                let mut states = vec![(f32::NEG_INFINITY, 0f32); n_parts];
+                let mut accs = vec![f16::ZERO; n_parts * hdv];
+                for (p, (state, acc)) in states.iter_mut().zip(accs.chunks_mut(hdv)).enumerate() {
+                    let (from, to) = (first.max(p * chunk), n.min((p + 1) * chunk));
+                    if from >= to {
+                        continue;
+                    }
+                    let kv = hearth_kernels::KvRun {
+                        keys: &keys[from * hdk..],
+                        k_stride: hdk,
+                        values: &values[from * hdv..],
+                        v_stride: hdv,
+                        n: to - from,
+                    };
+                    hearth_kernels::attn_online_f16(&q, kv, scale, state, acc);
+                }
+                (states, accs)
+            };
+            let (states, accs) = parts(0);
+            let mut one = vec![0f32; hdv];
+            let mut merged_one = vec![0f32; hdv];
+            hearth_kernels::attn_online_finish(states[0], &accs[..hdv], &mut one);
+            hearth_kernels::attn_online_merge(&states[..1], &accs[..hdv], &mut merged_one);
+            assert_eq!(bits(&merged_one), bits(&one), "one range, hdv {hdv} n {n}");
+
+            let mut merged = vec![0f32; hdv];
+            hearth_kernels::attn_online_merge(&states, &accs, &mut merged);
+            let exact = attention_formula(&q, &keys, &values, n, hdv, scale);
+            for d in 0..hdv {
+                assert!(
+                    (merged[d] as f64 - exact[d]).abs() <= 2e-2,
+                    "hdv {hdv} n {n} d {d}: {} vs {}",
+                    merged[d],
+                    exact[d]
+                );
+            }
+            let mut state = (f32::NEG_INFINITY, 0f32);
+            let mut acc = vec![f16::ZERO; hdv];
+            let all = hearth_kernels::KvRun {
+                keys: &keys,
+                k_stride: hdk,
+                values: &values,
+                v_stride: hdv,
+                n,
+            };
+            hearth_kernels::attn_online_f16(&q, all, scale, &mut state, &mut acc);
+            let mut single = vec![0f32; hdv];
+            hearth_kernels::attn_online_finish(state, &acc, &mut single);
+            differs += usize::from(bits(&single) != bits(&merged));
+
+            // The first range entirely outside the window: skipped.
+            let first = chunk + 1;
+            let (states, accs) = parts(first);
+            assert_eq!(states[0], (f32::NEG_INFINITY, 0.0));
+            let mut windowed = vec![0f32; hdv];
+            hearth_kernels::attn_online_merge(&states, &accs, &mut windowed);
+            let tail = attention_formula(
+                &q,
+                &keys[first * hdk..],
+                &values[first * hdv..],
+                n - first,
+                hdv,
+                scale,
+            );
+            for d in 0..hdv {
+                assert!(
+                    (windowed[d] as f64 - tail[d]).abs() <= 2e-2,
+                    "windowed, n {n} d {d}"
+                );
+            }
+        }
+    }
+    assert!(differs > 0, "the merge never changed a bit");
+    // No keys at all: zeros, not NaN.
+    let mut out = vec![1f32; 8];
+    let none = [(f32::NEG_INFINITY, 0.0); 2];
+    hearth_kernels::attn_online_merge(&none, &[f16::ZERO; 16], &mut out);
+    assert_eq!(out, vec![0f32; 8]);
+}
+
 /// `n` normal values rounded to F16, as a cache holds keys and values.
 fn randn_f16(r: &mut rand::rngs::StdRng, n: usize) -> Vec<f16> {
     randn(r, n, 1.0).into_iter().map(f16::from_f32).collect()

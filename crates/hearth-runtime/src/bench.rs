@@ -53,7 +53,7 @@ pub fn bench_with_adapter(
     for _ in 0..reps {
         if n_prompt > 0 {
             let mut cache = rt.model.new_cache(n_prompt);
-            cache.plan_prompt(n_prompt);
+            cache.plan_one_call(n_prompt);
             let t = Instant::now();
             let mut items = [BatchItem {
                 cache: &mut cache,

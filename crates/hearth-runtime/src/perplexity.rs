@@ -42,7 +42,7 @@ pub fn perplexity(rt: &Runtime, text: &str, n_ctx: usize) -> Result<Perplexity> 
             chunk[0] = b;
         }
         let mut cache = rt.model.new_cache(n_ctx);
-        cache.plan_prompt(n_ctx);
+        cache.plan_one_call(n_ctx);
         // Logits at position p predict token p + 1.
         let mut items = [BatchItem {
             cache: &mut cache,

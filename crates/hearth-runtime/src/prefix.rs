@@ -27,7 +27,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use hearth_engine::{KvCache, KvReclaim};
+use hearth_engine::{KvCache, KvReclaim, PromptPlan};
 
 use crate::error::Result;
 use crate::sequence::Sequence;
@@ -38,9 +38,8 @@ struct Entry {
     adapter: Option<u64>,
     tokens: Vec<u32>,
     cache: KvCache,
-    /// The source's [`KvCache::form_bounds`]: which positions took which
-    /// arithmetic.
-    bounds: [usize; 3],
+    /// The source's plan: which positions took which arithmetic.
+    plan: PromptPlan,
     last_used: u64,
 }
 
@@ -121,20 +120,6 @@ fn adapter_id(seq: &Sequence) -> Option<u64> {
     seq.adapter().map(|a| a.id())
 }
 
-/// How many of the first `n` positions a sequence can take from an entry
-/// when each arithmetic choice switches at `kept[i]` in the entry and at
-/// `wanted[i]` in the sequence: all `n` if every one of them took the form
-/// the sequence would give it, else only those below both bounds that
-/// disagree.
-fn arithmetic_agrees(kept: [usize; 3], wanted: [usize; 3], mut n: usize) -> usize {
-    for (k, w) in kept.into_iter().zip(wanted) {
-        if k.min(n) != w.min(n) {
-            n = k.min(w);
-        }
-    }
-    n
-}
-
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
@@ -165,7 +150,7 @@ impl PrefixCache {
     pub fn seed(&mut self, seq: &mut Sequence, key: u64) -> Result<usize> {
         let adapter = adapter_id(seq);
         let prompt = seq.prompt();
-        let bounds = seq.cache().form_bounds();
+        let plan = seq.cache().plan();
         let mut guard = self.state();
         let st = &mut *guard;
         let best = st
@@ -174,7 +159,7 @@ impl PrefixCache {
             .filter(|e| e.key == key && e.adapter == adapter)
             .map(|e| {
                 let n = common_prefix(&e.tokens, prompt).min(prompt.len() - 1);
-                (arithmetic_agrees(e.bounds, bounds, n), e)
+                (e.plan.agrees_for(plan, n), e)
             })
             .max_by_key(|(n, _)| *n);
         let Some((n, entry)) = best else { return Ok(0) };
@@ -228,7 +213,7 @@ impl PrefixCache {
             adapter,
             tokens: tokens.to_vec(),
             cache,
-            bounds: src.form_bounds(),
+            plan: src.plan().clone(),
             last_used: clock,
         });
         while st.entries.len() > st.max_entries || st.bytes() > st.max_bytes {

@@ -3,13 +3,17 @@
 //! `data/llama-cpp-logits.json` holds what llama.cpp b11311 (the build the
 //! golden files came from, compiled for AVX2 as its `source` field says)
 //! computes for a few prompts (short ones, a 9-token one whose batch takes
-//! the batched K-quant orders, and an 85-token one whose batch takes the
-//! tiled attention) and three decoding steps after each: the sha256 of
-//! every step's full logit vector, and its top 5 for a readable failure.
-//! hearth must produce the same bytes: its arithmetic is the reference's,
-//! operation for operation (see `hearth-kernels`' numerics notes). The
-//! prompt is fed once whole and once in chunks of 7 tokens, which must not
-//! change a bit either (the arithmetic follows positions, not passes).
+//! the batched K-quant orders, an 85-token one whose batch takes the tiled
+//! attention, and for Gemma 3 a 589-token one that spans two batches) and
+//! three decoding steps after each: the sha256 of every step's full logit
+//! vector, and its top 5 for a readable failure. The prompts were decoded
+//! in the batches llama-server cuts a request's prompt into (for Gemma 3,
+//! whose sliding-window layers make it hold back the last 4 and the 512
+//! before them; see `hearth_engine::PromptPlan::server`). hearth must
+//! produce the same bytes: its arithmetic is the reference's, operation for
+//! operation (see `hearth-kernels`' numerics notes). The prompt is fed once
+//! whole and once in chunks of 7 tokens, which must not change a bit either
+//! (the arithmetic follows positions, not passes).
 
 mod common;
 
@@ -37,7 +41,7 @@ fn ids(v: &serde_json::Value) -> Vec<u32> {
 /// `cont` alone.
 fn run(model: &str, prompt: &[u32], cont: &[u32], chunk: usize) -> Vec<Vec<f32>> {
     let rt = runtime(model);
-    let mut cache = rt.model.new_cache(512);
+    let mut cache = rt.model.new_cache(1024);
     cache.plan_prompt(prompt.len());
     let mut steps = Vec::new();
     let mut last = Vec::new();
