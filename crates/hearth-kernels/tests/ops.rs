@@ -318,6 +318,52 @@ fn attention_formula(
         .collect()
 }
 
+/// Rows `range` of contiguous key and value rows (`hdv` values a row, keys
+/// as many per row as `keys` holds for the same rows).
+fn kv_rows<'a>(
+    keys: &'a [f16],
+    values: &'a [f16],
+    hdv: usize,
+    range: std::ops::Range<usize>,
+) -> hearth_kernels::KvRun<'a> {
+    let rows = values.len() / hdv;
+    let hdk = keys.len() / rows;
+    hearth_kernels::KvRun {
+        keys: &keys[range.start * hdk..],
+        k_stride: hdk,
+        values: &values[range.start * hdv..],
+        v_stride: hdv,
+        n: range.len(),
+    }
+}
+
+/// `got` is [`attention_formula`] over keys `first..n` within `tol`.
+#[allow(clippy::too_many_arguments)]
+fn assert_near_formula(
+    got: &[f32],
+    q: &[f16],
+    keys: &[f16],
+    values: &[f16],
+    first: usize,
+    n: usize,
+    scale: f32,
+    tol: f64,
+    what: &str,
+) {
+    let (hdk, hdv) = (q.len(), got.len());
+    let exact = attention_formula(
+        q,
+        &keys[first * hdk..],
+        &values[first * hdv..],
+        n - first,
+        hdv,
+        scale,
+    );
+    for (d, (&g, &e)) in got.iter().zip(&exact).enumerate() {
+        assert!((g as f64 - e).abs() <= tol, "{what}, d {d}: {g} vs {e}");
+    }
+}
+
 /// The online-softmax attention: the dispatched kernel equals the scalar
 /// reference bit for bit (head sizes that take the SIMD path and sizes that
 /// fall back, runs longer than one pass of keys), feeding the keys in two
@@ -339,13 +385,7 @@ fn online_attention_matches_reference_and_formula() {
                 let mut state = (f32::NEG_INFINITY, 0f32);
                 let mut acc = vec![f16::ZERO; hdv];
                 for (from, to) in [(0, split), (split, n)] {
-                    let kv = hearth_kernels::KvRun {
-                        keys: &keys[from * hdk..],
-                        k_stride: hdk,
-                        values: &values[from * hdv..],
-                        v_stride: hdv,
-                        n: to - from,
-                    };
+                    let kv = kv_rows(&keys, &values, hdv, from..to);
                     if simd {
                         hearth_kernels::attn_online_f16(&q, kv, scale, &mut state, &mut acc);
                     } else {
@@ -363,15 +403,8 @@ fn online_attention_matches_reference_and_formula() {
                 "hdk {hdk} hdv {hdv} n {n}"
             );
             assert_eq!(bits(&run(n / 2, true)), bits(&want), "two runs, n {n}");
-            let exact = attention_formula(&q, &keys, &values, n, hdv, scale);
-            for d in 0..hdv {
-                assert!(
-                    (want[d] as f64 - exact[d]).abs() <= 2e-2,
-                    "hdk {hdk} n {n} d {d}: {} vs {}",
-                    want[d],
-                    exact[d]
-                );
-            }
+            let what = format!("hdk {hdk} n {n}");
+            assert_near_formula(&want, &q, &keys, &values, 0, n, scale, 2e-2, &what);
         }
     }
     // No keys at all: zeros, not NaN.
@@ -406,13 +439,7 @@ fn split_attention_merges_to_the_formula() {
                     if from >= to {
                         continue;
                     }
-                    let kv = hearth_kernels::KvRun {
-                        keys: &keys[from * hdk..],
-                        k_stride: hdk,
-                        values: &values[from * hdv..],
-                        v_stride: hdv,
-                        n: to - from,
-                    };
+                    let kv = kv_rows(&keys, &values, hdv, from..to);
                     hearth_kernels::attn_online_f16(&q, kv, scale, state, acc);
                 }
                 (states, accs)
@@ -426,24 +453,11 @@ fn split_attention_merges_to_the_formula() {
 
             let mut merged = vec![0f32; hdv];
             hearth_kernels::attn_online_merge(&states, &accs, &mut merged);
-            let exact = attention_formula(&q, &keys, &values, n, hdv, scale);
-            for d in 0..hdv {
-                assert!(
-                    (merged[d] as f64 - exact[d]).abs() <= 2e-2,
-                    "hdv {hdv} n {n} d {d}: {} vs {}",
-                    merged[d],
-                    exact[d]
-                );
-            }
+            let what = format!("merged, hdv {hdv} n {n}");
+            assert_near_formula(&merged, &q, &keys, &values, 0, n, scale, 2e-2, &what);
             let mut state = (f32::NEG_INFINITY, 0f32);
             let mut acc = vec![f16::ZERO; hdv];
-            let all = hearth_kernels::KvRun {
-                keys: &keys,
-                k_stride: hdk,
-                values: &values,
-                v_stride: hdv,
-                n,
-            };
+            let all = kv_rows(&keys, &values, hdv, 0..n);
             hearth_kernels::attn_online_f16(&q, all, scale, &mut state, &mut acc);
             let mut single = vec![0f32; hdv];
             hearth_kernels::attn_online_finish(state, &acc, &mut single);
@@ -455,20 +469,8 @@ fn split_attention_merges_to_the_formula() {
             assert_eq!(states[0], (f32::NEG_INFINITY, 0.0));
             let mut windowed = vec![0f32; hdv];
             hearth_kernels::attn_online_merge(&states, &accs, &mut windowed);
-            let tail = attention_formula(
-                &q,
-                &keys[first * hdk..],
-                &values[first * hdv..],
-                n - first,
-                hdv,
-                scale,
-            );
-            for d in 0..hdv {
-                assert!(
-                    (windowed[d] as f64 - tail[d]).abs() <= 2e-2,
-                    "windowed, n {n} d {d}"
-                );
-            }
+            let what = format!("windowed, hdv {hdv} n {n}");
+            assert_near_formula(&windowed, &q, &keys, &values, first, n, scale, 2e-2, &what);
         }
     }
     assert!(differs > 0, "the merge never changed a bit");
@@ -561,22 +563,8 @@ fn tiled_attention_matches_reference_and_formula() {
             );
             // The formula over the same keys, with the query as F16 so the
             // helper can take it; the query's rounding is within the bound.
-            let exact = attention_formula(
-                &q16,
-                &keys[first * hdk..],
-                &values[first * hdv..],
-                n - first,
-                hdv,
-                scale,
-            );
-            for d in 0..hdv {
-                assert!(
-                    (want[d] as f64 - exact[d]).abs() <= 1e-2,
-                    "hdk {hdk} keys {first}..{n} d {d}: {} vs {}",
-                    want[d],
-                    exact[d]
-                );
-            }
+            let what = format!("hdk {hdk} keys {first}..{n}");
+            assert_near_formula(&want, &q16, &keys, &values, first, n, scale, 1e-2, &what);
         }
     }
     // A tile with no valid key leaves the state alone; no keys give zeros.
