@@ -6,7 +6,9 @@
 //! An adapter holds, per layer and per adapted matrix (Q, K, V, attention
 //! output, gate, up, down), the pair `A` (`r` rows of `n_in`) and `B`
 //! (`n_out` rows of `r`), both as f32, and the scale `s`; the forward pass
-//! computes `y = x·W + s·(x·Aᵀ)·Bᵀ`. Keeping the adapter apart from the base
+//! computes `y = x·W + s·(x·Aᵀ)·Bᵀ`, each product in the order llama.cpp's
+//! F32 matmul takes for the token's batch (so adapted logits equal the
+//! reference's as the base model's do). Keeping the adapter apart from the base
 //! (instead of merging it into the weights) is what lets one forward pass
 //! serve sequences with different adapters over one mapped base.
 //!
@@ -37,6 +39,11 @@ use serde_json::Value as Json;
 use thiserror::Error;
 
 use crate::transformer::Hyper;
+
+thread_local! {
+    /// [`LoraMatrix::up`]'s eight lanes for a run of outputs.
+    static LANES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// Errors of loading or applying an adapter: each names the field or tensor
 /// at fault.
@@ -163,32 +170,84 @@ pub struct LoraMatrix {
     pub n_in: usize,
     pub n_out: usize,
     pub scale: f32,
-    a: Vec<u8>,
+    /// `A`, row-major (`rank × n_in`).
+    a: Vec<f32>,
+    /// `B` transposed (`rank × n_out`), so that one rank index's weights for
+    /// a run of outputs are contiguous.
     bt: Vec<f32>,
 }
 
 impl LoraMatrix {
-    /// `t[c·rank + j] = A[j] · x[c]` for `ncols` rows of `x` (f32 bytes, `n_in` each).
-    pub(crate) fn down(&self, x: &[u8], ncols: usize, t: &mut [f32]) {
-        k::gemm(GgmlType::F32, self.n_in, &self.a, 0..self.rank, x, ncols, t);
+    /// `t[j] = A[j] · x` for one token's row `x` (`n_in` values), in the
+    /// order llama.cpp's F32 matmul takes for the token's batch: tinyBLAS
+    /// for a batch of two rows or more (`batched`), ggml's dot product for
+    /// one row (and when `n_in` is not a multiple of 8, which tinyBLAS
+    /// refuses).
+    pub(crate) fn down(&self, x: &[f32], batched: bool, t: &mut [f32]) {
+        let n = self.n_in;
+        let tiny = batched && n.is_multiple_of(8);
+        for (j, t) in t[..self.rank].iter_mut().enumerate() {
+            let a = &self.a[j * n..(j + 1) * n];
+            *t = if tiny {
+                k::dot_f32_tiny(a, x)
+            } else {
+                k::dot_f32_ggml(a, x)
+            };
+        }
     }
 
-    /// `u[o - rows.start] = Σ_j t[j] · B[o][j]` for `o` in `rows`, one row `t`
-    /// of `rank` values. The sum runs over `j` in order for every output, so
-    /// the result does not depend on `rows` or on how it is vectorised.
-    pub(crate) fn up(&self, rows: Range<usize>, t: &[f32], u: &mut [f32]) {
-        u.fill(0.0);
-        for (j, &tj) in t[..self.rank].iter().enumerate() {
-            let b = &self.bt[j * self.n_out + rows.start..j * self.n_out + rows.end];
-            for (y, &bv) in u.iter_mut().zip(b) {
-                *y += tj * bv;
+    /// `u[o - rows.start] = B[o] · t` for `o` in `rows`, one token's row `t`
+    /// of `rank` values, in the order llama.cpp's F32 matmul takes for the
+    /// token's batch (see [`Self::down`]). Both orders are computed across
+    /// outputs, so the result does not depend on `rows`.
+    pub(crate) fn up(&self, rows: Range<usize>, t: &[f32], batched: bool, u: &mut [f32]) {
+        let r = self.rank;
+        let col = |j: usize| &self.bt[j * self.n_out + rows.start..j * self.n_out + rows.end];
+        if batched && r.is_multiple_of(8) {
+            // tinyBLAS: eight lanes, lane `l` a fused chain over ranks
+            // `l, l + 8, ...` from zero (its first step is the product),
+            // folded as `hsum`: ((0+4) + (2+6)) + ((1+5) + (3+7)).
+            LANES.with(|cell| {
+                let mut lanes = cell.borrow_mut();
+                let n = rows.len();
+                lanes.resize(8 * n, 0.0);
+                for (l, lane) in lanes.chunks_exact_mut(n).enumerate() {
+                    for (y, &b) in lane.iter_mut().zip(col(l)) {
+                        *y = b * t[l];
+                    }
+                    for j in (l + 8..r).step_by(8) {
+                        for (y, &b) in lane.iter_mut().zip(col(j)) {
+                            *y = b.mul_add(t[j], *y);
+                        }
+                    }
+                }
+                let lane = |l: usize| &lanes[l * n..(l + 1) * n];
+                for (o, y) in u.iter_mut().enumerate() {
+                    let h = |l: usize| lane(l)[o] + lane(l + 4)[o];
+                    *y = (h(0) + h(2)) + (h(1) + h(3));
+                }
+            });
+        } else {
+            // ggml's dot product on fewer than 32 elements: rounded
+            // products added in order (`dot_f32_ggml`'s tail), eight and
+            // four at a time, the last one to three fused.
+            let products = (r & !7) + if r % 8 >= 4 { 4 } else { 0 };
+            u.fill(0.0);
+            for (j, &tj) in t[..r].iter().enumerate() {
+                for (y, &b) in u.iter_mut().zip(col(j)) {
+                    *y = if j < products {
+                        *y + tj * b
+                    } else {
+                        tj.mul_add(b, *y)
+                    };
+                }
             }
         }
     }
 
     /// `A` as f32 values, row-major (`rank × n_in`).
     pub fn a(&self) -> Vec<f32> {
-        from_le(&self.a)
+        self.a.clone()
     }
 
     /// `B` as f32 values, row-major (`n_out × rank`), in GGUF's row order.
@@ -490,16 +549,6 @@ impl Adapter {
     }
 }
 
-fn from_le(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
-fn to_le(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
 fn check_alpha(field: &str, alpha: f32) -> Result<(), LoraError> {
     if !(alpha.is_finite() && alpha > 0.0) {
         return Err(LoraError::Field {
@@ -666,10 +715,10 @@ fn build(
             n_in,
             n_out,
             scale,
-            a: to_le(&a.data),
+            a: a.data,
             bt,
         };
-        bytes += m.a.len() + 4 * m.bt.len();
+        bytes += 4 * (m.a.len() + m.bt.len());
         layers[layer][role.slot()] = Some(m);
     }
     Ok(Adapter {

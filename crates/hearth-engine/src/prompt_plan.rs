@@ -48,6 +48,9 @@ pub struct Forms {
     /// merged at the end (llama.cpp's split-KV decode); 0 when the keys
     /// are taken in one run.
     pub kv_chunk: usize,
+    /// The position's batch has two rows or more, so llama.cpp's F32
+    /// matmuls (LoRA's products) take tinyBLAS, not its dot product.
+    pub batched: bool,
     /// The K-quant float orders.
     pub rows: Rows,
 }
@@ -67,6 +70,7 @@ impl Forms {
             } else {
                 0
             },
+            batched: false,
             rows: Rows::SINGLE,
         }
     }
@@ -156,6 +160,7 @@ impl PromptPlan {
         Forms {
             tiled: rows >= ATTN_TILE,
             kv_chunk: 0,
+            batched: true,
             rows: Rows {
                 // Q4_K takes rows four at a time, the last `rows % 4` alone.
                 quad: pos - b.start < rows - rows % 4,

@@ -137,6 +137,10 @@ struct LoraGroup<'a> {
 #[derive(Clone, Copy)]
 struct LoraUse<'a> {
     groups: &'a [LoraGroup<'a>],
+    /// Per token of the flattened batch: its llama.cpp batch has two rows
+    /// or more ([`crate::Forms::batched`]), which picks the F32 matmul's
+    /// order.
+    batched: &'a [bool],
     layer: usize,
     roles: &'a [Role],
 }
@@ -151,6 +155,8 @@ struct Tok {
     /// One-row attention splits its keys into ranges of this many cells
     /// ([`crate::Forms::kv_chunk`]).
     kv_chunk: usize,
+    /// In a llama.cpp batch of two rows or more ([`crate::Forms::batched`]).
+    batched: bool,
     /// The K-quants' float orders ([`KvCache::plan_prompt`]).
     rows: k::Rows,
 }
@@ -211,6 +217,7 @@ impl Transformer {
                     pos,
                     tiled: forms.tiled,
                     kv_chunk: forms.kv_chunk,
+                    batched: forms.batched,
                     rows: forms.rows,
                 });
             }
@@ -233,6 +240,7 @@ impl Transformer {
         }
         let n_tok = toks.len();
         let d = hp.n_embd;
+        let batched: Vec<bool> = toks.iter().map(|t| t.batched).collect();
         // Group tokens by adapter (by id: the same adapter in two sequences is one group).
         let mut groups: Vec<LoraGroup> = Vec::new();
         let mut t0 = 0;
@@ -256,6 +264,7 @@ impl Transformer {
         let lora = |layer: usize, roles: &'static [Role]| {
             (!groups.is_empty()).then_some(LoraUse {
                 groups: &groups,
+                batched: &batched,
                 layer,
                 roles,
             })
@@ -777,7 +786,7 @@ impl Transformer {
                 u.resize(rows.len(), 0.0);
                 for (c, &tok) in toks.iter().enumerate() {
                     let t = &t_all[p.t_off + c * r..p.t_off + (c + 1) * r];
-                    p.m.up(rows.clone(), t, &mut u);
+                    p.m.up(rows.clone(), t, lu.batched[tok], &mut u);
                     let base = tok * n_out;
                     // SAFETY: these rows of token `tok`'s output belong to
                     // this task alone: groups hold disjoint tokens and a
@@ -1199,8 +1208,6 @@ thread_local! {
     static TILED: std::cell::RefCell<TiledScratch> = std::cell::RefCell::new(TiledScratch::default());
     static ONLINE: std::cell::RefCell<OnlineScratch> =
         const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
-    /// A LoRA task's gathered input rows, as the F32 GEMM's bytes.
-    static LORA_X: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     /// The logits of the wanted rows before they are split per item.
     static LOGITS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
     /// Logits vectors handed back by [`Transformer::recycle_logits`] for
@@ -1246,24 +1253,15 @@ fn lora_down(
     shared_t: &SharedMut<f32>,
 ) {
     let idx = &lu.groups[group].toks[toks.clone()];
-    LORA_X.with(|cell| {
-        let mut xb = cell.borrow_mut();
-        xb.clear();
-        for &t in idx {
-            xb.extend(
-                x[t * n_in..(t + 1) * n_in]
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes()),
-            );
+    for p in plan.parts.iter().filter(|p| p.group == group) {
+        let r = p.m.rank;
+        let at = p.t_off + toks.start * r;
+        // SAFETY: each (part, token chunk) owns its own rows of `t_all`.
+        let t = unsafe { shared_t.slice(at..at + toks.len() * r) };
+        for (&tok, t) in idx.iter().zip(t.chunks_exact_mut(r)) {
+            p.m.down(&x[tok * n_in..(tok + 1) * n_in], lu.batched[tok], t);
         }
-        for p in plan.parts.iter().filter(|p| p.group == group) {
-            let r = p.m.rank;
-            let at = p.t_off + toks.start * r;
-            // SAFETY: each (part, token chunk) owns its own rows of `t_all`.
-            let t = unsafe { shared_t.slice(at..at + toks.len() * r) };
-            p.m.down(&xb, idx.len(), t);
-        }
-    });
+    }
 }
 
 struct LoraPlan<'a> {
@@ -1553,6 +1551,7 @@ mod tests {
                 pos: i,
                 tiled: false,
                 kv_chunk: 0,
+                batched: true,
                 rows,
             })
             .collect();

@@ -44,6 +44,9 @@
 //!   chain). Q2_K, Q3_K and Q5_K keep one float update per super-block
 //!   (not matched: no default model uses them).
 //! - GeGLU looks GELU up in llama.cpp's F16 table.
+//! - F32 products (LoRA's) take llama.cpp's two F32 matmul orders:
+//!   llamafile's tinyBLAS for batches of two rows or more
+//!   ([`dot_f32_tiny`]), ggml's dot product for one ([`dot_f32_ggml`]).
 //!
 //! Float weight formats use 32 lanes. A future ISA port must follow the
 //! same structure to stay bit-identical.
@@ -407,6 +410,17 @@ dispatch_op!(
 dispatch_op!(
     /// The output of [`attn_tile_row`] calls: `acc / sum`.
     fn attn_tile_finish(state: (f32, f32), acc: &[f32], out: &mut [f32])
+);
+
+dispatch_op!(
+    /// An F32 dot product in the order of ggml's `ggml_vec_dot_f32` (see
+    /// [`ops::scalar::dot_f32_ggml`]).
+    fn dot_f32_ggml(a: &[f32], b: &[f32]) -> f32
+);
+dispatch_op!(
+    /// An F32 dot product in the order of llamafile's tinyBLAS (see
+    /// [`ops::scalar::dot_f32_tiny`]); lengths are multiples of 8.
+    fn dot_f32_tiny(a: &[f32], b: &[f32]) -> f32
 );
 
 /// The output of [`attn_online_f16`] runs over consecutive key ranges, each

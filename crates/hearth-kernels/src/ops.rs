@@ -431,6 +431,63 @@ pub mod scalar {
         }
     }
 
+    /// An F32 dot product in the order of ggml's `ggml_vec_dot_f32` as
+    /// llama.cpp's AVX2 build compiles it (its matmul for a batch of one
+    /// row, as LoRA's products take when decoding): four banks of eight
+    /// lanes, element `i` of each 32 fused into bank `i / 8 % 4`, lane
+    /// `i % 8`; banks added (0 + 2) + (1 + 3); lanes folded by two
+    /// horizontal adds after the halves; then the elements past the last 32:
+    /// groups of eight, then one of four, as rounded products added one by
+    /// one, and the last one to three fused.
+    pub fn dot_f32_ggml(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len(), "dot of rows of different lengths");
+        let n = a.len();
+        let np = n & !31;
+        let mut banks = [[0f32; 8]; 4];
+        for i in 0..np {
+            let lane = &mut banks[i / 8 % 4][i % 8];
+            *lane = a[i].mul_add(b[i], *lane);
+        }
+        let mut c = [0f32; 8];
+        for (l, c) in c.iter_mut().enumerate() {
+            *c = (banks[0][l] + banks[2][l]) + (banks[1][l] + banks[3][l]);
+        }
+        let u = [c[0] + c[4], c[1] + c[5], c[2] + c[6], c[3] + c[7]];
+        dot_f32_ggml_tail(a, b, np, (u[0] + u[1]) + (u[2] + u[3]))
+    }
+
+    /// [`dot_f32_ggml`]'s elements from `np` on, added to `sum` (the banks'
+    /// total).
+    pub fn dot_f32_ggml_tail(a: &[f32], b: &[f32], np: usize, mut sum: f32) -> f32 {
+        let n = a.len();
+        let rest = n - np;
+        // Groups of eight, then one of four, as products added in order.
+        let products = (rest & !7) + if rest % 8 >= 4 { 4 } else { 0 };
+        for i in np..np + products {
+            sum += a[i] * b[i];
+        }
+        for i in np + products..n {
+            sum = a[i].mul_add(b[i], sum);
+        }
+        sum
+    }
+
+    /// An F32 dot product in the order of llamafile's `tinyBLAS` for AVX2
+    /// (llama.cpp's F32 matmul for batches of two rows or more): eight
+    /// lanes, each a fused chain over its elements from zero, folded as
+    /// [`fold8`]. `a.len()` is a multiple of eight, as tinyBLAS requires.
+    pub fn dot_f32_tiny(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len(), "dot of rows of different lengths");
+        assert!(a.len().is_multiple_of(8), "tinyBLAS takes multiples of 8");
+        let mut lanes = [0f32; 8];
+        for (ca, cb) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+            for l in 0..8 {
+                lanes[l] = ca[l].mul_add(cb[l], lanes[l]);
+            }
+        }
+        fold8(&lanes)
+    }
+
     /// The attention output of [`attn_online_f16`] runs over consecutive
     /// ranges of keys, each started afresh, merged as llama.cpp merges its
     /// threads' partials when it splits a decoding row's keys: in order,

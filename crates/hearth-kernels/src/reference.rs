@@ -12,9 +12,9 @@ use std::ops::Range;
 
 pub use crate::ops::scalar::{
     add_inplace, attn_online_f16, attn_online_finish, attn_tile_finish, attn_tile_row, axpy_f16,
-    dot_f16_f16, dot_f32_f16, expf, f32_to_f16_row, gelu_tanh_mul_inplace, mul_inplace, rms_norm,
-    rms_norm_inplace, rope_apply, rope_cache, rope_inplace, scale_inplace, silu_mul_inplace,
-    softmax_inplace, vexpf,
+    dot_f16_f16, dot_f32_f16, dot_f32_ggml, dot_f32_tiny, expf, f32_to_f16_row,
+    gelu_tanh_mul_inplace, mul_inplace, rms_norm, rms_norm_inplace, rope_apply, rope_cache,
+    rope_inplace, scale_inplace, silu_mul_inplace, softmax_inplace, vexpf,
 };
 
 /// Quantise one row of f32 into `dst_type`.

@@ -481,6 +481,64 @@ fn split_attention_merges_to_the_formula() {
     assert_eq!(out, vec![0f32; 8]);
 }
 
+/// The F32 dot products in llama.cpp's two matmul orders: dispatched
+/// equals the scalar reference bit for bit at every length (ggml's: any,
+/// with every kind of tail; tinyBLAS: multiples of 8), both are the f64
+/// dot product to f32 accuracy, and the two orders do differ.
+#[test]
+fn f32_dots_in_llama_cpp_orders() {
+    let mut r = rng(41);
+    let mut differ = 0;
+    for n in [
+        1usize, 3, 4, 5, 7, 8, 9, 12, 15, 31, 32, 33, 40, 44, 47, 64, 96, 576, 1536, 1541,
+    ] {
+        let a = randn(&mut r, n, 1.0);
+        let b = randn(&mut r, n, 1.0);
+        let exact: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+        let magnitude: f64 = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (*x as f64 * *y as f64).abs())
+            .sum();
+        let ggml = reference::dot_f32_ggml(&a, &b);
+        assert_eq!(
+            hearth_kernels::dot_f32_ggml(&a, &b).to_bits(),
+            ggml.to_bits(),
+            "ggml order, n {n}"
+        );
+        assert!(
+            (ggml as f64 - exact).abs() <= 1e-6 * magnitude + 1e-7,
+            "ggml, n {n}"
+        );
+        if n % 8 == 0 {
+            let tiny = reference::dot_f32_tiny(&a, &b);
+            assert_eq!(
+                hearth_kernels::dot_f32_tiny(&a, &b).to_bits(),
+                tiny.to_bits(),
+                "tinyBLAS order, n {n}"
+            );
+            assert!(
+                (tiny as f64 - exact).abs() <= 1e-6 * magnitude + 1e-7,
+                "tiny, n {n}"
+            );
+            differ += usize::from(tiny.to_bits() != ggml.to_bits());
+        }
+    }
+    assert!(differ > 0, "the two orders never differed");
+    // ggml's tail below 32: rounded products added in order, eight then four
+    // at a time, the last one to three fused.
+    let a: Vec<f32> = (0..7).map(|i| 1.0 + i as f32 / 3.0).collect();
+    let b: Vec<f32> = (0..7).map(|i| 0.7 - i as f32 / 5.0).collect();
+    let mut want = 0f32;
+    for i in 0..4 {
+        want += a[i] * b[i];
+    }
+    for i in 4..7 {
+        want = a[i].mul_add(b[i], want);
+    }
+    assert_eq!(reference::dot_f32_ggml(&a, &b).to_bits(), want.to_bits());
+}
+
 /// `n` normal values rounded to F16, as a cache holds keys and values.
 fn randn_f16(r: &mut rand::rngs::StdRng, n: usize) -> Vec<f16> {
     randn(r, n, 1.0).into_iter().map(f16::from_f32).collect()

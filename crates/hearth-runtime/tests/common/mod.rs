@@ -85,21 +85,6 @@ pub const README: Tolerance = Tolerance {
     near_tie: 0.01,
 };
 
-/// The adapter references (`shared/adapters/`) are chat prompts whose
-/// replies run on past the trained answer into `<|im_start|>` loops, and
-/// their top 5 reach log-probabilities of −23. There the base model alone,
-/// no adapter involved, broke a near tie of 0.25 under the older
-/// arithmetic (extract case 4, step 0: a gap of 0.261, our choice differed)
-/// while its mean error was 0.07–0.11. With the adapters the mean error is 0.12–0.14 and the worst
-/// 1.02, on a token at −23 (0.83 on one at −8). So the mean bound is
-/// unchanged and only the worst single error and the near tie are widened;
-/// a wrong Q/K permutation or scale misses the mean by whole units.
-pub const ADAPTER: Tolerance = Tolerance {
-    mean: 0.3,
-    max: 1.2,
-    near_tie: 0.3,
-};
-
 /// Steps compared per case.
 pub const STEPS: usize = 16;
 

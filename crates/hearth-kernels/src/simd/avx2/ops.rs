@@ -551,3 +551,46 @@ pub(crate) unsafe fn attn_tile_row(
 pub(crate) unsafe fn attn_tile_finish(state: (f32, f32), acc: &[f32], out: &mut [f32]) {
     sc::attn_tile_finish(state, acc, out)
 }
+
+/// [`sc::dot_f32_ggml`] with its four banks in registers.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_f32_ggml(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot of rows of different lengths");
+    let n = a.len();
+    let np = n & !31;
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut s = [_mm256_setzero_ps(); 4];
+    for i in (0..np).step_by(32) {
+        for (j, s) in s.iter_mut().enumerate() {
+            // SAFETY: i + 8j + 8 <= np <= n for both slices.
+            *s = _mm256_fmadd_ps(
+                _mm256_loadu_ps(pa.add(i + 8 * j)),
+                _mm256_loadu_ps(pb.add(i + 8 * j)),
+                *s,
+            );
+        }
+    }
+    let c = _mm256_add_ps(_mm256_add_ps(s[0], s[2]), _mm256_add_ps(s[1], s[3]));
+    let mut l = [0f32; 8];
+    _mm256_storeu_ps(l.as_mut_ptr(), c);
+    let u = [l[0] + l[4], l[1] + l[5], l[2] + l[6], l[3] + l[7]];
+    let head = (u[0] + u[1]) + (u[2] + u[3]);
+    sc::dot_f32_ggml_tail(a, b, np, head)
+}
+
+/// [`sc::dot_f32_tiny`] with its eight lanes in one register.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_f32_tiny(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot of rows of different lengths");
+    assert!(a.len().is_multiple_of(8), "tinyBLAS takes multiples of 8");
+    let mut acc = _mm256_setzero_ps();
+    for i in (0..a.len()).step_by(8) {
+        // SAFETY: i + 8 <= len for both slices.
+        acc = _mm256_fmadd_ps(
+            _mm256_loadu_ps(a.as_ptr().add(i)),
+            _mm256_loadu_ps(b.as_ptr().add(i)),
+            acc,
+        );
+    }
+    super::hsum8(acc)
+}
