@@ -35,6 +35,7 @@ use crate::kv_cache::KvCache;
 use crate::kv_pool::KvGeometry;
 use crate::lora::{Adapter, LoraMatrix, Role};
 use crate::pool::{SharedMut, ThreadPool};
+use crate::prompt_plan::Forms;
 use crate::weights::Matrix;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,10 +138,9 @@ struct LoraGroup<'a> {
 #[derive(Clone, Copy)]
 struct LoraUse<'a> {
     groups: &'a [LoraGroup<'a>],
-    /// Per token of the flattened batch: its llama.cpp batch has two rows
-    /// or more ([`crate::Forms::batched`]), which picks the F32 matmul's
-    /// order.
-    batched: &'a [bool],
+    /// The flattened batch's tokens: their forms pick the F32 matmuls'
+    /// order ([`Forms::batched`]).
+    toks: &'a [Tok],
     layer: usize,
     roles: &'a [Role],
 }
@@ -150,15 +150,8 @@ struct LoraUse<'a> {
 struct Tok {
     item: usize,
     pos: usize,
-    /// Attention takes the tiled arithmetic ([`KvCache::plan_prompt`]).
-    tiled: bool,
-    /// One-row attention splits its keys into ranges of this many cells
-    /// ([`crate::Forms::kv_chunk`]).
-    kv_chunk: usize,
-    /// In a llama.cpp batch of two rows or more ([`crate::Forms::batched`]).
-    batched: bool,
-    /// The K-quants' float orders ([`KvCache::plan_prompt`]).
-    rows: k::Rows,
+    /// The arithmetic the position takes ([`KvCache::plan_prompt`]).
+    forms: Forms,
 }
 
 impl Transformer {
@@ -211,14 +204,10 @@ impl Transformer {
                     });
                 }
                 let pos = it.cache.len() + j;
-                let forms = it.cache.forms_at(pos);
                 toks.push(Tok {
                     item: i,
                     pos,
-                    tiled: forms.tiled,
-                    kv_chunk: forms.kv_chunk,
-                    batched: forms.batched,
-                    rows: forms.rows,
+                    forms: it.cache.forms_at(pos),
                 });
             }
         }
@@ -240,7 +229,6 @@ impl Transformer {
         }
         let n_tok = toks.len();
         let d = hp.n_embd;
-        let batched: Vec<bool> = toks.iter().map(|t| t.batched).collect();
         // Group tokens by adapter (by id: the same adapter in two sequences is one group).
         let mut groups: Vec<LoraGroup> = Vec::new();
         let mut t0 = 0;
@@ -264,7 +252,7 @@ impl Transformer {
         let lora = |layer: usize, roles: &'static [Role]| {
             (!groups.is_empty()).then_some(LoraUse {
                 groups: &groups,
-                batched: &batched,
+                toks: &toks,
                 layer,
                 roles,
             })
@@ -786,7 +774,7 @@ impl Transformer {
                 u.resize(rows.len(), 0.0);
                 for (c, &tok) in toks.iter().enumerate() {
                     let t = &t_all[p.t_off + c * r..p.t_off + (c + 1) * r];
-                    p.m.up(rows.clone(), t, lu.batched[tok], &mut u);
+                    p.m.up(rows.clone(), t, lu.toks[tok].forms.batched, &mut u);
                     let base = tok * n_out;
                     // SAFETY: these rows of token `tok`'s output belong to
                     // this task alone: groups hold disjoint tokens and a
@@ -926,10 +914,10 @@ impl Transformer {
         while i < toks.len() {
             let t = toks[i];
             let mut j = i + 1;
-            if t.tiled {
+            if t.forms.tiled {
                 while j < toks.len()
                     && j - i < k::ATTN_TILE
-                    && toks[j].tiled
+                    && toks[j].forms.tiled
                     && toks[j].item == t.item
                 {
                     j += 1;
@@ -1002,10 +990,9 @@ impl Transformer {
         let out = unsafe { att.slice(start..start + group * hdv) };
         // The key ranges, each with its own running softmax: one, or
         // llama.cpp's split-KV ranges of `kv_chunk` cells from cell 0.
-        let chunk = if tok.kv_chunk == 0 {
-            usize::MAX
-        } else {
-            tok.kv_chunk
+        let chunk = match tok.forms.kv_chunk {
+            0 => usize::MAX,
+            c => c,
         };
         let n_parts = spans.end.div_ceil(chunk).max(1);
         ONLINE.with(|cell| {
@@ -1259,7 +1246,11 @@ fn lora_down(
         // SAFETY: each (part, token chunk) owns its own rows of `t_all`.
         let t = unsafe { shared_t.slice(at..at + toks.len() * r) };
         for (&tok, t) in idx.iter().zip(t.chunks_exact_mut(r)) {
-            p.m.down(&x[tok * n_in..(tok + 1) * n_in], lu.batched[tok], t);
+            p.m.down(
+                &x[tok * n_in..(tok + 1) * n_in],
+                lu.toks[tok].forms.batched,
+                t,
+            );
         }
     }
 }
@@ -1361,12 +1352,12 @@ impl ActCache {
 fn batched_runs(toks: &[Tok]) -> Vec<(std::ops::Range<usize>, k::Rows)> {
     let mut runs: Vec<(std::ops::Range<usize>, k::Rows)> = Vec::new();
     for (i, t) in toks.iter().enumerate() {
-        if t.rows == k::Rows::SINGLE {
+        if t.forms.rows == k::Rows::SINGLE {
             continue;
         }
         match runs.last_mut() {
-            Some((r, f)) if r.end == i && *f == t.rows => r.end = i + 1,
-            _ => runs.push((i..i + 1, t.rows)),
+            Some((r, f)) if r.end == i && *f == t.forms.rows => r.end = i + 1,
+            _ => runs.push((i..i + 1, t.forms.rows)),
         }
     }
     runs
@@ -1549,10 +1540,12 @@ mod tests {
             .map(|(i, &rows)| Tok {
                 item: 0,
                 pos: i,
-                tiled: false,
-                kv_chunk: 0,
-                batched: true,
-                rows,
+                forms: Forms {
+                    tiled: false,
+                    kv_chunk: 0,
+                    batched: true,
+                    rows,
+                },
             })
             .collect();
         assert_eq!(batched_runs(&toks), vec![(1..3, quad), (3..4, wide)]);
