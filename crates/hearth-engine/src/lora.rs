@@ -230,8 +230,10 @@ impl LoraMatrix {
         } else {
             // ggml's dot product on fewer than 32 elements: rounded
             // products added in order (`dot_f32_ggml`'s tail), eight and
-            // four at a time, the last one to three fused.
-            let products = (r & !7) + if r % 8 >= 4 { 4 } else { 0 };
+            // four at a time, the last one to three fused. (A rank of 32 or
+            // more would start with ggml's four banks, which this does not
+            // follow; every adapter here has rank 8.)
+            let products = k::dot_f32_ggml_tail_products(r);
             u.fill(0.0);
             for (j, &tj) in t[..r].iter().enumerate() {
                 for (y, &b) in u.iter_mut().zip(col(j)) {

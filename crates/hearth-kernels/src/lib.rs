@@ -72,7 +72,7 @@ pub mod reference;
 mod simd;
 
 pub use hearth_gguf::GgmlType;
-pub use ops::scalar::rope_cache;
+pub use ops::scalar::{dot_f32_ggml_tail_products, rope_cache};
 pub use ops::{KvRun, KvTile, ATTN_TILE};
 
 use half::f16;

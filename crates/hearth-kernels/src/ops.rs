@@ -456,13 +456,18 @@ pub mod scalar {
         dot_f32_ggml_tail(a, b, np, (u[0] + u[1]) + (u[2] + u[3]))
     }
 
+    /// Of the last `rest` elements of [`dot_f32_ggml`] (fewer than 32, past
+    /// its banks), how many are added as rounded products: groups of eight,
+    /// then one of four; the rest are fused.
+    pub fn dot_f32_ggml_tail_products(rest: usize) -> usize {
+        (rest & !7) + if rest % 8 >= 4 { 4 } else { 0 }
+    }
+
     /// [`dot_f32_ggml`]'s elements from `np` on, added to `sum` (the banks'
     /// total).
     pub fn dot_f32_ggml_tail(a: &[f32], b: &[f32], np: usize, mut sum: f32) -> f32 {
         let n = a.len();
-        let rest = n - np;
-        // Groups of eight, then one of four, as products added in order.
-        let products = (rest & !7) + if rest % 8 >= 4 { 4 } else { 0 };
+        let products = dot_f32_ggml_tail_products(n - np);
         for i in np..np + products {
             sum += a[i] * b[i];
         }
